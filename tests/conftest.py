@@ -1,0 +1,45 @@
+"""Shared fixtures: where the reference material lives, and skipping cleanly without it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"reference material not found at {path} (expected ../shared beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED_DIR)
+
+
+@pytest.fixture(scope="session")
+def golden_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "golden")
+
+
+@pytest.fixture(scope="session")
+def real_weights(shared_dir: Path) -> Path:
+    return _require(shared_dir / "weights" / "yolov3-tiny.weights")
+
+
+@pytest.fixture(scope="session")
+def official_cfg_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "darknet" / "cfg")
+
+
+@pytest.fixture(scope="session")
+def coco128_dir(shared_dir: Path) -> Path:
+    return _require(shared_dir / "coco128")
