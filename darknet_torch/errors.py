@@ -1,0 +1,17 @@
+"""Project exceptions: one base class so callers can catch everything darknet_torch raises on bad input."""
+
+
+class DarknetError(Exception):
+    """Base class for every error caused by a user's files or arguments."""
+
+
+class CfgError(DarknetError):
+    """A .cfg / .data / .names file is malformed; the message names the file, line, section and key."""
+
+
+class WeightsError(DarknetError):
+    """A .weights file does not match the network (too short, too long, wrong header)."""
+
+
+class DataError(DarknetError):
+    """An image, label or list file cannot be used; the message names the path (and line)."""
