@@ -1,0 +1,273 @@
+"""Image loading and Darknet's exact input pre-processing (stretch resize and letterbox).
+
+Conventions: images are float32 tensors ``[..., C, H, W]`` (RGB, values in [0, 1]), as Darknet's
+``image`` struct stores them (planar, ``uint8 / 255.``). ``resize_image`` and ``letterbox_image`` are
+bit-exact transcriptions of Darknet's float32 arithmetic, so a network fed by them sees the same
+input as C Darknet does, given the same decoded pixels.
+
+Decoding: Darknet (built without OpenCV) decodes with stb_image. Pillow decodes JPEGs with libjpeg,
+whose IDCT/upsampling differ from stb_image by a few levels on some pixels; the optional
+``decoder="stb"`` (the ``libstb`` package, which vendors stb_image) removes that difference.
+EXIF orientation is ignored, as stb_image ignores it: boxes then refer to the stored pixel grid.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from darknet_torch.errors import DataError
+
+#: Default decompression-bomb limit: Pillow's own default, without touching Pillow's global.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+Decoder = Literal["pil", "stb"]
+
+# Darknet's load_image_stb computes (float)u8 / 255. in double and rounds to float; precomputing
+# the 256 possible values in float64 keeps that rounding exactly.
+_U8_TO_UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+
+# Exceptions Pillow raises for corrupt, truncated or unsupported data (it has no single base class).
+_PIL_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
+    struct.error, zlib.error,
+)
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    """Geometry of one pre-processing step, needed later to map boxes back to the original image.
+
+    ``new_w``/``new_h`` is the size the image was resized to, pasted at integer offset
+    ``(dx, dy)`` on a ``net_w`` x ``net_h`` canvas. For a plain (stretch) resize,
+    ``new_w == net_w``, ``new_h == net_h`` and the offsets are 0.
+    """
+
+    orig_w: int
+    orig_h: int
+    net_w: int
+    net_h: int
+    new_w: int
+    new_h: int
+    dx: int
+    dy: int
+
+    @property
+    def box_offset(self) -> tuple[float, float]:
+        """Darknet's correct_yolo_boxes offset ``((net_w-new_w)/2./net_w, (net_h-new_h)/2./net_h)``.
+
+        It is the *float* half-gap, although the image was pasted at the integer offset (dx, dy):
+        when the gap is odd, Darknet's boxes are shifted by half a network pixel, and so are ours.
+        """
+        return ((self.net_w - self.new_w) / 2.0 / self.net_w, (self.net_h - self.new_h) / 2.0 / self.net_h)
+
+    @property
+    def box_scale(self) -> tuple[float, float]:
+        """Darknet's correct_yolo_boxes scale ``(new_w/net_w, new_h/net_h)``."""
+        return (self.new_w / self.net_w, self.new_h / self.net_h)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: Decoder = "pil") -> torch.Tensor:
+    """Decode an image file to float32 ``[3, H, W]`` RGB in [0, 1] (Darknet's ``load_image(path,0,0,3)``).
+
+    Raises DataError naming the path for a missing/unreadable/empty file, data that is not a
+    supported image, a truncated or corrupt image, or one with more than ``max_pixels`` pixels
+    (checked from the header, before any pixel memory is allocated).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
+    return decode_image_bytes(data, max_pixels=max_pixels, decoder=decoder, source=str(path))
+
+
+def decode_image_bytes(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: Decoder = "pil", source: str = "<bytes>"
+) -> torch.Tensor:
+    """Decode encoded image bytes exactly as ``load_image`` does; ``source`` names them in errors."""
+    if not data:
+        raise DataError(f"{source}: empty file (0 bytes), not an image")
+    if decoder == "pil":
+        pixels = _decode_pil(data, max_pixels, source)
+    elif decoder == "stb":
+        pixels = _decode_stb(data, max_pixels, source)
+    else:
+        raise ValueError(f"unknown decoder {decoder!r}: expected 'pil' or 'stb'")
+    return _u8_hwc_to_unit_chw(pixels)
+
+
+def stb_available() -> bool:
+    """True when the optional ``libstb`` package (stb_image, Darknet's decoder) is importable."""
+    try:
+        import libstb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_size(width: int, height: int, max_pixels: int, source: str) -> None:
+    if width <= 0 or height <= 0:
+        raise DataError(f"{source}: image header gives an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise DataError(
+            f"{source}: image is {width}x{height} = {width * height} pixels, more than max_pixels={max_pixels} "
+            "(refused before decoding, as a decompression-bomb guard)"
+        )
+
+
+def _decode_pil(data: bytes, max_pixels: int, source: str) -> np.ndarray:
+    """Pillow decode to uint8 ``[H, W, 3]``, converting modes the way stb_image's 3-channel load does."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_size(im.width, im.height, max_pixels, source)
+            im.load()
+            return _pil_to_rgb_u8(im, source)
+    except DataError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{source}: not a recognised image format ({len(data)} bytes)") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{source}: image too large, refused before decoding: {exc}") from None
+    except _PIL_DECODE_ERRORS as exc:
+        raise DataError(f"{source}: corrupt or truncated image: {exc}") from None
+
+
+def _pil_to_rgb_u8(im: Image.Image, source: str) -> np.ndarray:
+    # stb_image reduces 16-bit samples to 8 bits by keeping the high byte; Pillow's convert("RGB")
+    # would clip 16-bit greyscale at 255 instead. 16-bit RGB PNGs already decode to their high bytes.
+    if im.mode.startswith("I;16"):
+        grey = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        raise DataError(f"{source}: unsupported {im.mode!r} (32-bit) pixel mode; Darknet reads 8-bit images")
+    # L/LA -> grey replicated, RGBA/LA -> alpha dropped (not composited), P -> palette colours:
+    # the same as stb_image asked for 3 channels.
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _decode_stb(data: bytes, max_pixels: int, source: str) -> np.ndarray:
+    """stb_image decode (Darknet's own decoder) via the optional ``libstb`` package."""
+    try:
+        import libstb
+    except ImportError:
+        raise DataError(f"{source}: decoder='stb' needs the optional package libstb (pip install libstb)") from None
+    try:
+        info = libstb.ImageInfo.read(data)
+    except libstb.Error as exc:
+        raise DataError(f"{source}: not a recognised image format ({len(data)} bytes): {exc}") from None
+    _check_size(info.width, info.height, max_pixels, source)
+    try:
+        image = libstb.Image.open(data, channels=3, max_bytes=max(1, max_pixels) * 3)
+    except (libstb.Error, ValueError) as exc:
+        raise DataError(f"{source}: corrupt or truncated image: {exc}") from None
+    return image.numpy(copy=True)
+
+
+def _u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` holding Darknet's ``u8 / 255.``."""
+    return torch.from_numpy(np.ascontiguousarray(_U8_TO_UNIT[pixels].transpose(2, 0, 1)))
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _axis_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Darknet's per-output sample position along one axis: integer tap ``i`` and float32 fraction ``d``.
+
+    ``scale = (float)(n_in-1)/(n_out-1)``, ``s = (float)k * scale``, ``i = (int)s``, ``d = s - i``, all float32.
+    For ``n_out == 1`` Darknet divides by zero (undefined for rows); we use scale 0 there.
+    """
+    if n_out == 1:
+        scale = np.float32(0.0)
+    else:
+        scale = np.float32(n_in - 1) / np.float32(n_out - 1)
+    pos = torch.arange(n_out, dtype=torch.float32) * torch.tensor(scale, dtype=torch.float32)
+    tap = pos.to(torch.int64)  # truncation == floor, positions are >= 0
+    frac = pos - tap.to(torch.float32)
+    return tap, frac
+
+
+def resize_image(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """Bilinear resize of ``[..., C, H, W]`` float32 to ``[..., C, h, w]``, bit-exact to Darknet's resize_image.
+
+    Matches image.c ``resize_image``: align-corners scale ``(in-1)/(out-1)``, a horizontal pass then a
+    vertical pass, each ``(1-d)*a + d*b`` in float32 with every product rounded. The last output column
+    copies the last input column; the last output row keeps only ``(1-dy)*row[iy]`` (so when float
+    rounding puts its sample just below the last input row, Darknet darkens it, and so do we).
+    Same size returns a copy, as Darknet does.
+    """
+    if w < 1 or h < 1:
+        raise ValueError(f"resize target must be at least 1x1, got {w}x{h}")
+    if img.dtype != torch.float32:
+        raise TypeError(f"resize_image expects float32 (Darknet's arithmetic), got {img.dtype}")
+    in_h, in_w = img.shape[-2], img.shape[-1]
+    if (in_w, in_h) == (w, h):
+        return img.clone()
+
+    # Horizontal pass: [..., H, W] -> [..., H, w].
+    ix, dx = _axis_taps(in_w, w)
+    left = img[..., ix]
+    right = img[..., (ix + 1).clamp_max(in_w - 1)]
+    part = (1 - dx) * left + dx * right
+    copy_last = torch.zeros(w, dtype=torch.bool)
+    copy_last[-1] = True
+    if in_w == 1:
+        copy_last[:] = True
+    part = torch.where(copy_last, img[..., in_w - 1 : in_w], part)
+
+    # Vertical pass: [..., H, w] -> [..., h, w]; two separately rounded steps as in Darknet's add_pixel.
+    iy, dy = _axis_taps(in_h, h)
+    dy_col = dy[:, None]
+    top = part[..., iy, :]
+    out = (1 - dy_col) * top
+    if in_h > 1 and h > 1:
+        below = part[..., iy[:-1] + 1, :]
+        out[..., :-1, :] = out[..., :-1, :] + dy_col[:-1] * below
+    return out
+
+
+def letterbox_geometry(orig_w: int, orig_h: int, net_w: int, net_h: int) -> LetterboxInfo:
+    """Darknet's letterbox_image size rule: fit inside ``net_w`` x ``net_h`` keeping aspect (integer division).
+
+    The comparison ``(float)net_w/orig_w < (float)net_h/orig_h`` is done in float32 as in C.
+    """
+    if np.float32(net_w) / np.float32(orig_w) < np.float32(net_h) / np.float32(orig_h):
+        new_w, new_h = net_w, (orig_h * net_w) // orig_w
+    else:
+        new_w, new_h = (orig_w * net_h) // orig_h, net_h
+    if new_w < 1 or new_h < 1:
+        raise ValueError(f"a {orig_w}x{orig_h} image letterboxes to an empty {new_w}x{new_h} area in {net_w}x{net_h}")
+    return LetterboxInfo(orig_w, orig_h, net_w, net_h, new_w, new_h, (net_w - new_w) // 2, (net_h - new_h) // 2)
+
+
+def letterbox_image(img: torch.Tensor, w: int, h: int) -> tuple[torch.Tensor, LetterboxInfo]:
+    """Darknet's letterbox_image: resize to fit keeping aspect, paste at the integer offset on a 0.5 canvas.
+
+    Input ``[..., C, H, W]`` float32; returns ``[..., C, h, w]`` and the geometry for undoing it.
+    """
+    info = letterbox_geometry(img.shape[-1], img.shape[-2], w, h)
+    resized = resize_image(img, info.new_w, info.new_h)
+    canvas = torch.full((*img.shape[:-2], h, w), 0.5, dtype=img.dtype)
+    canvas[..., info.dy : info.dy + info.new_h, info.dx : info.dx + info.new_w] = resized
+    return canvas, info
+
+
+def preprocess(img: torch.Tensor, w: int, h: int, letterbox: bool) -> tuple[torch.Tensor, LetterboxInfo]:
+    """Network input for ``img`` (``[..., C, H, W]``) as Darknet's detector builds it: stretch or letterbox."""
+    if letterbox:
+        return letterbox_image(img, w, h)
+    in_h, in_w = img.shape[-2], img.shape[-1]
+    return resize_image(img, w, h), LetterboxInfo(in_w, in_h, w, h, w, h, 0, 0)
