@@ -1,0 +1,315 @@
+"""Darknet's ``detector map`` scoring (``validate_detector_map``, src/detector.c) on plain arrays.
+
+The model-free half of ``detector map``: given each image's post-NMS detections and its ground
+truth, reproduce Darknet's matching, ranking, per-class AP, mAP and its summary at a confidence
+threshold, with Darknet's float32/float64 arithmetic and summation order, so the printed numbers
+agree digit for digit.
+
+What Darknet does, and therefore what this does:
+
+* Matching, per detection row in Darknet's array order: the truth of the **same class** with the
+  highest IoU, if that IoU is **strictly** greater than ``iou_thresh`` (first truth wins ties).
+* Ranking: all rows of all images are sorted by descending prob with a stable sort (glibc 2.36's
+  ``qsort`` is a merge sort). Going down the ranking, a matched row is a TP if its truth was not
+  matched by a higher-ranked row (``truth_flags``), otherwise an FP, like unmatched rows.
+* Per class: precision = tp/(tp+fp), recall = tp/n_truths (0 without truths) at each of its
+  rows. ``points=0`` (default): area under the precision curve made monotone from the right, at
+  every unique recall; ``points=N``: mean over recalls i/(N-1) of the best precision at a recall
+  >= it. mAP is the mean over **all** classes, classes without ground truth counting as AP 0.
+* Summary at ``thresh_calc_avg_iou``: rows with prob > thresh are TP if matched and no *earlier
+  row of the same image* (in array order, at any prob) matched the same truth, else FP;
+  FN = n_truths - TP; average IoU = sum of the TPs' IoU / (TP + FP), in float32.
+
+Darknet's ``difficult`` list (VOC) is not modelled.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from terminaltables import AsciiTable
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """Everything ``detector map`` prints. Arrays are indexed by class id."""
+
+    #: (C,) float64 average precision per class, in [0, 1].
+    ap: np.ndarray
+    #: (C,) int64 ground-truth objects per class.
+    truths_per_class: np.ndarray
+    #: (C,) int64 TP and FP at the confidence threshold (Darknet prints them beside each AP).
+    tp_per_class: np.ndarray
+    fp_per_class: np.ndarray
+    #: Mean of ``ap`` over all classes.
+    map: float
+    iou_thresh: float
+    points: int
+    conf_thresh: float
+    #: Summary at ``conf_thresh`` (float32 values, as Darknet computes them; NaN if TP+FP == 0).
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    avg_iou: float
+    detections_count: int
+    unique_truth_count: int
+
+
+def expand_detections(boxes: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Darknet's detection array -> ``compute_map`` rows: one row ``x, y, w, h, class, prob``
+    per (box, class) with prob > 0, boxes in array order and classes ascending, as
+    ``validate_detector_map`` iterates them.
+
+    Args:
+        boxes: (N, 4) relative centre/size of each post-NMS detection, in Darknet's array order.
+        probs: (N, C) class probabilities after NMS (suppressed ones are 0).
+    """
+    box_index, class_id = np.nonzero(np.asarray(probs) > 0)  # row-major: box, then class
+    return np.column_stack([
+        np.asarray(boxes, dtype=np.float32)[box_index],
+        class_id.astype(np.float32),
+        np.asarray(probs, dtype=np.float32)[box_index, class_id],
+    ]).reshape(-1, 6)
+
+
+def _darknet_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, K) float32 IoU of relative xywh boxes with Darknet's ``box_iou`` rules (0 when the
+    boxes do not overlap or the union is 0).
+    TODO(ops): move to darknet_torch/ops once its box module exists."""
+    ax, ay, aw, ah = (a[:, i, None] for i in range(4))
+    bx, by, bw, bh = (b[None, :, i] for i in range(4))
+    two = np.float32(2)
+    w = np.minimum(ax + aw / two, bx + bw / two) - np.maximum(ax - aw / two, bx - bw / two)
+    h = np.minimum(ay + ah / two, by + bh / two) - np.maximum(ay - ah / two, by - bh / two)
+    inter = np.where((w < 0) | (h < 0), np.float32(0), w * h)
+    union = aw * ah + bw * bh - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((inter == 0) | (union == 0), np.float32(0), inter / union)
+
+
+def _check_rows(array: np.ndarray, columns: int, what: str, index: int) -> np.ndarray:
+    rows = np.asarray(array, dtype=np.float32)
+    if rows.size == 0:
+        return np.zeros((0, columns), np.float32)
+    if rows.ndim != 2 or rows.shape[1] < columns:
+        raise ValueError(f"{what}[{index}] must have shape (n, >={columns}), got {rows.shape}")
+    return rows
+
+
+def _class_ids(column: np.ndarray, num_classes: int, what: str, index: int) -> np.ndarray:
+    ids = column.astype(np.int64)
+    if np.any((ids != column) | (ids < 0) | (ids >= num_classes)):
+        raise ValueError(f"{what}[{index}] has class ids outside 0..{num_classes - 1}")
+    return ids
+
+
+def _match_image(dets: np.ndarray, det_class: np.ndarray, truths: np.ndarray,
+                 truth_class: np.ndarray, iou_thresh: np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Per detection row: index of its best same-class truth (-1 if none) and that IoU."""
+    if len(dets) == 0 or len(truths) == 0:
+        return np.full(len(dets), -1, np.int64), np.zeros(len(dets), np.float32)
+    iou = _darknet_iou(dets[:, :4], truths[:, 1:5])
+    # Darknet: iou > iou_thresh and iou > best-so-far (which starts at 0), so also iou > 0.
+    eligible = (det_class[:, None] == truth_class[None, :]) & (iou > iou_thresh) & (iou > 0)
+    candidate = np.where(eligible, iou, np.float32(-1))
+    best = candidate.argmax(axis=1)  # first of equal IoUs, as Darknet's strict '>' keeps it
+    best_iou = candidate[np.arange(len(dets)), best]
+    matched = best_iou > 0
+    return np.where(matched, best, -1), np.where(matched, best_iou, np.float32(0))
+
+
+def _first_occurrences(truth_index: np.ndarray) -> np.ndarray:
+    """True where a row matches a truth that no earlier row matched."""
+    first = np.zeros(len(truth_index), bool)
+    matched_rows = np.flatnonzero(truth_index >= 0)
+    _, first_of_each = np.unique(truth_index[matched_rows], return_index=True)
+    first[matched_rows[first_of_each]] = True
+    return first
+
+
+def _sequential_sum(values: np.ndarray) -> float:
+    """Left-to-right sum, as a C loop adds (numpy's ``sum`` is pairwise)."""
+    return float(np.add.accumulate(values)[-1]) if len(values) else 0.0
+
+
+def average_precision(precision: np.ndarray, recall: np.ndarray, points: int = 0) -> float:
+    """One class's AP from its PR points, exactly as ``validate_detector_map`` integrates.
+
+    Args:
+        precision, recall: (n,) float64 at each of the class's detections in rank order
+            (recall non-decreasing).
+        points: 0 for the area under the curve at every unique recall (Darknet's default),
+            N >= 2 for N-point interpolation (11: PascalVOC 2007, 101: MS COCO).
+    """
+    if points != 0 and points < 2:
+        raise ValueError(f"points must be 0 or >= 2, got {points}")
+    n = len(precision)
+    if n == 0:
+        return 0.0
+    best_from = np.maximum.accumulate(precision[::-1])[::-1]  # max precision at ranks >= k
+    if points == 0:
+        # Darknet walks the ranks backwards, weighting the recall step into rank k by the best
+        # precision at ranks >= k-1; where the step is > 0, rank k is a TP, so precision[k] >=
+        # precision[k-1] and that equals the best at ranks >= k. Summed from the last rank.
+        steps = np.diff(recall, prepend=0.0) * best_from
+        return _sequential_sum(steps[::-1])
+    levels = np.arange(points) * 1.0 / (points - 1)
+    first_rank = np.searchsorted(recall, levels, side="left")  # first rank with recall >= level
+    interpolated = np.where(first_rank < n, best_from[np.minimum(first_rank, n - 1)], 0.0)
+    return _sequential_sum(interpolated) / points
+
+
+def compute_map(
+    detections: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    num_classes: int,
+    iou_thresh: float = 0.5,
+    points: int = 0,
+    thresh_calc_avg_iou: float = 0.25,
+) -> MapResult:
+    """Score detections against ground truth exactly as Darknet's ``detector map`` does.
+
+    Args:
+        detections: per image, (M, >=6) rows ``x, y, w, h, class_id, prob`` (box centre and size
+            relative to the image; extra columns ignored), one row per (post-NMS detection,
+            class) in Darknet's order: detections in the NMS-sorted array order, classes
+            ascending (``expand_detections`` builds them). Rows with prob <= 0 are ignored, as
+            Darknet skips them.
+        truths: per image, (K, >=5) rows ``class_id, x, y, w, h`` (relative), e.g.
+            ``read_labels(...).boxes``; an image without labels has K = 0.
+        num_classes: C, the network's classes (Darknet takes them from the last YOLO layer).
+        iou_thresh: a detection matches a truth if IoU > this (strict).
+        points: 0 (area under the curve, the default), 11 or 101 (any N >= 2).
+        thresh_calc_avg_iou: the confidence threshold of the summary (``-thresh``).
+
+    All inputs are rounded to float32 first, as Darknet stores them. With no detection at all
+    every AP is 0 (Darknet reads out of bounds there).
+    """
+    if len(detections) != len(truths):
+        raise ValueError(f"{len(detections)} detection arrays for {len(truths)} truth arrays")
+    if points != 0 and points < 2:
+        raise ValueError(f"points must be 0 or >= 2, got {points}")
+    iou_t, conf_t = np.float32(iou_thresh), np.float32(thresh_calc_avg_iou)
+
+    probs, classes, truth_index, best_iou, truth_classes = [], [], [], [], []
+    truth_offset = 0
+    for image, (dets, gts) in enumerate(zip(detections, truths)):
+        dets = _check_rows(dets, 6, "detections", image)
+        dets = dets[dets[:, 5] > 0]
+        gts = _check_rows(gts, 5, "truths", image)
+        det_class = _class_ids(dets[:, 4], num_classes, "detections", image)
+        gt_class = _class_ids(gts[:, 0], num_classes, "truths", image)
+        index, iou = _match_image(dets, det_class, gts, gt_class, iou_t)
+        probs.append(dets[:, 5])
+        classes.append(det_class)
+        truth_index.append(np.where(index >= 0, index + truth_offset, -1))
+        best_iou.append(iou)
+        truth_classes.append(gt_class)
+        truth_offset += len(gts)
+    prob = np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    cls = np.concatenate(classes) if classes else np.zeros(0, np.int64)
+    tidx = np.concatenate(truth_index) if truth_index else np.zeros(0, np.int64)
+    ious = np.concatenate(best_iou) if best_iou else np.zeros(0, np.float32)
+    truths_per_class = np.bincount(
+        np.concatenate(truth_classes) if truth_classes else np.zeros(0, np.int64),
+        minlength=num_classes,
+    )
+
+    # Summary at the confidence threshold, rows in array order (images, then detections).
+    above = prob > conf_t
+    tp_rows = above & _first_occurrences(tidx)
+    fp_rows = above & ~tp_rows
+    tp, fp = int(tp_rows.sum()), int(fp_rows.sum())
+    avg_iou = np.float32(_sequential_sum(ious[tp_rows])) if tp else np.float32(0)
+    if tp + fp:
+        avg_iou = np.float32(avg_iou / np.float32(tp + fp))
+    tp32, fp32, fn32 = np.float32(tp), np.float32(fp), np.float32(truth_offset - tp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp32 / (tp32 + fp32)
+        recall = tp32 / (tp32 + fn32)
+        f1 = np.float32(2) * precision * recall / (precision + recall)
+
+    # Ranking: stable sort by descending prob; a truth counts once, for its best-ranked row.
+    order = np.argsort(-prob, kind="stable")
+    ranked_class = cls[order]
+    ranked_tp = _first_occurrences(tidx[order])
+    ap = np.zeros(num_classes, np.float64)
+    for class_id in range(num_classes):
+        is_tp = ranked_tp[ranked_class == class_id]
+        if len(is_tp) == 0:
+            continue
+        cum_tp = np.cumsum(is_tp)
+        class_precision = cum_tp / np.arange(1, len(is_tp) + 1, dtype=np.float64)
+        n_truths = truths_per_class[class_id]
+        class_recall = cum_tp / float(n_truths) if n_truths else np.zeros(len(is_tp))
+        ap[class_id] = average_precision(class_precision, class_recall, points)
+
+    return MapResult(
+        ap=ap,
+        truths_per_class=truths_per_class.astype(np.int64),
+        tp_per_class=np.bincount(cls[tp_rows], minlength=num_classes).astype(np.int64),
+        fp_per_class=np.bincount(cls[fp_rows], minlength=num_classes).astype(np.int64),
+        map=_sequential_sum(ap) / num_classes,
+        iou_thresh=float(iou_t),
+        points=points,
+        conf_thresh=float(conf_t),
+        precision=float(precision),
+        recall=float(recall),
+        f1=float(f1),
+        tp=tp,
+        fp=fp,
+        fn=truth_offset - tp,
+        avg_iou=float(avg_iou),
+        detections_count=len(prob),
+        unique_truth_count=truth_offset,
+    )
+
+
+def _c_fixed(value: float, decimals: int) -> str:
+    """printf("%.Nf"): glibc writes NaN as "nan"/"-nan" by sign (x86's 0/0 gives "-nan")."""
+    if math.isnan(value):
+        return "-nan" if math.copysign(1.0, value) < 0 else "nan"
+    return f"{value:.{decimals}f}"
+
+
+def format_map_report(result: MapResult, names: Sequence[str]) -> str:
+    """A per-class table, then Darknet's summary lines worded and rounded exactly as
+    ``detector map`` prints them (same float32 products for the percentages)."""
+    if len(names) != len(result.ap):
+        raise ValueError(f"{len(names)} names for {len(result.ap)} classes")
+    rows = [["class_id", "name", "AP (%)", "truths", "TP", "FP"]]
+    for class_id, name in enumerate(names):
+        rows.append([
+            str(class_id), name, f"{result.ap[class_id] * 100:.2f}",
+            str(result.truths_per_class[class_id]),
+            str(result.tp_per_class[class_id]), str(result.fp_per_class[class_id]),
+        ])
+    table = AsciiTable(rows)
+    for column in (0, 2, 3, 4, 5):
+        table.justify_columns[column] = "right"
+
+    conf = _c_fixed(result.conf_thresh, 2)
+    avg_iou_percent = float(np.float32(result.avg_iou) * np.float32(100))
+    iou_percent = float(np.float32(result.iou_thresh) * np.float32(100))
+    method = (f"used {result.points} Recall-points" if result.points
+              else "used Area-Under-Curve for each unique Recall")
+    lines = [
+        f" detections_count = {result.detections_count}, "
+        f"unique_truth_count = {result.unique_truth_count}  ",
+        table.table,
+        "",
+        f" for conf_thresh = {conf}, precision = {_c_fixed(result.precision, 2)}, "
+        f"recall = {_c_fixed(result.recall, 2)}, F1-score = {_c_fixed(result.f1, 2)} ",
+        f" for conf_thresh = {conf}, TP = {result.tp}, FP = {result.fp}, FN = {result.fn}, "
+        f"average IoU = {_c_fixed(avg_iou_percent, 2)} % ",
+        "",
+        f" IoU threshold = {iou_percent:2.0f} %, {method} ",
+        f" mean average precision (mAP@{_c_fixed(result.iou_thresh, 2)}) = "
+        f"{result.map:f}, or {_c_fixed(result.map * 100, 2)} % ",
+    ]
+    return "\n".join(lines)
