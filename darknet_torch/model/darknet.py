@@ -1,0 +1,134 @@
+"""The ``Darknet`` module: a cfg file's network as one generic forward loop."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from darknet_torch.config import Section, load_cfg
+from darknet_torch.model.builder import LayerInfo, create_modules
+from darknet_torch.model.heads import HEAD_TYPES
+from darknet_torch.model.layers.conv import ConvBlock
+from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
+
+
+class Darknet(nn.Module):
+    """A Darknet network built from a ``.cfg`` file.
+
+    >>> model = Darknet("cfg/yolov3-tiny.cfg")          # doctest: +SKIP
+    >>> model.load_darknet_weights("weights/yolov3-tiny.weights")
+    >>> out = model.eval()(torch.rand(1, 3, 416, 416))   # (1, N, 5+C)
+
+    ``forward(x)`` takes ``x``: float ``B x 3 x H x W``, RGB in [0, 1] and returns ``B x N x (5+C)``: cx, cy, w, h in
+    input pixels, objectness, class probabilities; heads in cfg order, within a head row ``anchor*H*W + row*W + col``.
+    ``forward(x, targets)`` returns ``(loss, outputs)`` as in the classic PyTorch-YOLOv3 training flow.
+    """
+
+    def __init__(self, cfg: str | Path | list[Section]) -> None:
+        super().__init__()
+        sections = cfg if isinstance(cfg, list) else load_cfg(cfg)
+        self.cfg_path = None if isinstance(cfg, list) else Path(cfg)
+        self.hyperparams: Section = sections[0]
+        self.module_defs: list[Section] = sections[1:]
+        self.module_list, self.layer_infos = create_modules(sections)
+        self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, HEAD_TYPES)]
+        needed = {s for m in self.module_list for s in getattr(m, "sources", ())}
+        self._keep = frozenset(needed) | frozenset(self.head_indices)
+        self.header = WeightsHeader()
+
+    # ----------------------------------------------------------------------------------------------- properties
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input as the cfg's ``[net]`` sets it."""
+        return self.hyperparams["height"], self.hyperparams["width"]
+
+    @property
+    def heads(self) -> list[nn.Module]:
+        return [self.module_list[i] for i in self.head_indices]
+
+    @property
+    def num_classes(self) -> int:
+        return self.heads[0].num_classes if self.head_indices else 0
+
+    @property
+    def seen(self) -> int:
+        """Images seen in training, as stored in the ``.weights`` header."""
+        return self.header.seen
+
+    def head_grids(self, input_hw: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
+        """(anchors, H, W) of every head for an input of ``input_hw`` (default: the cfg size)."""
+        net_h, net_w = self.input_size
+        in_h, in_w = input_hw or (net_h, net_w)
+        grids = []
+        for i in self.head_indices:
+            _, h, w = self.layer_infos[i].out_shape
+            grids.append((self.module_list[i].num_anchors, in_h * h // net_h, in_w * w // net_w))
+        return grids
+
+    def layer_labels(self) -> list[str]:
+        """``cfg:line [section]`` for every layer, used in messages."""
+        return [f"{info.section.where()}" for info in self.layer_infos]
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def _run(self, x: Tensor, keep_all: bool = False) -> list[Tensor | None]:
+        """Run every layer; returns each layer's output (only those still needed unless ``keep_all``)."""
+        outputs: list[Tensor | None] = []
+        keep = self._keep
+        for index, module in enumerate(self.module_list):
+            sources = getattr(module, "sources", None)
+            x = module(x, [outputs[i] for i in sources]) if sources is not None else module(x)
+            outputs.append(x if keep_all or index in keep else None)
+        return outputs
+
+    def forward(self, x: Tensor, targets: Tensor | None = None):
+        outputs = self._run(x)
+        net_hw = (x.shape[2], x.shape[3])
+        head_outputs = [outputs[i] for i in self.head_indices]
+        decoded = torch.cat([head.decode(out, net_hw) for head, out in zip(self.heads, head_outputs)], dim=1)
+        if targets is None:
+            return decoded
+        losses = [head.loss(out, targets, net_hw)[0] for head, out in zip(self.heads, head_outputs)]
+        return torch.stack(losses).sum(), decoded
+
+    def forward_layers(self, x: Tensor) -> list[Tensor]:
+        """Every layer's output, in Darknet's layer order (for debugging and layer-by-layer parity tests)."""
+        return self._run(x, keep_all=True)
+
+    def head_outputs(self, x: Tensor) -> list[Tensor]:
+        """The heads' activated maps (Darknet's ``l.output`` of each ``[yolo]``/``[region]`` layer)."""
+        outputs = self._run(x)
+        return [outputs[i] for i in self.head_indices]
+
+    # ----------------------------------------------------------------------------------------------- weights
+    def load_darknet_weights(self, path: str | Path, cutoff: int | None = None, partial: bool = False) -> "Darknet":
+        """Load an original Darknet ``.weights`` file; see :func:`darknet_torch.model.weights.load_darknet_weights`."""
+        self.unfuse()
+        self.header = load_darknet_weights(self.module_list, self.layer_labels(), path, cutoff, partial)
+        return self
+
+    def save_darknet_weights(self, path: str | Path, cutoff: int | None = None) -> None:
+        """Write Darknet's ``.weights`` format (loadable by the C Darknet), keeping the loaded header and ``seen``."""
+        save_darknet_weights(self.module_list, self.layer_labels(), path, self.header, cutoff)
+
+    # ----------------------------------------------------------------------------------------------- inference
+    def fuse(self) -> "Darknet":
+        """Fold batch norm into the convolutions for inference (Darknet's ``fuse_conv_batchnorm``)."""
+        for module in self.modules():
+            if isinstance(module, ConvBlock):
+                module.fuse()
+        return self
+
+    def unfuse(self) -> None:
+        for module in self.modules():
+            if isinstance(module, ConvBlock):
+                module.unfuse()
+
+    def extra_repr(self) -> str:
+        h, w = self.input_size
+        return f"cfg={self.cfg_path}, input={w}x{h}, layers={len(self.module_list)}, heads={self.head_indices}"
+
+
+def layer_info_table(infos: list[LayerInfo]) -> list[tuple]:
+    """(index, type, input shape, output shape, BFLOPs) per layer, for summaries."""
+    return [(i.index, i.section.name, i.in_shape, i.out_shape, i.bflops) for i in infos]

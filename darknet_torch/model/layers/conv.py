@@ -1,0 +1,82 @@
+"""``[convolutional]`` and ``[connected]``: the only layers with learnt weights in published Darknet cfgs."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from darknet_torch.model.activations import Activation
+
+# Darknet's batchnorm: eps 1e-5 inside the sqrt (normalize_cpu), rolling averages updated with factor 0.01.
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.01
+
+
+class ConvBlock(nn.Module):
+    """Convolution, optional batch norm, activation: one Darknet ``[convolutional]`` section.
+
+    With ``batch_normalize=1`` Darknet has no conv bias: the stored ``biases`` are the BN shift.  :meth:`fuse` folds the
+    BN into a cached kernel used only in eval mode, so the unfused parameters stay the source of truth (saving a fused
+    model still writes Darknet's layout).
+    """
+
+    def __init__(self, in_channels: int, filters: int, size: int, stride: tuple[int, int], padding: int,
+                 dilation: int, groups: int, batch_normalize: bool, activation: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, filters, size, stride=stride, padding=padding * dilation,
+                              dilation=dilation, groups=groups, bias=not batch_normalize)
+        self.bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
+        self.act = Activation(activation)
+        self.fused: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.fused is not None and not self.training:
+            weight, bias = self.fused
+            c = self.conv
+            return self.act(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups))
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.act(x)
+
+    def darknet_params(self) -> list[Tensor]:
+        """Tensors in ``.weights`` order: biases, [scales, rolling mean, rolling variance], weights."""
+        if self.bn is None:
+            return [self.conv.bias, self.conv.weight]
+        return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Cache BN folded into the kernel (as Darknet's ``fuse_conv_batchnorm``); changes results by ~1e-6."""
+        if self.bn is None:
+            self.fused = (self.conv.weight.detach(), self.conv.bias.detach())
+            return
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
+        bias = self.bn.bias - self.bn.running_mean * scale
+        self.fused = (weight.detach(), bias.detach())
+
+    def unfuse(self) -> None:
+        self.fused = None
+
+
+class Connected(nn.Module):
+    """``[connected]``: a fully connected layer on the flattened input, output shaped ``(out, 1, 1)``."""
+
+    def __init__(self, inputs: int, outputs: int, batch_normalize: bool, activation: str) -> None:
+        super().__init__()
+        self.linear = nn.Linear(inputs, outputs, bias=not batch_normalize)
+        self.bn = nn.BatchNorm1d(outputs, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
+        self.act = Activation(activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.linear(x.flatten(1))
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.act(x)[:, :, None, None]
+
+    def darknet_params(self) -> list[Tensor]:
+        """``.weights`` order: biases, weights[out][in], then (with BN) scales, rolling mean, rolling variance."""
+        if self.bn is None:
+            return [self.linear.bias, self.linear.weight]
+        return [self.bn.bias, self.linear.weight, self.bn.weight, self.bn.running_mean, self.bn.running_var]

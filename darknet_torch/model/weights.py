@@ -1,0 +1,193 @@
+"""Darknet ``.weights`` files in and out, strictly.
+
+Layout (parser.c ``load_weights_upto``/``save_weights_upto``): int32 major, minor, revision; ``seen`` as uint64 when
+``major*10+minor >= 2`` else uint32; then, layer by layer, the tensors each module lists in ``darknet_params()``.
+Darknet silently stops at the end of the file; we refuse a file that is too short or too long for the cfg, naming the
+layer, unless the caller asks for a prefix (``cutoff``) or a partial backbone (``partial=True``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from darknet_torch.errors import WeightsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WeightsHeader:
+    """The version and images-seen counter at the start of a ``.weights`` file."""
+
+    major: int = 0
+    minor: int = 2
+    revision: int = 5
+    seen: int = 0
+
+    @property
+    def seen_bytes(self) -> int:
+        return 8 if self.major * 10 + self.minor >= 2 else 4
+
+    @property
+    def transposed_connected(self) -> bool:
+        """Very old files store ``[connected]`` weights transposed."""
+        return self.major > 1000 or self.minor > 1000
+
+    def to_bytes(self) -> bytes:
+        seen_type = "<u8" if self.seen_bytes == 8 else "<u4"
+        return np.array([self.major, self.minor, self.revision], "<i4").tobytes() + \
+            np.array([self.seen], seen_type).tobytes()
+
+
+def _parse_header(data: bytes, path: Path) -> tuple[WeightsHeader, int]:
+    if len(data) < 12:
+        raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights header")
+    major, minor, revision = (int(v) for v in np.frombuffer(data[:12], "<i4"))
+    header = WeightsHeader(major, minor, revision)
+    end = 12 + header.seen_bytes
+    if len(data) < end:
+        raise WeightsError(f"{path}: truncated header")
+    header.seen = int(np.frombuffer(data[12:end], "<u8" if header.seen_bytes == 8 else "<u4")[0])
+    if (len(data) - end) % 4:
+        raise WeightsError(f"{path}: the body is {len(data) - end} bytes, not a whole number of float32 values; "
+                           f"the file is damaged or not a Darknet .weights file")
+    return header, end
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    """One layer's share of the file: which layer and which tensors, in file order."""
+
+    layer: int
+    label: str
+    tensors: tuple[Tensor, ...]
+
+    @property
+    def numel(self) -> int:
+        return sum(t.numel() for t in self.tensors)
+
+
+def param_slots(module_list: nn.ModuleList, labels: list[str], cutoff: int | None = None) -> list[ParamSlot]:
+    """The layers that store weights, in file order, up to (not including) layer ``cutoff``."""
+    slots = []
+    for index, module in enumerate(module_list):
+        if cutoff is not None and index >= cutoff:
+            break
+        params = getattr(module, "darknet_params", None)
+        tensors = tuple(params()) if params else ()
+        if tensors:
+            slots.append(ParamSlot(index, labels[index], tensors))
+    return slots
+
+
+def _misalignment_hint(slots: list[ParamSlot], values: np.ndarray) -> str:
+    """Find the first batch-norm layer whose variances read as invalid: the file and cfg part ways there or earlier."""
+    offset = 0
+    for slot in slots:
+        if len(slot.tensors) >= 4:  # biases, scales, mean, variance, ...
+            n = slot.tensors[0].numel()
+            variances = values[offset + 3 * n: offset + 4 * n]
+            if len(variances) == n and not (np.isfinite(variances).all() and (variances >= 0).all()):
+                return (f" The file stops matching the cfg at or before layer {slot.layer} ({slot.label}): its "
+                        f"batch-norm variances read as negative or invalid.")
+        offset += slot.numel
+    return ""
+
+
+def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: str | Path,
+                         cutoff: int | None = None, partial: bool = False) -> WeightsHeader:
+    """Load ``path`` into the modules; ``labels[i]`` names layer i in messages (e.g. ``cfg:line [convolutional]``).
+
+    ``cutoff``: load only layers before it (the file may hold more, as Darknet's ``load_weights_upto``).
+    ``partial``: the file may end early at a layer boundary (a backbone such as ``yolov4-tiny.conv.29``).
+    Otherwise the file must hold exactly what the cfg needs.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
+    header, start = _parse_header(data, path)
+    values = np.frombuffer(data, "<f4", offset=start)
+    slots = param_slots(module_list, labels, cutoff)
+    needed = sum(s.numel for s in slots)
+    if len(values) < needed and not partial:
+        missing_at = _first_unfilled(slots, len(values))
+        raise WeightsError(
+            f"{path}: holds {len(values):,} floats but the cfg needs {needed:,}; it ends inside layer "
+            f"{missing_at.layer} ({missing_at.label}). The file is truncated or belongs to a different cfg "
+            f"(classes=/filters= differ?). For a backbone file such as *.conv.N pass partial=True / --partial."
+            + _misalignment_hint(slots, values))
+    if len(values) > needed and cutoff is None:
+        raise WeightsError(
+            f"{path}: holds {len(values):,} floats but the cfg needs only {needed:,} ({len(values) - needed:,} "
+            f"left over). The weights belong to a bigger network (classes=/filters= differ, or a different cfg)."
+            + _misalignment_hint(slots, values))
+    offset, loaded = 0, 0
+    with torch.no_grad():
+        for slot in slots:
+            if offset + slot.numel > len(values):
+                if offset != len(values):
+                    raise WeightsError(f"{path}: ends in the middle of layer {slot.layer} ({slot.label}); a partial "
+                                       f"file must end at a layer boundary")
+                break
+            for i, tensor in enumerate(slot.tensors):
+                chunk = values[offset: offset + tensor.numel()]
+                if _is_transposed(header, i, tensor):
+                    chunk = chunk.reshape(tensor.shape[1], tensor.shape[0]).T
+                tensor.copy_(torch.from_numpy(np.array(chunk)).reshape(tensor.shape))
+                offset += tensor.numel()
+            loaded += 1
+    log.info("loaded %s: %d of %d weighted layers, %d of %d floats (header %d.%d.%d, seen %d)", path, loaded,
+             len(slots), offset, len(values), header.major, header.minor, header.revision, header.seen)
+    return header
+
+
+def _is_transposed(header: WeightsHeader, position: int, tensor: Tensor) -> bool:
+    """Only a ``[connected]`` matrix (the 2-D tensor second in its slot) is ever stored transposed."""
+    return header.transposed_connected and position == 1 and tensor.dim() == 2
+
+
+def _first_unfilled(slots: list[ParamSlot], available: int) -> ParamSlot:
+    offset = 0
+    for slot in slots:
+        offset += slot.numel
+        if offset > available:
+            return slot
+    return slots[-1]
+
+
+def save_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: str | Path, header: WeightsHeader,
+                         cutoff: int | None = None) -> None:
+    """Write a Darknet-loadable file atomically (temporary file, then rename), layers before ``cutoff`` only."""
+    path = Path(path)
+    chunks = [header.to_bytes()]
+    for slot in param_slots(module_list, labels, cutoff):
+        for i, tensor in enumerate(slot.tensors):
+            array = tensor.detach().to("cpu", torch.float32).numpy()
+            if _is_transposed(header, i, tensor):
+                array = array.T
+            chunks.append(np.ascontiguousarray(array, "<f4").tobytes())
+    write_atomic(path, b"".join(chunks))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either the old file or the complete new one, never a torn write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
