@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from darknet_torch.errors import DataError
+from darknet_torch.errors import DarknetError, DataError
 
 #: Default decompression-bomb limit: Pillow's own default, without touching Pillow's global.
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -82,7 +82,12 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: 
 
     Raises DataError naming the path for a missing/unreadable/empty file, data that is not a
     supported image, a truncated or corrupt image, or one with more than ``max_pixels`` pixels
-    (checked from the header, before any pixel memory is allocated).
+    (checked from the header, before any pixel memory is allocated; Pillow's own global limit still
+    applies on top with ``decoder="pil"``).
+
+    ``decoder="pil"`` (default) differs from Darknet by up to 3 levels on some JPEG pixels;
+    ``decoder="stb"`` needs the optional ``libstb`` package and reproduces Darknet's pixels exactly,
+    including its tolerance of truncated JPEGs (stb_image fills the missing part instead of failing).
     """
     path = Path(path)
     try:
@@ -163,7 +168,7 @@ def _decode_stb(data: bytes, max_pixels: int, source: str) -> np.ndarray:
     try:
         import libstb
     except ImportError:
-        raise DataError(f"{source}: decoder='stb' needs the optional package libstb (pip install libstb)") from None
+        raise DarknetError("decoder='stb' needs the optional package libstb (pip install libstb)") from None
     try:
         info = libstb.ImageInfo.read(data)
     except libstb.Error as exc:
