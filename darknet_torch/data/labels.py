@@ -195,9 +195,12 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
     rows = np.array(" ".join(good_text).split(), dtype=np.float64).reshape(-1, 5)
     lines = np.array(good_lines, dtype=np.int64)
     classes = rows[:, 0]
-    bad_class = (classes < 0) | (classes >= (num_classes if num_classes is not None else np.inf))
+    if num_classes is None:
+        bad_class, allowed = classes < 0, "must be >= 0"
+    else:
+        bad_class = (classes < 0) | (classes >= num_classes)
+        allowed = f"must be in [0, {num_classes - 1}]"
     for index in np.flatnonzero(bad_class):
-        allowed = "must be >= 0" if num_classes is None else f"must be in [0, {num_classes - 1}]"
         issues.append(LabelIssue(
             label_path, int(lines[index]),
             f"class {int(classes[index])} {allowed}; line skipped", skipped=True,

@@ -137,6 +137,11 @@ def _sequential_sum(values: np.ndarray) -> float:
     return float(np.add.accumulate(values)[-1]) if len(values) else 0.0
 
 
+def _check_points(points: int) -> None:
+    if points != 0 and points < 2:  # Darknet would divide by points - 1 = 0
+        raise ValueError(f"points must be 0 or >= 2, got {points}")
+
+
 def average_precision(precision: np.ndarray, recall: np.ndarray, points: int = 0) -> float:
     """One class's AP from its PR points, exactly as ``validate_detector_map`` integrates.
 
@@ -146,8 +151,7 @@ def average_precision(precision: np.ndarray, recall: np.ndarray, points: int = 0
         points: 0 for the area under the curve at every unique recall (Darknet's default),
             N >= 2 for N-point interpolation (11: PascalVOC 2007, 101: MS COCO).
     """
-    if points != 0 and points < 2:
-        raise ValueError(f"points must be 0 or >= 2, got {points}")
+    _check_points(points)
     n = len(precision)
     if n == 0:
         return 0.0
@@ -192,8 +196,7 @@ def compute_map(
     """
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} detection arrays for {len(truths)} truth arrays")
-    if points != 0 and points < 2:
-        raise ValueError(f"points must be 0 or >= 2, got {points}")
+    _check_points(points)
     iou_t, conf_t = np.float32(iou_thresh), np.float32(thresh_calc_avg_iou)
 
     probs, classes, truth_index, best_iou, truth_classes = [], [], [], [], []

@@ -1,4 +1,4 @@
-"""Label-file lookup (Darknet's replace_image_to_label) and label parsing with line-level reports."""
+"""Label-file lookup (Darknet's replace_image_to_label) and label parsing with per-line reports."""
 from __future__ import annotations
 
 from pathlib import Path
