@@ -1,0 +1,76 @@
+"""From the model's decoded output to Darknet's detections (``get_network_boxes``), for one image.
+
+Darknet keeps a yolo box when its objectness is ``> thresh`` and sets ``prob[j] = obj*cls[j]`` if that is ``> thresh``
+else 0; ``[region]`` heads keep every box.  Rows come in Darknet's order (heads in cfg order, cells row-major, anchor
+inner), which only matters for breaking exact ties in NMS but keeps us identical to Darknet there too.  Boxes are
+relative to the original image after ``correct_yolo_boxes`` (the letterbox undo, with Darknet's float offset).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from darknet_torch.data.images import LetterboxInfo
+
+
+@dataclass
+class Detections:
+    """Darknet detections of one image: ``boxes`` (N,4) relative cx,cy,w,h; ``objectness`` (N,); ``probs`` (N,C)."""
+
+    boxes: Tensor
+    objectness: Tensor
+    probs: Tensor
+
+    def __len__(self) -> int:
+        return self.boxes.shape[0]
+
+    def select(self, keep: Tensor) -> "Detections":
+        return Detections(self.boxes[keep], self.objectness[keep], self.probs[keep])
+
+
+def darknet_row_order(grids: list[tuple[int, int, int]], device: torch.device | None = None) -> Tensor:
+    """Permutation from the model's row order (anchor, row, col) to Darknet's (row, col, anchor), heads in order."""
+    parts, offset = [], 0
+    for anchors, h, w in grids:
+        index = torch.arange(anchors * h * w, device=device).reshape(anchors, h * w)
+        parts.append(index.T.reshape(-1) + offset)
+        offset += anchors * h * w
+    return torch.cat(parts)
+
+
+def correct_boxes(boxes: Tensor, info: LetterboxInfo) -> Tensor:
+    """``correct_yolo_boxes``: boxes relative to the network input -> relative to the original image.
+
+    Uses Darknet's float half-gap offset although the image was pasted at an integer offset (golden/README.md 6.5).
+    """
+    if (info.new_w, info.new_h) == (info.net_w, info.net_h):
+        return boxes
+    (off_x, off_y), (scale_x, scale_y) = info.box_offset, info.box_scale
+    x = (boxes[:, 0] - off_x) / scale_x
+    y = (boxes[:, 1] - off_y) / scale_y
+    return torch.stack([x, y, boxes[:, 2] / scale_x, boxes[:, 3] / scale_y], dim=1)
+
+
+def darknet_detections(decoded: Tensor, grids: list[tuple[int, int, int]], keep_all_heads: list[bool],
+                       info: LetterboxInfo, thresh: float = 0.25) -> Detections:
+    """Darknet's ``get_network_boxes`` for one image.
+
+    ``decoded``: ``(N, 5+C)`` rows of :meth:`Darknet.forward` for this image; ``grids``: :meth:`Darknet.head_grids`;
+    ``keep_all_heads[i]``: head i is a ``[region]`` head (every box kept, as Darknet does); ``info``: how the image
+    was fitted into the network input (:func:`darknet_torch.data.images.preprocess`).
+    """
+    order = darknet_row_order(grids, decoded.device)
+    keep_all = torch.cat([torch.full((a * h * w,), flag, dtype=torch.bool, device=decoded.device)
+                          for (a, h, w), flag in zip(grids, keep_all_heads)])
+    rows, keep_all = decoded[order], keep_all[order]
+    selected = keep_all | (rows[:, 4] > thresh)
+    rows, keep_all = rows[selected], keep_all[selected]
+    probs = rows[:, 4:5] * rows[:, 5:]
+    # Darknet's region detections carry objectness 1 (their sigmoid objectness is folded into prob).
+    objectness = torch.where(keep_all, torch.ones_like(rows[:, 4]), rows[:, 4])
+    probs = torch.where(probs > thresh, probs, torch.zeros_like(probs))
+    scale = torch.tensor([info.net_w, info.net_h, info.net_w, info.net_h], dtype=rows.dtype, device=rows.device)
+    boxes = correct_boxes(rows[:, :4] / scale, info)
+    return Detections(boxes, objectness, probs)
