@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from darknet_torch.errors import CfgError
+
+if TYPE_CHECKING:
+    from darknet_torch.config.sections import Section
 
 POLICIES = ("constant", "step", "steps", "exp", "poly", "random", "sigmoid", "sgdr")
 
@@ -37,10 +40,6 @@ def _c_pow(base: float, exponent: float) -> float:
         return math.pow(base, exponent)
     except ValueError:
         return math.nan
-
-
-class _OptionSource(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,8 @@ class LrSchedule:
         self._validate()
 
     @classmethod
-    def from_net(cls, net: _OptionSource) -> "LrSchedule":
-        """Build from a typed ``[net]`` section (anything with ``get(key)``; ``None`` means "use the default")."""
+    def from_net(cls, net: "Section | dict") -> "LrSchedule":
+        """Build from the typed ``[net]`` section (or a dict); a missing or ``None`` value means Darknet's default."""
         values = {}
         for spec in fields(cls):
             value = net.get(spec.name)

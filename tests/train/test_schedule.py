@@ -133,13 +133,8 @@ def test_bad_settings_raise_cfg_error(kwargs, message):
         LrSchedule(**kwargs)
 
 
-def test_from_net_reads_a_section_like_mapping():
-    class Net(dict):
-        def get(self, key, default=None):
-            value = super().get(key)
-            return default if value is None else value
-
-    s = LrSchedule.from_net(Net(learning_rate=0.0013, burn_in=1000, policy="steps", steps=[400000, 450000],
+def test_from_net_reads_typed_net_values():
+    s = LrSchedule.from_net(dict(learning_rate=0.0013, burn_in=1000, policy="steps", steps=[400000, 450000],
                                 scales=[0.1, 0.1], max_batches=500500, sgdr_cycle=None, momentum=0.949))
     assert s == LrSchedule(**YOLOV4_NET)
 
