@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from darknet_torch.config.sections import Section
 
 Sample = tuple[torch.Tensor, torch.Tensor]
+# AugmentConfig fields read from the last detection layer, and their cfg keys there; the rest come from [net].
+_HEAD_KEYS = {"jitter": "jitter", "resize": "resize", "max_boxes": "max"}
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,8 @@ class AugmentConfig:
         """
         values: dict[str, Any] = {}
         for spec in fields(cls):
-            source, key = (head, "max") if spec.name == "max_boxes" else (
-                (head, spec.name) if spec.name in ("jitter", "resize") else (net, spec.name))
-            value = source.get(key)
+            head_key = _HEAD_KEYS.get(spec.name)
+            value = head.get(head_key) if head_key else net.get(spec.name)
             if value is not None:
                 values[spec.name] = value
         values["mixup"] = net.get("mixup") == 1
