@@ -28,7 +28,7 @@ from darknet_torch.errors import DarknetError, DataError
 #: Default decompression-bomb limit: Pillow's own default, without touching Pillow's global.
 DEFAULT_MAX_PIXELS = 178_956_970
 
-Decoder = Literal["pil", "stb"]
+Decoder = Literal["pil", "stb", "auto"]  # auto: stb when libstb is installed, else pil
 
 # Darknet's load_image_stb computes (float)u8 / 255. in double and rounds to float; precomputing
 # the 256 possible values in float64 keeps that rounding exactly.
@@ -105,12 +105,14 @@ def decode_image_bytes(
     """Decode encoded image bytes exactly as ``load_image`` does; ``source`` names them in errors."""
     if not data:
         raise DataError(f"{source}: empty file (0 bytes), not an image")
+    if decoder == "auto":
+        decoder = "stb" if stb_available() else "pil"
     if decoder == "pil":
         pixels = _decode_pil(data, max_pixels, source)
     elif decoder == "stb":
         pixels = _decode_stb(data, max_pixels, source)
     else:
-        raise ValueError(f"unknown decoder {decoder!r}: expected 'pil' or 'stb'")
+        raise ValueError(f"unknown decoder {decoder!r}: expected 'pil', 'stb' or 'auto'")
     return _u8_hwc_to_unit_chw(pixels)
 
 

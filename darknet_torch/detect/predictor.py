@@ -6,7 +6,8 @@ stretch resize unless ``[net] letter_box=1`` (or asked).  ``detector map`` is th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from functools import partial
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -65,10 +66,15 @@ class Predictor:
         self.keep_all_heads = [isinstance(h, RegionLayer) for h in model.heads]
         self.device = next(model.parameters()).device
 
+    @property
+    def preparer(self) -> Callable[[Tensor], tuple[Tensor, LetterboxInfo]]:
+        """A small picklable function image -> (network input, fit info), for DataLoader workers."""
+        h, w = self.input_size
+        return partial(preprocess, w=w, h=h, letterbox=self.letterbox)
+
     def prepare(self, image: Tensor) -> tuple[Tensor, LetterboxInfo]:
         """Network input (3, H, W) for one float CHW image in [0, 1], and how it was fitted."""
-        h, w = self.input_size
-        return preprocess(image, w, h, self.letterbox)
+        return self.preparer(image)
 
     @torch.inference_mode()
     def detect_batch(self, batch: Tensor, infos: Sequence[LetterboxInfo]) -> list[Detections]:

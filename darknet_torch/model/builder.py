@@ -176,9 +176,9 @@ def build_shortcut(sec: Section, ctx: BuildContext) -> Built:
                         "weights_normalization")
     weights_type = "per_feature" if weights_type == "per_layer" else weights_type
     normalization = "relu" if normalization == "avg_relu" else normalization
-    c = ctx.in_shape[0]
+    c, h, w = ctx.in_shape
     module = Shortcut(sources, _activation(sec), weights_type, normalization, channels=c)
-    return module, ctx.in_shape, 0.0
+    return module, ctx.in_shape, c * h * w * len(sources) / 1e9  # make_shortcut_layer counts one add per input
 
 
 def build_upsample(sec: Section, ctx: BuildContext) -> Built:

@@ -1,0 +1,42 @@
+"""``darknet_torch <command>``: one entry point, one module per command (each adds its parser and a ``run``)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from darknet_torch.errors import DarknetError
+
+# command name -> module defining add_parser(subparsers); listed here so --help shows them all.
+COMMANDS = {
+    "summary": "darknet_torch.cli.summary",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darknet_torch", description="Darknet in PyTorch: detect, map, train, "
+                                     "export with Darknet's own .cfg/.weights/.data files.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for module in COMMANDS.values():
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except DarknetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
