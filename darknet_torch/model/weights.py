@@ -55,9 +55,6 @@ def _parse_header(data: bytes, path: Path) -> tuple[WeightsHeader, int]:
     if len(data) < end:
         raise WeightsError(f"{path}: truncated header")
     header.seen = int(np.frombuffer(data[12:end], "<u8" if header.seen_bytes == 8 else "<u4")[0])
-    if (len(data) - end) % 4:
-        raise WeightsError(f"{path}: the body is {len(data) - end} bytes, not a whole number of float32 values; "
-                           f"the file is damaged or not a Darknet .weights file")
     return header, end
 
 
@@ -115,9 +112,13 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
     except OSError as exc:
         raise WeightsError(f"cannot read weights file {path}: {exc.strerror or exc}") from exc
     header, start = _parse_header(data, path)
-    values = np.frombuffer(data, "<f4", offset=start)
+    ragged = (len(data) - start) % 4
+    values = np.frombuffer(data[: len(data) - ragged], "<f4", offset=start)
     slots = param_slots(module_list, labels, cutoff)
     needed = sum(s.numel for s in slots)
+    if ragged and len(values) >= needed:
+        raise WeightsError(f"{path}: the body is {len(data) - start} bytes, not a whole number of float32 values; "
+                           f"the file is damaged or not a Darknet .weights file")
     if len(values) < needed and not partial:
         missing_at = _first_unfilled(slots, len(values))
         raise WeightsError(
