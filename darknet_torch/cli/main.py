@@ -11,6 +11,7 @@ from darknet_torch.errors import DarknetError
 # command name -> module defining add_parser(subparsers); listed here so --help shows them all.
 COMMANDS = {
     "summary": "darknet_torch.cli.summary",
+    "custom-cfg": "darknet_torch.cli.custom_cfg",
 }
 
 
