@@ -12,6 +12,7 @@ from darknet_torch.errors import DarknetError
 COMMANDS = {
     "summary": "darknet_torch.cli.summary",
     "custom-cfg": "darknet_torch.cli.custom_cfg",
+    "detect": "darknet_torch.cli.detect",
 }
 
 

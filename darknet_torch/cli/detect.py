@@ -1,0 +1,147 @@
+"""``darknet_torch detect``: Darknet's ``detector test`` over images, folders, lists and globs.
+
+Exit status: 0 when every image was detected and every file written, 1 when any image or file failed (the others
+are still processed and written), 2 for a usage or configuration error (bad cfg, missing weights, no images, an
+output folder that cannot be written), reported before any image is processed.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from darknet_torch.config.data_files import read_data_file, read_names
+from darknet_torch.detect.outputs_format import darknet_printout
+from darknet_torch.detect.pipeline import ImageResult, detect_images
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.sources import expand_sources
+from darknet_torch.errors import CfgError
+from darknet_torch.model.darknet import Darknet
+from darknet_torch.model.loading import load_model
+from darknet_torch.ops.nms import NMS_KINDS
+from darknet_torch.runtime import select_device
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCE = "data/samples"
+DEFAULT_CFG = "cfg/yolov3-tiny.cfg"
+DEFAULT_WEIGHTS = "weights/yolov3-tiny.weights"
+DEFAULT_NAMES = "data/coco.names"
+DEFAULT_OUTPUT = "runs/detect"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="detect objects in images, folders, .txt lists or globs",
+                       description="Darknet's 'detector test' with its exact boxes: annotated images, label files "
+                                   "and JSON in an output folder.")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help=f"image, folder, .txt list of image paths, or glob (default: {DEFAULT_SOURCE})")
+    p.add_argument("--source", action="append", default=[], help="same as SOURCE (may be repeated)")
+    p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of folders")
+    p.add_argument("--cfg", default=DEFAULT_CFG, help="Darknet .cfg (default: %(default)s)")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="Darknet .weights or darknet_torch .pt "
+                   "(default: %(default)s)")
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--names", help=f"class names, one per line (default: {DEFAULT_NAMES} for 80-class models, "
+                                       "else class numbers)")
+    names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
+    p.add_argument("--thresh", "--conf-thres", type=float, default=0.25,
+                   help="report (box, class) pairs with probability > THRESH (default: %(default)s)")
+    p.add_argument("--nms", "--iou-thres", type=float, default=0.45, help="NMS IoU threshold (default: %(default)s)")
+    p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default (Darknet's rule); "
+                   "'plain' is a class-wise greedy NMS")
+    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"),
+                   help="network input height [width] (default: [net] height/width)")
+    p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="image decoding processes (default: %(default)s)")
+    p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
+                   help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
+    p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
+    p.add_argument("--save-labels", action="store_true",
+                   help="write Darknet label files (class cx cy w h, relative) to OUTPUT/labels/")
+    p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file (default: OUTPUT/results.json)")
+    p.add_argument("--no-json", action="store_true", help="do not write the JSON files")
+    p.add_argument("--ext-output", action="store_true",
+                   help="print Darknet's -ext_output lines (name: prob%% and box in pixels) for every image")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | None:
+    """Class names from --names, --data, or the default COCO names for 80-class models (else None: numbers)."""
+    if args.data:
+        config = read_data_file(args.data)
+        if config.names is None:
+            raise CfgError(f"{args.data}: no 'names =' entry; pass --names")
+        names_path = config.names
+    elif args.names:
+        names_path = Path(args.names)
+    elif num_classes == 80 and Path(DEFAULT_NAMES).is_file():
+        names_path = Path(DEFAULT_NAMES)
+    else:
+        log.warning("no --names given: classes are shown as numbers")
+        return None
+    names = read_names(names_path)
+    if len(names) < num_classes:
+        raise CfgError(f"{names_path}: {len(names)} names but the network has classes={num_classes}")
+    if len(names) > num_classes:
+        log.warning("%s: %d names but the network has classes=%d; the extra names are unused",
+                    names_path, len(names), num_classes)
+    return names
+
+
+def resolve_input_size(img_size: list[int] | None, model: Darknet) -> tuple[int, int] | None:
+    """(h, w) from --img-size (one value: square), checked against the network's largest stride."""
+    if not img_size:
+        return None
+    if len(img_size) > 2:
+        raise CfgError(f"--img-size takes H or H W, got {len(img_size)} numbers")
+    h, w = (img_size * 2)[:2]
+    net_h, _ = model.input_size
+    stride = max((net_h // grid_h for _, grid_h, _ in model.head_grids()), default=1)
+    if h <= 0 or w <= 0 or h % stride or w % stride:
+        raise CfgError(f"--img-size {h} {w}: must be positive multiples of {stride} (this network's stride)")
+    return h, w
+
+
+def _printer(ext_output: bool, thresh: float):
+    def show(result: ImageResult) -> None:
+        if not result.ok:
+            tqdm.write(f"error: {result.error}", file=sys.stderr)
+        elif ext_output:
+            lines = [f"{result.path}: Predicted in {result.seconds * 1000:f} milli-seconds."]
+            lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output=True)
+            tqdm.write("\n".join(lines))
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.workers < 0:
+        raise CfgError("--batch-size must be >= 1 and --workers >= 0")
+    paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
+    model = load_model(args.cfg, args.weights, select_device(args.device))
+    predictor = Predictor(model, resolve_names(args, model.num_classes), args.thresh, args.nms, args.nms_kind,
+                          args.letter_box, resolve_input_size(args.img_size, model))
+    report = detect_images(
+        predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
+        save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
+        json_path=args.json, progress=False if args.no_progress else None,
+        on_result=_printer(args.ext_output, args.thresh))
+    for message in report.write_errors:
+        print(f"error: {message}", file=sys.stderr)
+    done = len(report.results) - len(report.failed)
+    boxes = sum(len(r.detections) for r in report.results)
+    rate = len(report.results) / report.seconds if report.seconds > 0 else 0.0
+    print(f"{done} of {len(report.results)} images detected ({boxes} detections) in {report.seconds:.1f} s "
+          f"({rate:.1f} images/s); results in {report.output_dir}")
+    if not report.ok:
+        print(f"{len(report.failed)} image(s) failed, {len(report.write_errors)} file(s) not written "
+              "(see the errors above)", file=sys.stderr)
+    return 0 if report.ok else 1

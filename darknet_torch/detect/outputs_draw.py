@@ -1,0 +1,100 @@
+"""Annotated images: Darknet's boxes and class colours, with labels that stay readable at any image size.
+
+What is drawn follows Darknet's ``draw_detections_v3``: one rectangle per box in its best class's colour (Darknet's
+``get_color`` rule), boxes drawn in increasing probability so the most confident ends on top, the box clipped to the
+image.  The label differs on purpose: instead of Darknet's fixed bitmap alphabet it is a TrueType text
+``name score%`` (plus the box's other classes) on a filled box, sized with the image.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Sequence
+
+from PIL import Image, ImageDraw, ImageFont
+
+from darknet_torch.detect.outputs_format import BoxDetection, select_boxes
+from darknet_torch.detect.predictor import Detection
+
+# image.c ``colors``: the corners of Darknet's colour ramp (R, G, B).
+_RAMP = ((1, 0, 1), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 1, 0), (1, 0, 0))
+
+
+def class_color(class_id: int, num_classes: int) -> tuple[int, int, int]:
+    """Darknet's colour for a class (image.c ``get_color`` with offset ``class*123457 % classes``), as 0..255 RGB."""
+    num_classes = max(num_classes, class_id + 1, 1)
+    offset = class_id * 123457 % num_classes
+    ratio = offset / num_classes * 5
+    low, high = math.floor(ratio), math.ceil(ratio)
+    frac = ratio - low
+    # Darknet's red uses ramp column 2, green column 1, blue column 0.
+    return tuple(round(255 * ((1 - frac) * _RAMP[low][c] + frac * _RAMP[high][c])) for c in (2, 1, 0))
+
+
+def line_width(width: int, height: int) -> int:
+    """Box outline width in pixels: about 0.3 % of the image's size, at least 1."""
+    return max(1, round(0.003 * (width + height)))
+
+
+def font_size(width: int, height: int) -> int:
+    """Label text height in pixels: about 1.5 % of the image's size, at least 10 (readable on thumbnails)."""
+    return max(10, round(0.015 * (width + height)))
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1 or built without FreeType: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _label_text(box: BoxDetection) -> str:
+    return ", ".join(f"{d.name} {100 * d.score:.0f}%" for d in box.classes)
+
+
+def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
+    luminance = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+def draw_detections(image: Image.Image, detections: Sequence[Detection], num_classes: int,
+                    thresh: float = 0.25) -> Image.Image:
+    """A copy of ``image`` (RGB, the original the boxes refer to) with the boxes Darknet would draw.
+
+    ``detections``: :meth:`Predictor.to_detections` output for this image (relative boxes).
+    """
+    out = image.convert("RGB") if image.mode != "RGB" else image.copy()
+    W, H = out.size
+    draw = ImageDraw.Draw(out)
+    stroke, font = line_width(W, H), _font(font_size(W, H))
+    boxes = sorted(select_boxes(detections, thresh), key=lambda b: b.best.score)
+    corners = [_pixel_box(box.best, W, H) for box in boxes]
+    colours = [class_color(box.best.class_id, num_classes) for box in boxes]
+    for (left, top, right, bottom), colour in zip(corners, colours):
+        draw.rectangle((left, top, right, bottom), outline=colour, width=stroke)
+    # Labels after all boxes, so no outline crosses a label.
+    for box, (left, top, _, _), colour in zip(boxes, corners, colours):
+        _draw_label(draw, _label_text(box), font, colour, left, top, W)
+    return out
+
+
+def _pixel_box(det: Detection, width: int, height: int) -> tuple[int, int, int, int]:
+    """Darknet's drawn corners: truncated toward zero, then clipped to the image."""
+    left = min(max(int((det.x - det.w / 2) * width), 0), width - 1)
+    right = min(max(int((det.x + det.w / 2) * width), 0), width - 1)
+    top = min(max(int((det.y - det.h / 2) * height), 0), height - 1)
+    bottom = min(max(int((det.y + det.h / 2) * height), 0), height - 1)
+    return left, top, max(left, right), max(top, bottom)
+
+
+def _draw_label(draw: ImageDraw.ImageDraw, text: str, font, colour: tuple[int, int, int], left: int, top: int,
+                image_width: int) -> None:
+    """Text on a filled box above the box's top-left corner, or just inside it when there is no room above."""
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    pad = max(1, (y1 - y0) // 5)
+    w, h = x1 - x0 + 2 * pad, y1 - y0 + 2 * pad
+    x = max(0, min(left, image_width - w))
+    y = top - h if top - h >= 0 else top
+    draw.rectangle((x, y, x + w, y + h), fill=colour)
+    draw.text((x + pad - x0, y + pad - y0), text, fill=_text_colour(colour), font=font)

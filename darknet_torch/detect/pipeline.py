@@ -1,0 +1,173 @@
+"""Detection over many images: batches from the inference DataLoader, Darknet's boxes, results as plain data.
+
+A bad image (unreadable, corrupt, empty, not an image, too large) becomes an :class:`ImageResult` with its error;
+the run goes on and the report says what failed.  Files are written by :class:`~darknet_torch.detect.outputs.
+OutputWriter` off the critical path; the JSON files are written once at the end.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm import tqdm
+
+from darknet_torch.data.images import Decoder
+from darknet_torch.data.loaders import inference_loader
+from darknet_torch.detect.outputs import OutputWriter, output_names, prepare_output_dir, write_json
+from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records,
+                                                 darknet_json_frame)
+from darknet_torch.detect.predictor import Detection, Predictor
+from darknet_torch.detect.sources import expand_sources
+from darknet_torch.model.loading import load_model
+from darknet_torch.runtime import select_device
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """Detections of one image: ``detections`` relative to the original ``width`` x ``height`` image
+    (see :class:`Detection`; ``.xyxy(width, height)`` gives pixels), or ``error`` (which names the path)."""
+
+    path: Path
+    width: int
+    height: int
+    detections: list[Detection]
+    error: str | None = None
+    #: This image's share of its batch's forward + post-processing time.
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class DetectReport:
+    """Everything a run produced: per-image results in input order, file-writing failures, wall time."""
+
+    results: list[ImageResult]
+    write_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    output_dir: Path | None = None
+
+    @property
+    def failed(self) -> list[ImageResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        """True when every image was detected and every file written."""
+        return not self.failed and not self.write_errors
+
+
+def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str]
+                  | None = None, *, batch_size: int = 1, workers: int = 2, decoder: Decoder = "auto",
+                  save_images: bool = True, save_labels: bool = False, save_json: bool = True,
+                  json_path: str | os.PathLike[str] | None = None, progress: bool | None = None,
+                  on_result: Callable[[ImageResult], None] | None = None) -> DetectReport:
+    """Run ``predictor`` on ``paths`` (in order) and, if ``output_dir`` is given, write the results there.
+
+    Outputs (see :mod:`darknet_torch.detect.outputs`): annotated images (``save_images``), Darknet label files
+    (``save_labels``), Darknet ``-out`` JSON at ``json_path`` (default ``output_dir/results.json``; ``save_json``)
+    and ``coco_results.json`` beside it when every image name carries a numeric COCO id.
+    ``progress``: show a progress bar (None: when there are several images and stderr is a terminal).
+    ``on_result`` is called for each image as soon as its detections are known (in input order), e.g. to print.
+
+    Raises:
+        DataError: ``output_dir`` cannot be created or written (before any image is processed).
+    """
+    paths = [Path(p) for p in paths]
+    folder = prepare_output_dir(output_dir) if output_dir is not None else None
+    writer = None
+    if folder is not None and (save_images or save_labels):
+        writer = OutputWriter(folder, predictor.model.num_classes, predictor.thresh, save_images, save_labels,
+                              decoder)
+    names = output_names(paths)
+    results: list[ImageResult] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(paths), unit="img", desc="detect", dynamic_ncols=True,
+               disable=_bar_disabled(progress, len(paths)))
+    try:
+        for batch in inference_loader(paths, predictor.preparer, batch_size, workers, decoder):
+            for result in _detect_batch(predictor, batch):
+                results.append(result)
+                if writer is not None and result.ok:
+                    writer.submit(result.path, names[len(results) - 1], result.detections)
+                if on_result is not None:
+                    on_result(result)
+            bar.update(len(batch.items))
+    finally:
+        bar.close()
+        write_errors = writer.close() if writer is not None else []
+    report = DetectReport(results, write_errors, 0.0, folder)
+    if folder is not None and save_json:
+        report.write_errors.extend(_write_json_files(report, Path(json_path) if json_path else
+                                                     folder / "results.json", predictor.model.num_classes))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _bar_disabled(progress: bool | None, count: int) -> bool | None:
+    if progress is None:
+        return True if count < 2 else None  # tqdm's None: shown only when stderr is a terminal
+    return not progress
+
+
+def _detect_batch(predictor: Predictor, batch) -> list[ImageResult]:
+    """Results of one :class:`InferenceBatch`, good and failed items in their original order."""
+    good = batch.good
+    per_image = 0.0
+    found: dict[int, list[Detection]] = {}
+    if good:
+        tick = time.perf_counter()
+        dets = predictor.detect_batch(batch.inputs, [item.info for item in good])
+        per_image = (time.perf_counter() - tick) / len(good)
+        found = {item.index: predictor.to_detections(d) for item, d in zip(good, dets)}
+    results = []
+    for item in batch.items:
+        if item.error is not None:
+            results.append(ImageResult(item.path, 0, 0, [], item.error))
+        else:
+            results.append(ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index],
+                                       seconds=per_image))
+    return results
+
+
+def _write_json_files(report: DetectReport, json_path: Path, num_classes: int) -> list[str]:
+    """Darknet ``-out`` JSON (frame_id = 1-based position in the input) and, if ids are known, COCO results."""
+    good = [(i, r) for i, r in enumerate(report.results, start=1) if r.ok]
+    files = {json_path: [darknet_json_frame(i, r.path, r.detections) for i, r in good]}
+    ids = [coco_image_id(r.path) for _, r in good]
+    if good and all(i is not None for i in ids):
+        categories = COCO_CATEGORY_IDS if num_classes == len(COCO_CATEGORY_IDS) else None
+        files[json_path.with_name("coco_results.json")] = [
+            rec for image_id, (_, r) in zip(ids, good)
+            for rec in coco_records(image_id, r.detections, r.width, r.height, categories)]
+    errors = []
+    for path, data in files.items():
+        try:
+            write_json(path, data)
+        except OSError as exc:
+            errors.append(f"{path}: cannot write: {exc.strerror or exc}")
+    return errors
+
+
+def detect(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], cfg: str | os.PathLike[str],
+           weights: str | os.PathLike[str], names: Sequence[str] | None = None, output_dir: str | os.PathLike[str]
+           | None = None, *, recursive: bool = False, thresh: float = 0.25, nms_thresh: float = 0.45,
+           nms_kind: str | None = None, letterbox: bool | None = None, input_size: tuple[int, int] | None = None,
+           device: str | None = None, **options) -> DetectReport:
+    """One call from files to results: load ``cfg``/``weights``, expand ``sources``, run :func:`detect_images`.
+
+    ``names``: class names (default: class indices).  Other keyword ``options`` go to :func:`detect_images`.
+    Example: ``[ (r.path, [(d.name, d.score, d.xyxy(r.width, r.height)) for d in r.detections])
+    for r in detect("data/samples", "cfg/yolov3-tiny.cfg", "weights/yolov3-tiny.weights").results ]``.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    paths = expand_sources(sources, recursive)
+    model = load_model(cfg, weights, select_device(device))
+    predictor = Predictor(model, names, thresh, nms_thresh, nms_kind, letterbox, input_size)
+    return detect_images(predictor, paths, output_dir, **options)

@@ -1,0 +1,81 @@
+"""What to detect on: expand the user's sources (files, folders, ``.txt`` lists, globs) into image paths.
+
+Folders and globs keep only files with an image extension (so a README beside the photos is not an error); a file
+named explicitly, or listed in a ``.txt`` list, is taken as is, and a bad one is reported when it is decoded.
+The order is the sources' order, each folder and glob sorted by path, so runs are reproducible.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from darknet_torch.config.data_files import read_image_list
+from darknet_torch.errors import DataError
+
+#: Extensions picked up from folders and globs (the formats stb_image and Pillow both read, plus Pillow's usual).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", ".psd", ".pgm", ".ppm", ".pnm",
+                              ".tif", ".tiff", ".webp"})
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a regular file whose extension (any case) is in :data:`IMAGE_EXTENSIONS`."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def expand_sources(sources: Sequence[str | os.PathLike[str]], recursive: bool = False) -> list[Path]:
+    """Image paths for ``sources``, in order.
+
+    Each source is one of: an image file; a folder (its images, sorted; with ``recursive`` also those of its
+    sub-folders); a ``.txt`` list of image paths, one per line (Darknet's ``train.txt`` format, read by
+    :func:`darknet_torch.config.data_files.read_image_list`); a glob pattern (``data/*.jpg``, ``imgs/**/*.png``).
+
+    Raises:
+        DataError: no sources, a source that does not exist, a folder without images (with a hint when only its
+            sub-folders have some), a glob that matches no image, or a bad list file; the message names the path.
+    """
+    if not sources:
+        raise DataError("no source given: pass image files, folders, .txt lists or glob patterns")
+    paths: list[Path] = []
+    for source in sources:
+        paths.extend(_expand_one(str(source), recursive))
+    return paths
+
+
+def _expand_one(source: str, recursive: bool) -> list[Path]:
+    path = Path(source)
+    if path.is_dir():
+        return _folder_images(path, recursive)
+    if path.is_file():
+        return read_image_list(path) if path.suffix.lower() == ".txt" else [path]
+    if _GLOB_CHARS & set(source):
+        return _glob_images(source)
+    if path.exists():
+        raise DataError(f"{path}: not a regular file or folder")
+    raise DataError(f"{path}: no such file or folder")
+
+
+def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+    found = _images_in(folder.rglob("*") if recursive else folder.iterdir())
+    if found:
+        return found
+    if not recursive and _images_in(folder.rglob("*")):
+        raise DataError(f"{folder}: no images in this folder, only in its sub-folders (add --recursive)")
+    raise DataError(f"{folder}: folder has no images (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}"
+                    f"{' in all sub-folders' if recursive else ''})")
+
+
+def _glob_images(pattern: str) -> list[Path]:
+    matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
+    found = _images_in(matches)
+    if not found:
+        what = f"{len(matches)} match(es), none an image file" if matches else "nothing matches"
+        raise DataError(f"{pattern}: {what}")
+    return found
+
+
+def _images_in(candidates: Iterable[Path]) -> list[Path]:
+    return sorted(p for p in candidates if is_image_file(p))

@@ -1,0 +1,83 @@
+"""Expanding detection sources: files, folders, .txt lists and globs, with errors that name the path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from darknet_torch.detect.sources import expand_sources
+from darknet_torch.errors import DataError
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    """a.jpg, B.PNG, notes.md, sub/c.jpg, sub/deeper/d.bmp, empty/"""
+    for rel in ("a.jpg", "B.PNG", "notes.md", "sub/c.jpg", "sub/deeper/d.bmp"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+def names(paths: list[Path], root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def test_single_file_is_taken_as_is_even_without_an_image_extension(tree: Path):
+    assert expand_sources([tree / "a.jpg"]) == [tree / "a.jpg"]
+    assert expand_sources([str(tree / "notes.md")]) == [tree / "notes.md"]  # reported later, when decoded
+
+
+def test_folder_gives_its_images_sorted_case_insensitive_extensions(tree: Path):
+    assert names(expand_sources([tree]), tree) == ["B.PNG", "a.jpg"]
+
+
+def test_recursive_folder_includes_sub_folders(tree: Path):
+    assert names(expand_sources([tree], recursive=True), tree) == ["B.PNG", "a.jpg", "sub/c.jpg",
+                                                                    "sub/deeper/d.bmp"]
+
+
+def test_folder_with_images_only_below_suggests_recursive(tree: Path):
+    (tree / "sub" / "c.jpg").unlink()
+    with pytest.raises(DataError, match=r"sub-folders \(add --recursive\)") as err:
+        expand_sources([tree / "sub"])
+    assert str(tree / "sub") in str(err.value)
+    assert names(expand_sources([tree / "sub"], recursive=True), tree) == ["sub/deeper/d.bmp"]
+
+
+def test_empty_folder_is_an_error_naming_it(tree: Path):
+    with pytest.raises(DataError, match="folder has no images") as err:
+        expand_sources([tree / "empty"], recursive=True)
+    assert str(tree / "empty") in str(err.value)
+
+
+def test_missing_source_is_an_error_naming_it(tree: Path):
+    with pytest.raises(DataError, match="no such file or folder") as err:
+        expand_sources([tree / "a.jpg", tree / "missing.jpg"])
+    assert str(tree / "missing.jpg") in str(err.value)
+    with pytest.raises(DataError, match="no source"):
+        expand_sources([])
+
+
+def test_txt_list_in_darknet_format(tree: Path):
+    listing = tree / "list.txt"
+    listing.write_text(f"{tree / 'sub' / 'c.jpg'}\r\na.jpg\n\n")  # absolute + relative to the list, CRLF
+    assert names(expand_sources([listing]), tree) == ["sub/c.jpg", "a.jpg"]
+    listing.write_text("a.jpg\ngone.jpg\n")
+    with pytest.raises(DataError, match="gone.jpg"):
+        expand_sources([listing])
+
+
+def test_glob_patterns_match_images_only(tree: Path):
+    assert names(expand_sources([str(tree / "*")]), tree) == ["B.PNG", "a.jpg"]
+    assert names(expand_sources([str(tree / "**" / "*.jpg")]), tree) == ["a.jpg", "sub/c.jpg"]
+    with pytest.raises(DataError, match="nothing matches"):
+        expand_sources([str(tree / "*.gif")])
+    with pytest.raises(DataError, match="none an image file"):
+        expand_sources([str(tree / "*.md")])
+
+
+def test_several_sources_keep_their_order(tree: Path):
+    got = expand_sources([tree / "sub" / "c.jpg", tree, str(tree / "sub" / "deeper" / "*.bmp")])
+    assert names(got, tree) == ["sub/c.jpg", "B.PNG", "a.jpg", "sub/deeper/d.bmp"]
