@@ -13,6 +13,7 @@ COMMANDS = {
     "summary": "darknet_torch.cli.summary",
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
+    "map": "darknet_torch.cli.map",
 }
 
 

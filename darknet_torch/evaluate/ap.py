@@ -15,7 +15,7 @@ What Darknet does, and therefore what this does:
 * Per class: precision = tp/(tp+fp), recall = tp/n_truths (0 without truths) at each of its
   rows. ``points=0`` (default): area under the precision curve made monotone from the right, at
   every unique recall; ``points=N``: mean over recalls i/(N-1) of the best precision at a recall
-  >= it. mAP is the mean over **all** classes, classes without ground truth counting as AP 0.
+  >= it (levels rounded as Darknet's -Ofast build computes them). mAP is the mean over **all** classes, classes without ground truth counting as AP 0.
 * Summary at ``thresh_calc_avg_iou``: rows with prob > thresh are TP if matched and no *earlier
   row of the same image* (in array order, at any prob) matched the same truth, else FP;
   FN = n_truths - TP; average IoU = sum of the TPs' IoU / (TP + FP), in float32.
@@ -162,7 +162,10 @@ def average_precision(precision: np.ndarray, recall: np.ndarray, points: int = 0
         # precision[k-1] and that equals the best at ranks >= k. Summed from the last rank.
         steps = np.diff(recall, prepend=0.0) * best_from
         return _sequential_sum(steps[::-1])
-    levels = np.arange(points) * 1.0 / (points - 1)
+    # Darknet's Makefile builds with -Ofast, whose reciprocal math turns ``point * 1.0 / (N-1)``
+    # into ``point * (1.0 / (N-1))``: 0.3, 0.6 and 0.7 become 1 ulp larger than 3/10, 3/5 and 7/10,
+    # so an exact recall of 3/5 misses level 0.6 there. The printed 11/101-point APs need this.
+    levels = np.arange(points) * (1.0 / (points - 1))
     first_rank = np.searchsorted(recall, levels, side="left")  # first rank with recall >= level
     interpolated = np.where(first_rank < n, best_from[np.minimum(first_rank, n - 1)], 0.0)
     return _sequential_sum(interpolated) / points

@@ -300,7 +300,8 @@ def _reference_map(all_dets, all_truths, classes, iou_thresh, points, conf_thres
             ap += (last_recall - 0) * last_precision
         elif n:
             for point in range(points):
-                level, best = point * 1.0 / (points - 1), 0.0
+                # as Darknet's -Ofast build computes the level (reciprocal math): see ap.py
+                level, best = point * (1.0 / (points - 1)), 0.0
                 for rank in range(n):
                     if recall[i][rank] >= level and precision[i][rank] > best:
                         best = precision[i][rank]

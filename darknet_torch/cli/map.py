@@ -1,0 +1,108 @@
+"""``darknet_torch map``: Darknet's ``detector map`` (per-class AP, mAP, summary at a confidence threshold).
+
+``darknet_torch map --data coco128.data --cfg yolov3-tiny.cfg --weights yolov3-tiny.weights [--points 101]``, or
+Darknet's positional order ``darknet_torch map coco128.data yolov3-tiny.cfg yolov3-tiny.weights``; ``-points``,
+``-iou_thresh`` and ``-thresh`` are accepted as Darknet spells them. Unlike Darknet, ``--letter-box`` is obeyed
+(Darknet's map silently uses the cfg's ``[net] letter_box``, which is also our default).
+
+Exit status: 0 when every image was read (missing label files are only reported, as Darknet does), 1 when some
+images could not be read (their objects count as missed), 2 for a usage or configuration error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.errors import CfgError
+from darknet_torch.evaluate.runner import MAP_DETECTION_THRESH, evaluate
+from darknet_torch.model.loading import load_model
+from darknet_torch.runtime import select_device
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="mean average precision on a .data file's valid= list (Darknet's detector map)",
+                       description="Darknet's 'detector map' with its exact detections, matching and AP, plus "
+                                   "optional COCO metrics of the same detections.")
+    p.add_argument("positional", nargs="*", metavar="DATA CFG WEIGHTS",
+                   help="Darknet's positional form, instead of --data/--cfg/--weights")
+    p.add_argument("--data", help="Darknet .data file: valid= (image list), names=, classes=")
+    p.add_argument("--cfg", help="Darknet .cfg file")
+    p.add_argument("--weights", help="Darknet .weights or darknet_torch .pt")
+    p.add_argument("--points", "-points", type=int, default=0,
+                   help="0: area under the curve (default), 11: PascalVOC 2007, 101: MS COCO")
+    p.add_argument("--iou-thresh", "-iou_thresh", type=float, default=0.5,
+                   help="a detection is a TP when IoU > this (default: %(default)s)")
+    p.add_argument("--thresh", "-thresh", type=float, default=0.25,
+                   help="Darknet's -thresh: confidence of the precision/recall/TP/FP/average-IoU lines "
+                        "(default: %(default)s)")
+    p.add_argument("--det-thresh", type=float, default=MAP_DETECTION_THRESH,
+                   help="detection threshold; Darknet's map hard-codes %(default)s")
+    p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
+                   help="letterbox instead of stretching (default: the cfg's [net] letter_box, as Darknet's map)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes (default: %(default)s)")
+    p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
+                   help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    p.add_argument("--coco", action="store_true",
+                   help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def _files(args: argparse.Namespace) -> tuple[str, str, str | None]:
+    """(data, cfg, weights) from the positional form or the options, not both."""
+    if args.positional:
+        if len(args.positional) not in (2, 3):
+            raise CfgError(f"expected DATA CFG [WEIGHTS], got {len(args.positional)} positional arguments")
+        if args.data or args.cfg or args.weights:
+            raise CfgError("give DATA CFG WEIGHTS either positionally or with --data/--cfg/--weights, not both")
+        data, cfg, *weights = args.positional
+        return data, cfg, weights[0] if weights else None
+    if not (args.data and args.cfg):
+        raise CfgError("--data and --cfg are required (or the positional form DATA CFG WEIGHTS)")
+    return args.data, args.cfg, args.weights
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.points != 0 and args.points < 2:
+        raise CfgError(f"--points must be 0 or >= 2 (11, 101), got {args.points}")
+    if not 0 <= args.iou_thresh < 1:
+        raise CfgError(f"--iou-thresh must be in [0, 1), got {args.iou_thresh}")
+    if args.batch_size < 1 or args.workers < 0:
+        raise CfgError("--batch-size must be >= 1 and --workers >= 0")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_options(args)
+    data_path, cfg, weights = _files(args)
+    data = read_data_file(data_path)
+    for warning in data.warnings:
+        log.warning(warning)
+    if data.valid is None:
+        raise CfgError(f"{data_path}: no 'valid =' entry: detector map needs the list of validation images")
+    if data.names is None:
+        raise CfgError(f"{data_path}: no 'names =' entry: detector map needs the class names")
+    names = read_names(data.names)
+    images = read_image_list(data.valid)
+    if weights is None:
+        log.warning("no weights given: evaluating the cfg's initial (random) weights")
+    model = load_model(cfg, weights, select_device(args.device))
+    if data.classes is not None and data.classes != model.num_classes:
+        raise CfgError(f"{data_path}: classes={data.classes} but {cfg} has classes={model.num_classes} "
+                       "in its last head")
+
+    report = evaluate(model, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
+                      letterbox=args.letter_box, batch_size=args.batch_size, workers=args.workers,
+                      decoder=args.decoder, coco=args.coco, progress=not args.no_progress,
+                      conf_thresh=args.thresh, det_thresh=args.det_thresh)
+    for message in report.labels.messages():
+        print(f"warning: {message}", file=sys.stderr)
+    for path, error in report.failed:
+        print(f"error: {error}" if str(path) in error else f"error: {path}: {error}", file=sys.stderr)
+    print(report.format(names))
+    return 1 if report.failed else 0

@@ -1,0 +1,277 @@
+"""Darknet's ``detector map`` end to end: images -> detections -> labels -> scores (``validate_detector_map``).
+
+Two steps, so one inference pass can be scored several ways (``-points 0/11/101``, IoU thresholds, COCO):
+
+* :func:`collect_detections` runs the network over a validation list with batched DataLoader inference and
+  Darknet's detection settings (thresh 0.005, NMS 0.45 with the last head's ``nms_kind``, resize or letterbox
+  from ``[net] letter_box``), reads every label file Darknet would read, and keeps the rows in Darknet's order;
+* :func:`score_detections` scores them with :func:`~darknet_torch.evaluate.ap.compute_map` (and pycocotools).
+
+:func:`evaluate` does both; training's ``--map`` calls it with the in-memory model.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from darknet_torch.data.images import Decoder
+from darknet_torch.data.labels import LabelFile, LabelIssue, label_path_for, read_labels
+from darknet_torch.data.loaders import InferenceBatch, inference_loader
+from darknet_torch.detect.postprocess import darknet_detections
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.errors import CfgError
+from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
+from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
+from darknet_torch.model.darknet import Darknet
+from darknet_torch.ops.nms import apply_nms
+
+#: ``validate_detector_map``'s fixed detection threshold and NMS threshold.
+MAP_DETECTION_THRESH = 0.005
+MAP_NMS_THRESH = 0.45
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    """What reading the label files of a validation list found."""
+
+    images: int
+    #: Label files that do not exist (Darknet: "Can't open label file", the image has no objects).
+    missing: tuple[Path, ...]
+    #: Problems inside existing files (malformed or out-of-range lines: path and line number).
+    issues: tuple[LabelIssue, ...]
+    #: Ground-truth boxes used for scoring.
+    boxes: int
+
+    @property
+    def found(self) -> int:
+        """Images whose label file exists."""
+        return self.images - len(self.missing)
+
+    def summary(self) -> str:
+        """One line, e.g. ``labels found for 126 of 128 images (929 boxes); 2 missing label files``."""
+        text = f"labels found for {self.found} of {self.images} images ({self.boxes} boxes)"
+        if self.missing:
+            text += f"; {len(self.missing)} missing label file{'s' if len(self.missing) > 1 else ''}"
+        if self.issues:
+            text += f"; {len(self.issues)} label line problem{'s' if len(self.issues) > 1 else ''}"
+        return text
+
+    def messages(self, limit: int = 10) -> list[str]:
+        """The missing files and line problems, at most ``limit`` of each, then how many more."""
+        lines = [f"{path}: label file not found; the image counts as having no objects (as in Darknet)"
+                 for path in self.missing[:limit]]
+        if len(self.missing) > limit:
+            lines.append(f"... and {len(self.missing) - limit} more missing label files")
+        lines += [str(issue) for issue in self.issues[:limit]]
+        if len(self.issues) > limit:
+            lines.append(f"... and {len(self.issues) - limit} more label line problems")
+        return lines
+
+
+@dataclass(frozen=True)
+class DatasetDetections:
+    """One inference pass over a validation list, ready to be scored any number of times.
+
+    All sequences are indexed like ``paths``.
+    """
+
+    paths: tuple[Path, ...]
+    #: Per image, (M, 6) float32 rows ``x, y, w, h, class_id, prob`` (relative to the original image), one per
+    #: (post-NMS detection, class) with prob > 0, in Darknet's array order (see :func:`detect_in_darknet_order`).
+    detections: tuple[np.ndarray, ...]
+    #: Per image, (K, 5) float32 ``class_id, cx, cy, w, h`` from its label file (K = 0 if missing).
+    truths: tuple[np.ndarray, ...]
+    #: (N, 2) int64 original ``width, height`` of each image; 0, 0 for images that could not be read.
+    image_sizes: np.ndarray
+    labels: LabelReport
+    #: Images that could not be read, with the reason; their objects count as missed (never silently dropped).
+    failed: tuple[tuple[Path, str], ...]
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Darknet's mAP, what the labels looked like, and the optional COCO metrics of the same detections."""
+
+    darknet: MapResult
+    labels: LabelReport
+    failed: tuple[tuple[Path, str], ...]
+    coco: CocoStats | None = None
+
+    @property
+    def map(self) -> float:
+        """Darknet's mAP at ``darknet.iou_thresh`` (a fraction, as Darknet returns it)."""
+        return self.darknet.map
+
+    def format(self, names: Sequence[str]) -> str:
+        """The label summary, Darknet's per-class table and summary lines, then COCO's summary if computed."""
+        parts = [self.labels.summary()]
+        if self.failed:
+            parts.append(f"{len(self.failed)} image(s) could not be read; their objects count as missed")
+        parts.append(format_map_report(self.darknet, names))
+        if self.coco is not None:
+            parts += ["", "COCO metrics (pycocotools) of the same detections:", self.coco.summary]
+        return "\n".join(parts)
+
+
+def _darknet_array_order(pre_nms_probs: np.ndarray) -> np.ndarray:
+    """Row permutation from ``get_network_boxes`` order to the order ``do_nms_sort``/``diounms_sort`` leave.
+
+    Both re-sort the whole array by descending ``prob[k]`` for k = 0..C-1 with a stable sort, each before
+    suppressing class k, so the final order is lexicographic in the pre-NMS probabilities with the last class
+    most significant, ties keeping the original order. (Rows with objectness 0, which Darknet moves to the end
+    first, do not occur: detections have objectness > thresh.)
+    """
+    return np.lexsort(tuple(-pre_nms_probs[:, k] for k in range(pre_nms_probs.shape[1])))
+
+
+@torch.inference_mode()
+def detect_in_darknet_order(predictor: Predictor, inputs: torch.Tensor, infos: Sequence) -> list[np.ndarray]:
+    """``compute_map`` rows of a prepared batch, exactly as ``validate_detector_map`` collects them.
+
+    Like :meth:`Predictor.detect_batch` (same boxes, same NMS survivors), but the rows are also put in the array
+    order Darknet's NMS leaves, which decides which of two same-image detections of one object is the TP at the
+    confidence threshold (Darknet's ``TP``/``FP``/``average IoU`` line) and how exact probability ties rank.
+    """
+    model = predictor.model
+    decoded = model(inputs.to(predictor.device, non_blocking=True)).float().cpu()
+    grids = model.head_grids((inputs.shape[2], inputs.shape[3]))
+    rows = []
+    for image_rows, info in zip(decoded, infos):
+        dets = darknet_detections(image_rows, grids, predictor.keep_all_heads, info, predictor.thresh)
+        if len(dets) == 0:
+            rows.append(np.zeros((0, 6), np.float32))
+            continue
+        order = _darknet_array_order(dets.probs.numpy())
+        probs = apply_nms(dets.boxes, dets.objectness, dets.probs, predictor.nms_thresh, predictor.nms_kind,
+                          predictor.beta_nms)
+        rows.append(expand_detections(dets.boxes.numpy()[order], probs.numpy()[order]))
+    return rows
+
+
+def read_truths(image_paths: Sequence[Path], num_classes: int) -> tuple[list[LabelFile], LabelReport]:
+    """The label file of every image (Darknet's ``replace_image_to_label`` + ``read_boxes``) and a report."""
+    files = [read_labels(label_path_for(path), num_classes) for path in image_paths]
+    report = LabelReport(
+        images=len(files),
+        missing=tuple(f.path for f in files if f.missing),
+        issues=tuple(issue for f in files if not f.missing for issue in f.issues),
+        boxes=sum(len(f.boxes) for f in files),
+    )
+    return files, report
+
+
+def _check_classes(model: Darknet, names: Sequence[str], num_classes: int) -> None:
+    if not (len(names) == num_classes == model.num_classes):
+        raise CfgError(f"class counts disagree: {len(names)} names, num_classes={num_classes}, the network's last "
+                       f"head has classes={model.num_classes} (Darknet's detector map refuses this too)")
+
+
+def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], count: int,
+                   progress: bool = True) -> tuple[list[np.ndarray | None], np.ndarray, list[tuple[Path, str]]]:
+    """Run :func:`detect_in_darknet_order` over ``batches`` covering images ``0..count-1`` (any batching).
+
+    Returns per-image rows (None for images that failed to load), (count, 2) original sizes, and the failures.
+    Useful to score several models on batches prepared once (same input size and fitting mode).
+    """
+    detections: list[np.ndarray | None] = [None] * count
+    sizes = np.zeros((count, 2), np.int64)
+    failed: list[tuple[Path, str]] = []
+    with tqdm(total=count, unit="img", desc="mAP", dynamic_ncols=True, disable=not progress) as bar:
+        for batch in batches:
+            good = batch.good
+            if good:
+                rows = detect_in_darknet_order(predictor, batch.inputs, [item.info for item in good])
+                for item, image_rows in zip(good, rows):
+                    detections[item.index] = image_rows
+                    sizes[item.index] = (item.info.orig_w, item.info.orig_h)
+            failed += [(item.path, item.error) for item in batch.failed]
+            bar.update(len(batch.items))
+    return detections, sizes, failed
+
+
+def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], num_classes: int, *,
+                       letterbox: bool | None = None, batch_size: int = 8, workers: int = 2,
+                       decoder: Decoder = "auto", det_thresh: float = MAP_DETECTION_THRESH,
+                       nms_thresh: float = MAP_NMS_THRESH, progress: bool = True,
+                       batches: Iterable[InferenceBatch] | None = None) -> DatasetDetections:
+    """Detections and ground truth of every image, as ``detector map`` gathers them.
+
+    ``letterbox=None`` follows the cfg's ``[net] letter_box`` (Darknet's map ignores its ``-letter_box`` flag).
+    The model is switched to eval mode for the pass and restored afterwards. Labels are read first, so a
+    broken label path fails before the (long) inference.
+    ``batches``: these images already prepared for this network size and fitting mode (e.g. kept across
+    repeated evaluations, or shared by models that differ only in their heads); default: read with
+    :func:`~darknet_torch.data.loaders.inference_loader` (``batch_size``, ``workers``, ``decoder``).
+
+    Raises:
+        DataError: a label file exists but cannot be read, or an image has an extension Darknet cannot map to
+            a label file.
+    """
+    paths = tuple(Path(p) for p in image_paths)
+    label_files, label_report = read_truths(paths, num_classes)
+    predictor = Predictor(model, thresh=det_thresh, nms_thresh=nms_thresh, letterbox=letterbox)
+    was_training = model.training
+    model.eval()
+    try:
+        if batches is None:
+            batches = inference_loader(paths, predictor.preparer, batch_size, workers, decoder)
+        rows, sizes, failed = detect_batches(predictor, batches, len(paths), progress)
+    finally:
+        model.train(was_training)
+    empty = np.zeros((0, 6), np.float32)
+    return DatasetDetections(
+        paths=paths,
+        detections=tuple(empty if r is None else r for r in rows),
+        truths=tuple(f.boxes for f in label_files),
+        image_sizes=sizes,
+        labels=label_report,
+        failed=tuple(failed),
+        num_classes=num_classes,
+    )
+
+
+def score_detections(data: DatasetDetections, iou_thresh: float = 0.5, points: int = 0,
+                     conf_thresh: float = 0.25, coco: bool = False) -> EvalReport:
+    """Darknet's mAP (``-iou_thresh``, ``-points``, ``-thresh`` = ``conf_thresh`` of the summary line) and,
+    with ``coco``, COCO's mAP@[.5:.95] / @0.5 of the same detections (needs the ``coco`` extra)."""
+    result = compute_map(data.detections, data.truths, data.num_classes, iou_thresh, points, conf_thresh)
+    stats = coco_evaluate(data.detections, data.truths, data.image_sizes, data.num_classes) if coco else None
+    return EvalReport(result, data.labels, data.failed, stats)
+
+
+def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],
+             num_classes: int, iou_thresh: float = 0.5, points: int = 0, letterbox: bool | None = None,
+             batch_size: int = 8, workers: int = 2, decoder: Decoder = "auto", coco: bool = False,
+             progress: bool = True, conf_thresh: float = 0.25,
+             det_thresh: float = MAP_DETECTION_THRESH) -> EvalReport:
+    """``darknet detector map`` for an in-memory model: one inference pass, then :func:`score_detections`.
+
+    Args:
+        model: the network (any device; eval mode is set for the pass and restored).
+        image_paths: the validation images; labels are found with Darknet's ``replace_image_to_label``.
+        names, num_classes: must agree with each other and with the network's last head.
+        iou_thresh: a detection matches a truth when IoU > this (strict, as Darknet).
+        points: 0 (area under the curve, Darknet's default), 11 or 101.
+        letterbox: None = the cfg's ``[net] letter_box``.
+        decoder: "auto" (stb_image when libstb is installed: Darknet's exact pixels), "stb" or "pil".
+        coco: also compute pycocotools' metrics (checked before inference).
+        conf_thresh: Darknet's ``-thresh``: the confidence of the precision/recall/TP/FP/avg-IoU summary.
+        det_thresh: detection threshold (Darknet's map hard-codes 0.005).
+
+    Raises:
+        CfgError: the class counts disagree.
+        DarknetError: ``coco`` without pycocotools installed.
+    """
+    _check_classes(model, names, num_classes)
+    if coco:
+        require_pycocotools()
+    data = collect_detections(model, image_paths, num_classes, letterbox=letterbox, batch_size=batch_size,
+                              workers=workers, decoder=decoder, det_thresh=det_thresh, progress=progress)
+    return score_detections(data, iou_thresh, points, conf_thresh, coco)

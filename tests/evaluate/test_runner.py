@@ -1,0 +1,189 @@
+"""``detector map`` end to end on COCO128 with the real yolov3-tiny weights, against Darknet's own printout
+(golden/map_coco128.txt), plus the runner's handling of labels, unreadable images and class counts.
+
+Inference is the expensive part: each fitting mode's inputs are prepared once and shared by both cfgs (they
+differ only in the second head's mask), and each (cfg, mode) pass is scored for every -points variant.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.data.loaders import inference_loader
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.errors import CfgError
+from darknet_torch.evaluate.ap import format_map_report
+from darknet_torch.evaluate.runner import collect_detections, evaluate, score_detections
+from darknet_torch.model.loading import load_model
+
+CFGS = {"mask012": "yolov3-tiny.cfg", "mask123": "yolov3-tiny_mask123.cfg"}
+# golden block name -> (cfg, letterbox, points); the letterbox runs used a cfg with [net] letter_box=1.
+GOLDEN_RUNS = {
+    "mask012_default": ("mask012", False, 0),
+    "mask012_points11": ("mask012", False, 11),
+    "mask012_points101": ("mask012", False, 101),
+    "mask012_net_letter_box": ("mask012", True, 0),
+    "mask123_default": ("mask123", False, 0),
+    "mask123_points11": ("mask123", False, 11),
+    "mask123_points101": ("mask123", False, 101),
+    "mask123_net_letter_box": ("mask123", True, 0),
+}
+_CLASS_LINE = re.compile(r"class_id = (\d+), name = [^,]+, ap = ([\d.]+)%\s+\(TP = (\d+), FP = (\d+)\)")
+
+
+def darknet_printout(golden_dir: Path) -> dict[str, str]:
+    """Block name -> Darknet's stdout for that run."""
+    text = (golden_dir / "map_coco128.txt").read_text()
+    return {block.split("\n", 1)[0].strip(): block for block in text.split("=== ")[1:]}
+
+
+@pytest.fixture(scope="module")
+def coco128(coco128_dir):
+    data = read_data_file(coco128_dir / "coco128.data")
+    return read_image_list(data.valid), read_names(data.names)
+
+
+@pytest.fixture(scope="module")
+def detections(coco128, golden_dir, real_weights):
+    """(cfg, letterbox) -> DatasetDetections of all 128 images (decoder auto: stb_image when installed)."""
+    paths, _ = coco128
+    models = {name: load_model(golden_dir / "real" / cfg, real_weights) for name, cfg in CFGS.items()}
+    results = {}
+    for letterbox in (False, True):
+        preparer = Predictor(models["mask012"], letterbox=letterbox).preparer
+        batches = list(inference_loader(paths, preparer, batch_size=8, workers=2))
+        for name, model in models.items():
+            results[name, letterbox] = collect_detections(model, paths, 80, letterbox=letterbox, batches=batches,
+                                                          progress=False)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", GOLDEN_RUNS)
+def test_map_reproduces_darknets_printout(run, detections, coco128, golden_dir):
+    cfg, letterbox, points = GOLDEN_RUNS[run]
+    darknet = darknet_printout(golden_dir)[run]
+    report = score_detections(detections[cfg, letterbox], points=points)
+    result = report.darknet
+
+    # Acceptance (issue): mAP@0.5 within 0.3 points, per-class AP within 1 point for classes with >= 5 boxes.
+    printed_map = float(re.search(r"mean average precision \(mAP@0\.50\) = ([\d.]+)", darknet).group(1))
+    assert abs(result.map - printed_map) * 100 <= 0.3
+    classes = [(int(c), float(ap), int(tp), int(fp)) for c, ap, tp, fp in _CLASS_LINE.findall(darknet)]
+    assert len(classes) == 80
+    printed_ap = np.array([ap for _, ap, _, _ in classes])
+    frequent = result.truths_per_class >= 5
+    assert np.abs(result.ap * 100 - printed_ap)[frequent].max() <= 1.0
+
+    # Measured: identical to Darknet's printed digits, line for line.
+    ours = format_map_report(result, coco128[1])
+    for line in darknet.splitlines():
+        if line.startswith((" detections_count", " for conf_thresh", " IoU threshold", " mean average")):
+            assert line in ours.splitlines(), line
+    assert [f"{ap * 100:.2f}" for ap in result.ap] == [f"{ap:.2f}" for ap in printed_ap]
+    assert result.tp_per_class.tolist() == [tp for _, _, tp, _ in classes]
+    assert result.fp_per_class.tolist() == [fp for _, _, _, fp in classes]
+
+
+@pytest.mark.slow
+def test_labels_are_found_as_darknet_finds_them(detections, coco128):
+    paths, _ = coco128
+    labels = detections["mask123", False].labels
+    assert (labels.images, labels.found, labels.boxes) == (128, 126, 929)
+    assert sorted(p.name for p in labels.missing) == ["000000000250.txt", "000000000508.txt"]
+    assert all(p.parent.name == "train2017" and p.parent.parent.name == "labels" for p in labels.missing)
+    assert labels.issues == ()
+    assert labels.summary() == "labels found for 126 of 128 images (929 boxes); 2 missing label files"
+
+
+@pytest.mark.slow
+def test_evaluate_uses_the_loader_and_restores_training_mode(detections, coco128, golden_dir, real_weights):
+    """The one-call API on a few images: same rows as the full run, COCO stats, training mode restored."""
+    paths, names = coco128
+    model = load_model(golden_dir / "real" / CFGS["mask123"], real_weights)
+    model.train()
+    report = evaluate(model, paths[:6], names, 80, points=101, batch_size=4, workers=1, coco=True,
+                      progress=False)
+    assert model.training
+    full = detections["mask123", False]
+    again = collect_detections(model, paths[:6], 80, batch_size=4, workers=0, progress=False)
+    for image in range(6):
+        np.testing.assert_array_equal(again.detections[image], full.detections[image])
+    assert report.darknet.points == 101 and report.darknet.unique_truth_count == sum(map(len, full.truths[:6]))
+    assert report.coco is not None and 0 < report.coco.map < report.coco.map50 <= 1
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95" in report.format(names)
+
+
+# --------------------------------------------------------------------------- bad input (tiny model, fast)
+
+@pytest.fixture(scope="module")
+def mini_model(golden_dir):
+    folder = golden_dir / "mini" / "yolov3-tiny"
+    return load_model(folder / "yolov3-tiny.cfg", folder / "yolov3-tiny.weights")
+
+
+def make_dataset(folder: Path, labels: dict[str, str | None], bad_images: tuple[str, ...] = ()) -> list[Path]:
+    """images/train2017/<name>.jpg (small random photos, or garbage bytes) and labels/train2017/<name>.txt
+    (None: no file); Darknet's replace_image_to_label maps only such known folders (not a bare images/)."""
+    rng = np.random.default_rng(0)
+    (folder / "images" / "train2017").mkdir(parents=True)
+    (folder / "labels" / "train2017").mkdir(parents=True)
+    paths = []
+    for name, text in labels.items():
+        image = folder / "images" / "train2017" / f"{name}.jpg"
+        if name in bad_images:
+            image.write_bytes(b"not a jpeg")
+        else:
+            from PIL import Image
+            Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(image)
+        if text is not None:
+            (folder / "labels" / "train2017" / f"{name}.txt").write_text(text)
+        paths.append(image)
+    return paths
+
+
+def test_malformed_label_lines_are_reported_with_path_and_line(tmp_path, mini_model):
+    paths = make_dataset(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n1 0.5 oops 0.2 0.2\n", "b": "7 0.5 0.5 0.1 0.1\n",
+                                    "c": None})
+    report = evaluate(mini_model, paths, ["w", "x", "y", "z"], 4, workers=0, progress=False)
+    messages = report.labels.messages()
+    assert f"{tmp_path / 'labels' / 'train2017' / 'a.txt'}:2: cy 'oops' is not a number; line skipped" in messages
+    assert any(m.startswith(f"{tmp_path / 'labels' / 'train2017' / 'b.txt'}:1: class 7") for m in messages)
+    assert any(m.startswith(f"{tmp_path / 'labels' / 'train2017' / 'c.txt'}: label file not found") for m in messages)
+    assert report.darknet.unique_truth_count == 1
+    assert report.labels.summary() == ("labels found for 2 of 3 images (1 boxes); 1 missing label file; "
+                                       "2 label line problems")
+
+
+def test_an_unreadable_image_is_reported_and_its_objects_count_as_missed(tmp_path, mini_model):
+    paths = make_dataset(tmp_path, {"good": "0 0.5 0.5 0.2 0.2\n", "bad": "1 0.5 0.5 0.3 0.3\n2 0.2 0.2 0.1 0.1\n"},
+                         bad_images=("bad",))
+    report = evaluate(mini_model, paths, list("wxyz"), 4, workers=0, progress=False)
+    assert [path.name for path, _ in report.failed] == ["bad.jpg"]
+    assert "bad.jpg" in report.failed[0][1]
+    assert report.darknet.unique_truth_count == 3 and report.darknet.fn >= 2
+    assert "1 image(s) could not be read" in report.format(list("wxyz"))
+
+
+def test_class_counts_must_agree(tmp_path, mini_model):
+    paths = make_dataset(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"})
+    with pytest.raises(CfgError, match="3 names, num_classes=3, the network's last head has classes=4"):
+        evaluate(mini_model, paths, ["x", "y", "z"], 3, workers=0, progress=False)
+
+
+def test_darknet_array_order_is_lexicographic_in_the_pre_nms_probs():
+    from darknet_torch.evaluate.runner import _darknet_array_order
+
+    # Darknet sorts by class 0, then (stably) by class 1: class 1 decides, class 0 breaks its ties,
+    # the original position breaks the rest.
+    probs = np.array([[0.0, 0.2], [0.9, 0.0], [0.3, 0.2], [0.5, 0.0], [0.0, 0.0]], np.float32)
+    assert _darknet_array_order(probs).tolist() == [2, 0, 1, 3, 4]
+    sequential = np.arange(len(probs))
+    for k in range(probs.shape[1]):  # Darknet's stable re-sorts, one per class
+        sequential = sequential[np.argsort(-probs[sequential, k], kind="stable")]
+    assert sequential.tolist() == [2, 0, 1, 3, 4]
+
