@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from darknet_torch.errors import DarknetError, DataError
+from darknet_torch.model.heads.yolo import GaussianYOLOLayer, YoloConfig, YOLOLayer
 from darknet_torch.ops import iou
 
 __all__ = ["yolo_loss", "yolo_delta"]
@@ -50,7 +51,7 @@ _CLASS_MATCH_THRESH = 0.25
 _MIN_SLOPE = 1e-30
 
 
-def yolo_loss(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int],
+def yolo_loss(head: YOLOLayer, out: Tensor, targets: Tensor, net_hw: tuple[int, int],
               head_input: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Darknet's ``[yolo]`` loss for one head.
 
@@ -78,7 +79,8 @@ def yolo_loss(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int],
     return cost + (surrogate - surrogate.detach()), parts
 
 
-def yolo_delta(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
+def yolo_delta(head: YOLOLayer, out: Tensor, targets: Tensor,
+               net_hw: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
     """Darknet's ``l.delta`` for this head (same shape and layout as ``out``, float32) and the logging parts.
 
     Arguments as :func:`yolo_loss`.  Matches AlexeyAB ``process_batch`` (the body of ``forward_yolo_layer``).
@@ -91,11 +93,11 @@ def yolo_delta(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) -> t
 @dataclass(frozen=True)
 class _Delta:
     delta: Tensor               # same shape as the head output
-    touched: Cells              # every cell whose box/class deltas may be non-zero
+    touched: _Cells              # every cell whose box/class deltas may be non-zero
     parts: dict[str, Tensor]
 
 
-def _darknet_delta(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) -> _Delta:
+def _darknet_delta(head: YOLOLayer, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) -> _Delta:
     """process_batch for every image at once.  Box and class deltas are only ever written at a few cells (the
     assigned ones and the truth_thresh positives), so everything but objectness works on gathered rows."""
     _check_head(head)
@@ -109,12 +111,12 @@ def _darknet_delta(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) 
     delta[:, :, 4] = cfg.obj_normalizer * (0 - obj)
 
     # Per prediction: the best IoU with a truth of its image -> ignored, or positive above truth_thresh.
-    pred = _predicted_boxes(head, p, net_hw)                                          # (B, nA, H, W, 4)
+    pred = _predicted_boxes(head, p, net_hw)   # (B, nA, H, W, 4)
     best_iou, best_truth = truths.best_match(pred.reshape(b, -1, 4))
     best_iou, best_truth = best_iou.reshape(obj.shape), best_truth.reshape(obj.shape)
-    _ignore(delta, p, Cells.where(best_iou > cfg.ignore_thresh), best_iou, cfg)
+    _ignore(delta, p, _Cells.where(best_iou > cfg.ignore_thresh), best_iou, cfg)
     positive = best_iou > cfg.truth_thresh
-    pos = Cells.where(positive)
+    pos = _Cells.where(positive)
     if len(pos):
         t = best_truth[pos.index]
         true_cls = truths.cls[t]
@@ -153,7 +155,7 @@ def _darknet_delta(head, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) 
     return _Delta(delta.reshape(out.shape), touched, parts)
 
 
-def _predicted_boxes(head, p: Tensor, net_hw: tuple[int, int]) -> Tensor:
+def _predicted_boxes(head: YOLOLayer, p: Tensor, net_hw: tuple[int, int]) -> Tensor:
     """get_yolo_box for every cell, relative to the network input: ``(B, nA, H, W, 4)``."""
     b, na, _, h, w = p.shape
     net_h, net_w = net_hw
@@ -163,7 +165,7 @@ def _predicted_boxes(head, p: Tensor, net_hw: tuple[int, int]) -> Tensor:
     return (boxes[..., :4] / pixels).reshape(b, na, h, w, 4)
 
 
-def _ignore(delta: Tensor, p: Tensor, candidates: "Cells", best_iou: Tensor, cfg) -> None:
+def _ignore(delta: Tensor, p: Tensor, candidates: _Cells, best_iou: Tensor, cfg: YoloConfig) -> None:
     """No objectness delta (or, with objectness_smooth, one towards the IoU) for predictions overlapping a truth by
     more than ignore_thresh -- but only those with some class probability above 0.25 (compare_yolo_class)."""
     if not len(candidates):
@@ -180,7 +182,7 @@ def _ignore(delta: Tensor, p: Tensor, candidates: "Cells", best_iou: Tensor, cfg
 
 # ----------------------------------------------------------------------------------------------------- cells
 @dataclass(frozen=True)
-class Cells:
+class _Cells:
     """A set of predictions (rows may repeat), addressed as (image, anchor slot, row, col) index tensors into
     ``(B, nA, E, H, W)`` maps, so entries of a few cells are read and written without reshaping whole maps."""
 
@@ -191,12 +193,12 @@ class Cells:
     shape: tuple[int, int, int, int]     # B, nA, H, W
 
     @classmethod
-    def where(cls, mask: Tensor) -> "Cells":
+    def where(cls, mask: Tensor) -> _Cells:
         """The cells where a ``(B, nA, H, W)`` mask is true."""
         return cls(*mask.nonzero(as_tuple=True), shape=tuple(mask.shape))
 
     @classmethod
-    def from_flat(cls, flat: Tensor, shape: tuple[int, int, int, int]) -> "Cells":
+    def from_flat(cls, flat: Tensor, shape: tuple[int, int, int, int]) -> _Cells:
         _, na, h, w = shape
         return cls(flat // (na * h * w), flat // (h * w) % na, flat // w % h, flat % w, shape)
 
@@ -227,9 +229,9 @@ class Cells:
                  self.col.unsqueeze(1))
         maps.index_put_(index, values, accumulate=True)
 
-    def union(self, other: "Cells") -> "Cells":
+    def union(self, other: _Cells) -> _Cells:
         """Both sets, each cell once."""
-        return Cells.from_flat(torch.unique(torch.cat([self.flat, other.flat])), self.shape)
+        return _Cells.from_flat(torch.unique(torch.cat([self.flat, other.flat])), self.shape)
 
 
 # ----------------------------------------------------------------------------------------------------- targets
@@ -282,9 +284,7 @@ def _check_targets(image: Tensor, cls: Tensor, box: Tensor, batch: int, classes:
         raise DataError("target boxes must be relative to the network input (cx, cy, w, h in [0, 1])")
 
 
-def _check_head(head) -> None:
-    from darknet_torch.model.heads.yolo import GaussianYOLOLayer
-
+def _check_head(head: YOLOLayer) -> None:
     if isinstance(head, GaussianYOLOLayer):
         raise DarknetError("training loss for [Gaussian_yolo] is not implemented (only [yolo] heads can be trained)")
 
@@ -295,11 +295,12 @@ class _Assigned:
 
     truth: Tensor         # row in _Truths
     anchor_wh: Tensor     # (N, 2) pixels
-    cells: Cells
+    cells: _Cells
     order: Tensor         # Darknet's processing order within an image (smaller first)
 
 
-def _assignments(truths: _Truths, cfg, shape: tuple[int, int, int, int], net_hw: tuple[int, int]) -> _Assigned:
+def _assignments(truths: _Truths, cfg: YoloConfig, shape: tuple[int, int, int, int],
+                 net_hw: tuple[int, int]) -> _Assigned:
     """The best anchor of all the layer's anchors (by shape IoU) if it is in this head's mask, plus every other
     masked anchor whose shape IoU exceeds ``iou_thresh``."""
     _, na, h, w = shape
@@ -318,7 +319,7 @@ def _assignments(truths: _Truths, cfg, shape: tuple[int, int, int, int], net_hw:
     truth, anchor = (chosen & (mask_slot >= 0)).nonzero(as_tuple=True)
     col = (truths.box[truth, 0] * w).long().clamp(max=w - 1)     # C's (int)(truth.x * l.w)
     row = (truths.box[truth, 1] * h).long().clamp(max=h - 1)
-    cells = Cells(truths.image[truth], mask_slot[anchor], row, col, shape)
+    cells = _Cells(truths.image[truth], mask_slot[anchor], row, col, shape)
     # Within an image: truth by truth; its best anchor first, then the others by index.
     order = truth * (total + 1) + torch.where(primary[truth, anchor], 0, anchor + 1)
     return _Assigned(truth, anchors[anchor], cells, order)
@@ -326,7 +327,7 @@ def _assignments(truths: _Truths, cfg, shape: tuple[int, int, int, int], net_hw:
 
 # ----------------------------------------------------------------------------------------------------- deltas
 def _box_delta(pred: Tensor, raw: Tensor, truth: Tensor, anchor_wh: Tensor, col: Tensor, row: Tensor,
-               grid_hw: tuple[int, int], net_hw: tuple[int, int], cfg) -> tuple[Tensor, Tensor]:
+               grid_hw: tuple[int, int], net_hw: tuple[int, int], cfg: YoloConfig) -> tuple[Tensor, Tensor]:
     """delta_yolo_box for matched rows: ``(M, 4)`` deltas for entries x, y, w, h and the ``(M,)`` IoUs.
 
     ``pred``: get_yolo_box boxes (relative), ``raw``: the activated entries 0..3, ``truth``: relative xywh,
@@ -417,7 +418,7 @@ def _iou_gradient(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
     return torch.stack([dx, dy, dw, dh], dim=1)
 
 
-def _class_delta(p: Tensor, true_cls: Tensor, cfg) -> Tensor:
+def _class_delta(p: Tensor, true_cls: Tensor, cfg: YoloConfig) -> Tensor:
     """delta_yolo_class for a cell whose class deltas are still unset: every class, ``(M, C)``."""
     onehot = torch.zeros_like(p).scatter_(1, true_cls.unsqueeze(1), 1.0)
     if cfg.focal_loss:
@@ -431,7 +432,8 @@ def _smoothed(y: Tensor | float, eps: float) -> Tensor | float:
     return y * (1 - eps) + 0.5 * eps if eps else y
 
 
-def _apply_class_deltas(delta: Tensor, p: Tensor, a: _Assigned, true_cls: Tensor, positive: Tensor, cfg) -> None:
+def _apply_class_deltas(delta: Tensor, p: Tensor, a: _Assigned, true_cls: Tensor, positive: Tensor,
+                        cfg: YoloConfig) -> None:
     """The truth loop's delta_yolo_class calls, in Darknet's order, without a loop.
 
     The first call on a cell whose class deltas are unset writes every class; every later call on that cell (and
@@ -442,15 +444,15 @@ def _apply_class_deltas(delta: Tensor, p: Tensor, a: _Assigned, true_cls: Tensor
     first = torch.full((len(unique),), torch.iinfo(torch.long).max, dtype=torch.long, device=unique.device)
     first.scatter_reduce_(0, inverse, a.order, reduce="amin")
     writes_all = (a.order == first[inverse]) & ~positive[cells.index]
-    full = Cells(*(index[writes_all] for index in cells.index), shape=cells.shape)
+    full = _Cells(*(index[writes_all] for index in cells.index), shape=cells.shape)
     full.put(delta, slice(5, None), _class_delta(full.take(p, slice(5, None)), true_cls[writes_all], cfg))
-    own = Cells(*(index[~writes_all] for index in cells.index), shape=cells.shape)
+    own = _Cells(*(index[~writes_all] for index in cells.index), shape=cells.shape)
     own_entry = 5 + true_cls[~writes_all]
     own.put(delta, own_entry, _smoothed(1.0, cfg.label_smooth_eps) - own.take(p, own_entry))
 
 
 # ----------------------------------------------------------------------------------------------------- gradient
-def _divide_by_slope(head, out: Tensor, delta: Tensor, touched: Cells) -> Tensor:
+def _divide_by_slope(head: YOLOLayer, out: Tensor, delta: Tensor, touched: _Cells) -> Tensor:
     """``delta`` divided by d(out)/d(head input) entry by entry (0 where the activation is saturated).
 
     Only objectness is non-zero everywhere; x, y and classes only at the ``touched`` cells.
