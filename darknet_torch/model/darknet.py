@@ -34,7 +34,8 @@ class Darknet(nn.Module):
         self.module_list, self.layer_infos = create_modules(sections)
         self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, HEAD_TYPES)]
         needed = {s for m in self.module_list for s in getattr(m, "sources", ())}
-        self._keep = frozenset(needed) | frozenset(self.head_indices)
+        # Heads and their inputs (the loss takes both, for exact gradients) stay available after the loop.
+        self._keep = frozenset(needed) | frozenset(self.head_indices) | frozenset(i - 1 for i in self.head_indices)
         self.header = WeightsHeader()
 
     # ----------------------------------------------------------------------------------------------- properties
@@ -84,12 +85,23 @@ class Darknet(nn.Module):
     def forward(self, x: Tensor, targets: Tensor | None = None):
         outputs = self._run(x)
         net_hw = (x.shape[2], x.shape[3])
-        head_outputs = [outputs[i] for i in self.head_indices]
-        decoded = torch.cat([head.decode(out, net_hw) for head, out in zip(self.heads, head_outputs)], dim=1)
+        decoded = torch.cat([self.module_list[i].decode(outputs[i], net_hw) for i in self.head_indices], dim=1)
         if targets is None:
             return decoded
-        losses = [head.loss(out, targets, net_hw)[0] for head, out in zip(self.heads, head_outputs)]
-        return torch.stack(losses).sum(), decoded
+        loss, _ = self._loss(outputs, targets, net_hw)
+        return loss, decoded
+
+    def compute_loss(self, x: Tensor, targets: Tensor) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        """Darknet's training loss summed over heads and images, and each head's detached logging parts.
+
+        ``targets``: ``(T, 6)`` rows ``[batch_index, class, cx, cy, w, h]``, coordinates relative to ``x``.
+        """
+        return self._loss(self._run(x), targets, (x.shape[2], x.shape[3]))
+
+    def _loss(self, outputs: list[Tensor | None], targets: Tensor,
+              net_hw: tuple[int, int]) -> tuple[Tensor, list[dict[str, Tensor]]]:
+        results = [self.module_list[i].loss(outputs[i], targets, net_hw, outputs[i - 1]) for i in self.head_indices]
+        return torch.stack([loss for loss, _ in results]).sum(), [parts for _, parts in results]
 
     def forward_layers(self, x: Tensor) -> list[Tensor]:
         """Every layer's output, in Darknet's layer order (for debugging and layer-by-layer parity tests)."""

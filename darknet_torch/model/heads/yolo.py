@@ -107,11 +107,12 @@ class YOLOLayer(nn.Module):
     def decode(self, out: Tensor, net_hw: tuple[int, int]) -> Tensor:
         b, _, h, w = out.shape
         p = out.reshape(b, self.num_anchors, self.entries, h, w)
-        return self._boxes(p[:, :, 0], p[:, :, 1], p[:, :, 2], p[:, :, 3], p[:, :, 4], p[:, :, 5:], net_hw)
+        return self.boxes_from_maps(p[:, :, 0], p[:, :, 1], p[:, :, 2], p[:, :, 3], p[:, :, 4], p[:, :, 5:], net_hw)
 
-    def _boxes(self, tx: Tensor, ty: Tensor, tw: Tensor, th: Tensor, obj: Tensor, cls: Tensor,
+    def boxes_from_maps(self, tx: Tensor, ty: Tensor, tw: Tensor, th: Tensor, obj: Tensor, cls: Tensor,
                net_hw: tuple[int, int]) -> Tensor:
-        """Darknet's get_yolo_box on ``(B, nA, H, W)`` maps; returns ``(B, nA*H*W, 5+C)``."""
+        """Darknet's ``get_yolo_box`` on ``(B, nA, H, W)`` maps (``cls`` is ``(B, nA, C, H, W)``); returns
+        ``(B, nA*H*W, 5+C)``: cx, cy, w, h in input pixels, objectness, classes.  Shared by decode and the loss."""
         b, na, h, w = tx.shape
         net_h, net_w = net_hw
         cols, rows = grid_offsets(h, w, tx.device, tx.dtype)
@@ -126,11 +127,13 @@ class YOLOLayer(nn.Module):
         boxes = torch.stack([x, y, bw, bh, obj], dim=-1)                      # B nA H W 5
         return torch.cat([boxes, cls.permute(0, 1, 3, 4, 2)], dim=-1).reshape(b, na * h * w, -1)
 
-    def loss(self, out: Tensor, targets: Tensor, net_hw: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Darknet's ``[yolo]`` loss for this head; see :mod:`darknet_torch.model.heads.yolo_loss`."""
+    def loss(self, out: Tensor, targets: Tensor, net_hw: tuple[int, int],
+             head_input: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Darknet's ``[yolo]`` loss for this head (see :mod:`darknet_torch.model.heads.yolo_loss`); passing the
+        tensor the head was applied to keeps the gradient exact where the sigmoid saturates."""
         from darknet_torch.model.heads.yolo_loss import yolo_loss
 
-        return yolo_loss(self, out, targets, net_hw)
+        return yolo_loss(self, out, targets, net_hw, head_input)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -167,5 +170,5 @@ class GaussianYOLOLayer(YOLOLayer):
         b, _, h, w = out.shape
         p = out.reshape(b, self.num_anchors, self.entries, h, w)
         certainty = 1 - p[:, :, [1, 3, 5, 7]].mean(dim=2, keepdim=True)
-        return self._boxes(p[:, :, 0], p[:, :, 2], p[:, :, 4], p[:, :, 6], p[:, :, 8], p[:, :, 9:] * certainty,
-                           net_hw)
+        return self.boxes_from_maps(p[:, :, 0], p[:, :, 2], p[:, :, 4], p[:, :, 6], p[:, :, 8],
+                                    p[:, :, 9:] * certainty, net_hw)

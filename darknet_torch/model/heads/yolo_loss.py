@@ -161,7 +161,7 @@ def _predicted_boxes(head: YOLOLayer, p: Tensor, net_hw: tuple[int, int]) -> Ten
     net_h, net_w = net_hw
     pixels = torch.tensor([net_w, net_h, net_w, net_h], dtype=p.dtype, device=p.device)
     no_classes = p[:, :, 5:5]
-    boxes = head._boxes(p[:, :, 0], p[:, :, 1], p[:, :, 2], p[:, :, 3], p[:, :, 4], no_classes, net_hw)
+    boxes = head.boxes_from_maps(p[:, :, 0], p[:, :, 1], p[:, :, 2], p[:, :, 3], p[:, :, 4], no_classes, net_hw)
     return (boxes[..., :4] / pixels).reshape(b, na, h, w, 4)
 
 
