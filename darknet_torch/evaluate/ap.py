@@ -29,7 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from terminaltables import AsciiTable
+
+from darknet_torch.ops.boxes import box_iou
 
 
 @dataclass(frozen=True)
@@ -77,21 +80,6 @@ def expand_detections(boxes: np.ndarray, probs: np.ndarray) -> np.ndarray:
     ]).reshape(-1, 6)
 
 
-def _darknet_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(M, K) float32 IoU of relative xywh boxes with Darknet's ``box_iou`` rules (0 when the
-    boxes do not overlap or the union is 0).
-    TODO(ops): move to darknet_torch/ops once its box module exists."""
-    ax, ay, aw, ah = (a[:, i, None] for i in range(4))
-    bx, by, bw, bh = (b[None, :, i] for i in range(4))
-    two = np.float32(2)
-    w = np.minimum(ax + aw / two, bx + bw / two) - np.maximum(ax - aw / two, bx - bw / two)
-    h = np.minimum(ay + ah / two, by + bh / two) - np.maximum(ay - ah / two, by - bh / two)
-    inter = np.where((w < 0) | (h < 0), np.float32(0), w * h)
-    union = aw * ah + bw * bh - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((inter == 0) | (union == 0), np.float32(0), inter / union)
-
-
 def _check_rows(array: np.ndarray, columns: int, what: str, index: int) -> np.ndarray:
     rows = np.asarray(array, dtype=np.float32)
     if rows.size == 0:
@@ -113,7 +101,7 @@ def _match_image(dets: np.ndarray, det_class: np.ndarray, truths: np.ndarray,
     """Per detection row: index of its best same-class truth (-1 if none) and that IoU."""
     if len(dets) == 0 or len(truths) == 0:
         return np.full(len(dets), -1, np.int64), np.zeros(len(dets), np.float32)
-    iou = _darknet_iou(dets[:, :4], truths[:, 1:5])
+    iou = box_iou(torch.from_numpy(dets[:, :4]), torch.from_numpy(truths[:, 1:5])).numpy()  # box.c box_iou
     # Darknet: iou > iou_thresh and iou > best-so-far (which starts at 0), so also iou > 0.
     eligible = (det_class[:, None] == truth_class[None, :]) & (iou > iou_thresh) & (iou > 0)
     candidate = np.where(eligible, iou, np.float32(-1))

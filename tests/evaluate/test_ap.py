@@ -137,6 +137,17 @@ def test_auc_and_n_point_interpolation_on_a_hand_computed_curve(points, expected
     assert result.ap[0] == pytest.approx(expected, abs=1e-15)
 
 
+# Five truths ranked TP, TP, TP, FP, TP: recall .2 .4 .6 .6 .8, precision 1 1 1 .75 .8. Darknet's -Ofast build
+# computes the 11-point level 0.6 as 6 * (1.0/10) = 0.6000000000000001 > 3/5, so it is first reached at recall
+# .8 (precision .8), not at .6 (precision 1): levels 0-.5 -> 1, .6 .7 .8 -> .8, .9 1 -> 0: 8.4 / 11, where
+# exact levels would give 8.6 / 11. Darknet's printed 11-point APs on coco128 agree only with the former.
+def test_n_point_levels_are_rounded_as_darknets_ofast_build():
+    dets = [arr([det(BOX, 0, 0.9)], 6), arr([det(BOX, 0, 0.8)], 6), arr([det(BOX, 0, 0.7)], 6),
+            arr([det(FAR, 0, 0.6), det(BOX, 0, 0.5)], 6), NO_DETS]
+    result = compute_map(dets, [arr([truth(0)], 5)] * 5, 1, points=11)
+    assert result.ap[0] == pytest.approx(8.4 / 11, abs=1e-12)
+
+
 def test_average_precision_directly():
     precision = np.array([1, 1 / 2, 2 / 3, 1 / 2])
     recall = np.array([1 / 3, 1 / 3, 2 / 3, 2 / 3])
