@@ -14,6 +14,8 @@ COMMANDS = {
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
     "map": "darknet_torch.cli.map",
+    "train": "darknet_torch.cli.train",
+    "partial": "darknet_torch.cli.partial",
 }
 
 

@@ -1,0 +1,160 @@
+"""``train(options)``: from Darknet's files (``.data``, ``.cfg``, ``.weights``) to a finished training run.
+
+Darknet's ``detector train`` semantics: without ``--clear`` training continues from the iteration stored in the
+weights' header (``seen / batch``); ``*.conv.N`` backbones load partially; ``valid`` defaults to ``train`` for
+``--map``; ``backup`` comes from the ``.data`` file, and so do ``saveweights``/``savelast`` (save periods).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names
+from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.model.darknet import Darknet
+from darknet_torch.train.checkpoint import CheckpointPaths, basecfg
+from darknet_torch.train.distributed import DistContext, init_distributed, shutdown
+from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
+    darknet_save_every
+from darknet_torch.train.optim import TrainSettings, darknet_init_, keys_not_applied
+
+log = logging.getLogger(__name__)
+
+#: ``.data`` keys read here (Darknet's ``saveweights``/``savelast``), so they are not reported as unused.
+_SAVE_KEYS = ("saveweights", "savelast")
+_BACKBONE_NAME = re.compile(r"\.conv\.\d+$")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything ``darknet_torch train`` accepts; ``None`` means Darknet's default."""
+
+    data: Path
+    cfg: Path
+    weights: Path | None = None
+    partial: bool | None = None  # weights may end early; None: only for names like x.conv.N
+    clear: bool = False  # start at iteration 0 whatever the weights' header says
+    resume: Path | bool = False  # a <cfg>_last.pt training state; True: <backup>/<cfg>_last.pt
+    device: str | None = None
+    workers: int = 4
+    seed: int = 0
+    calc_map: bool = False
+    map_every: int | None = None
+    ema_alpha: float | None = None
+    amp: bool | None = None  # None: on with CUDA
+    backup: Path | None = None
+    progress: bool = True
+
+
+def train(options: TrainOptions) -> TrainResult:
+    """Run (or resume) a training; returns the last iteration's numbers.  Under torchrun, one call per process."""
+    ctx = init_distributed(options.device)
+    try:
+        trainer = build_trainer(options, ctx)
+        return trainer.run()
+    finally:
+        shutdown(ctx)
+
+
+def build_trainer(options: TrainOptions, ctx: DistContext = DistContext()) -> Trainer:
+    """Read the files, build model/optimizer/data/evaluator and position the trainer at its start iteration."""
+    data = read_data_file(options.data)
+    data = dataclasses.replace(data, warnings=tuple(w for w in data.warnings
+                                                    if not any(f"key {k!r}" in w for k in _SAVE_KEYS)))
+    torch.manual_seed(options.seed)
+    model = Darknet(options.cfg)
+    settings = TrainSettings.from_net(model.hyperparams)
+    if ctx.is_main:
+        for message in keys_not_applied(model):
+            log.warning(message)
+    start = _load_initial_weights(model, options, settings)
+    model.to(ctx.device)
+    backup = options.backup or data.backup or Path("backup")
+    paths = CheckpointPaths(Path(backup), basecfg(options.cfg))
+    evaluator, map_every = _evaluator(data, model, options, settings) if options.calc_map else (None, None)
+    loop_options = LoopOptions(
+        save_every=_data_int(data, "saveweights", darknet_save_every(settings.max_batches)),
+        save_last_every=_data_int(data, "savelast", 100), map_every=map_every,
+        amp=ctx.device.type == "cuda" if options.amp is None else options.amp, progress=options.progress,
+        seed=options.seed, max_chart_loss=model.hyperparams["max_chart_loss"])
+    trainer = Trainer(model, settings, _batch_source(data, model, options, ctx), paths, loop_options, ctx,
+                      evaluator, ema_alpha=options.ema_alpha)
+    if options.resume:
+        trainer.resume(paths.state if options.resume is True else Path(options.resume))
+    else:
+        trainer.start_at(start)
+    if ctx.is_main:
+        log.info("training %s: batch %d (%d x %d) on %d process(es), iterations %d..%d, backup %s", options.cfg,
+                 settings.batch, settings.subdivisions, settings.mini_batch, ctx.world_size, trainer.iteration,
+                 settings.max_batches, paths.backup)
+    return trainer
+
+
+def _load_initial_weights(model: Darknet, options: TrainOptions, settings: TrainSettings) -> int:
+    """Weights (or Darknet's random init) and the iteration they start at: ``seen / batch`` unless ``--clear``."""
+    if options.resume:
+        if options.weights is not None:
+            log.warning("--resume: ignoring --weights %s (the training state holds the model)", options.weights)
+        return 0
+    if options.weights is None:
+        darknet_init_(model, torch.Generator().manual_seed(options.seed))
+        return 0
+    partial = options.partial if options.partial is not None else bool(_BACKBONE_NAME.search(options.weights.name))
+    model.load_darknet_weights(options.weights, partial=partial)
+    return 0 if options.clear else model.header.seen // settings.batch
+
+
+def _data_int(data: DataConfig, key: str, default: int) -> int:
+    text = data.extra.get(key)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise CfgError(f"{data.path}: {key}={text!r} must be a positive number of iterations")
+    return int(text)
+
+
+def _batch_source(data: DataConfig, model: Darknet, options: TrainOptions, ctx: DistContext):
+    """The data pipeline's loader, restartable at any iteration; the data report is checked and shown once."""
+    from darknet_torch.data.training import build_train_loader, training_report
+
+    report = training_report(data, model.num_classes)
+    if ctx.is_main:
+        log.info("%s", report.format())
+    report.check()
+    net_h = model.input_size[0]
+    stride = max(net_h // grid_h for _, grid_h, _ in model.head_grids())
+    heads = [model.layer_infos[i].section for i in model.head_indices]
+    return lambda start: build_train_loader(data, model.hyperparams, heads, options.workers, options.seed, start,
+                                            ctx.rank, ctx.world_size, report=report, stride=stride)
+
+
+def _evaluator(data: DataConfig, model: Darknet, options: TrainOptions,
+               settings: TrainSettings) -> tuple[Evaluator, int]:
+    """mAP@0.5 on ``valid`` (Darknet: defaults to ``train``) and Darknet's evaluation period."""
+    try:
+        from darknet_torch.evaluate.runner import evaluate
+    except ImportError as exc:
+        raise DarknetError(f"--map needs darknet_torch.evaluate.runner, which cannot be imported ({exc}); "
+                           f"train without --map") from exc
+    if data.names is None:
+        raise CfgError(f"{data.path}: --map needs names= (the class names file)")
+    names = read_names(data.names)
+    if len(names) != model.num_classes:
+        raise CfgError(f"{data.names}: {len(names)} names, but the cfg has classes={model.num_classes}")
+    list_path = data.valid or data.train
+    if list_path is None:
+        raise CfgError(f"{data.path}: --map needs valid= (or train=) to evaluate on")
+    images = read_image_list(list_path)
+    train_images = len(read_image_list(data.train)) if data.train is not None else len(images)
+    every = options.map_every or darknet_map_every(train_images, settings.batch)
+
+    def map50(net: Darknet) -> float:
+        report = evaluate(net, images, names, model.num_classes, workers=options.workers, progress=False)
+        return float(report.map)
+
+    return map50, every
