@@ -126,9 +126,9 @@ def _conflict_pairs(boxes: Tensor, conflicts: Criterion, min_iou: float) -> tupl
     Boxes are grouped by size level; within a level they are sorted by (y strip, x) so that each
     searcher finds its candidates with a few binary searches.
     """
-    if min_iou >= 1:
-        return boxes.new_empty(0, dtype=torch.long), boxes.new_empty(0, dtype=torch.long)
     rows, level = _box_levels(boxes)
+    if min_iou >= 1 or rows.numel() < 2:
+        return rows.new_empty(0), rows.new_empty(0)
     reach = math.floor(1.001 - math.log2(min_iou)) if min_iou > 0 else math.inf
     x, y, w, h = boxes[rows].double().unbind(1)
     margin = (1 - min_iou) * 1.001 / 2
@@ -211,7 +211,7 @@ def _greedy_keep_items(
     u, v = listed[local_u], listed[local_v]
 
     earlier, later = [u.new_empty(0)], [u.new_empty(0)]
-    step = max(1, _PAIR_BUDGET // n_classes)
+    step = max(1, _PAIR_BUDGET // max(1, n_classes))
     for start in range(0, u.shape[0], step):
         item_u, item_v = item_of[u[start : start + step]], item_of[v[start : start + step]]
         shared = (item_u >= 0) & (item_v >= 0)
