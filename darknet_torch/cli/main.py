@@ -14,6 +14,8 @@ COMMANDS = {
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
     "map": "darknet_torch.cli.map",
+    "export": "darknet_torch.cli.export",
+    "calc_anchors": "darknet_torch.cli.calc_anchors",
     "train": "darknet_torch.cli.train",
     "partial": "darknet_torch.cli.partial",
 }
