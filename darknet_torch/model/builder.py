@@ -112,35 +112,32 @@ def build_convolutional(sec: Section, ctx: BuildContext) -> Built:
     return module, (filters, out_h, out_w), bflops
 
 
-def _pool_geometry(sec: Section) -> tuple[int, int, int, int]:
+def _pooled(sec: Section, ctx: BuildContext) -> tuple[int, tuple[int, int], int, Shape, float]:
+    """Darknet's pooling geometry: size (default stride), padding (default size-1), output shape, BFLOPs."""
+    c, h, w = _need_image(sec, ctx)
     stride = sec["stride"]
-    stride_x = sec.get("stride_x", stride)
-    stride_y = sec.get("stride_y", stride)
-    size = sec.get("size", stride)
+    stride_x = _positive(sec, "stride", sec.get("stride_x", stride))
+    stride_y = _positive(sec, "stride", sec.get("stride_y", stride))
+    size = _positive(sec, "size", sec.get("size", stride))
     padding = sec.get("padding", size - 1)
-    for key, value in (("stride", stride_x), ("stride", stride_y), ("size", size)):
-        _positive(sec, key, value)
-    return size, stride_x, stride_y, padding
+    out_h = (h + padding - size) // stride_y + 1
+    out_w = (w + padding - size) // stride_x + 1
+    return size, (stride_y, stride_x), padding, (c, out_h, out_w), size * size * c * out_h * out_w / 1e9
 
 
 def build_maxpool(sec: Section, ctx: BuildContext) -> Built:
     _refuse(sec, ("antialiasing",), "not implemented")
-    c, h, w = _need_image(sec, ctx)
     if sec["maxpool_depth"]:
+        c, h, w = _need_image(sec, ctx)
         out_c = _positive(sec, "out_channels", sec["out_channels"])
         return MaxPoolDepth(out_c), (out_c, h, w), 0.0
-    size, stride_x, stride_y, padding = _pool_geometry(sec)
-    out_h = (h + padding - size) // stride_y + 1
-    out_w = (w + padding - size) // stride_x + 1
-    return MaxPool(size, (stride_y, stride_x), padding), (c, out_h, out_w), size * size * c * out_h * out_w / 1e9
+    size, stride, padding, shape, bflops = _pooled(sec, ctx)
+    return MaxPool(size, stride, padding), shape, bflops
 
 
 def build_local_avgpool(sec: Section, ctx: BuildContext) -> Built:
-    c, h, w = _need_image(sec, ctx)
-    size, stride_x, stride_y, padding = _pool_geometry(sec)
-    out_h = (h + padding - size) // stride_y + 1
-    out_w = (w + padding - size) // stride_x + 1
-    return LocalAvgPool(size, (stride_y, stride_x), padding), (c, out_h, out_w), size * size * c * out_h * out_w / 1e9
+    size, stride, padding, shape, bflops = _pooled(sec, ctx)
+    return LocalAvgPool(size, stride, padding), shape, bflops
 
 
 def build_avgpool(sec: Section, ctx: BuildContext) -> Built:
