@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from darknet_torch.data.images import Decoder
-from darknet_torch.data.loaders import inference_loader
+from darknet_torch.data.loaders import InferenceBatch, inference_loader
 from darknet_torch.detect.outputs import OutputWriter, output_names, prepare_output_dir, write_json
 from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records,
                                                  darknet_json_frame)
@@ -91,10 +91,10 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
                disable=_bar_disabled(progress, len(paths)))
     try:
         for batch in inference_loader(paths, predictor.preparer, batch_size, workers, decoder):
-            for result in _detect_batch(predictor, batch):
+            for index, result in _detect_batch(predictor, batch):
                 results.append(result)
                 if writer is not None and result.ok:
-                    writer.submit(result.path, names[len(results) - 1], result.detections)
+                    writer.submit(result.path, names[index], result.detections)
                 if on_result is not None:
                     on_result(result)
             bar.update(len(batch.items))
@@ -115,8 +115,8 @@ def _bar_disabled(progress: bool | None, count: int) -> bool | None:
     return not progress
 
 
-def _detect_batch(predictor: Predictor, batch) -> list[ImageResult]:
-    """Results of one :class:`InferenceBatch`, good and failed items in their original order."""
+def _detect_batch(predictor: Predictor, batch: InferenceBatch) -> list[tuple[int, ImageResult]]:
+    """(input index, result) for every item of one batch, good and failed, in input order."""
     good = batch.good
     per_image = 0.0
     found: dict[int, list[Detection]] = {}
@@ -128,10 +128,10 @@ def _detect_batch(predictor: Predictor, batch) -> list[ImageResult]:
     results = []
     for item in batch.items:
         if item.error is not None:
-            results.append(ImageResult(item.path, 0, 0, [], item.error))
+            result = ImageResult(item.path, 0, 0, [], item.error)
         else:
-            results.append(ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index],
-                                       seconds=per_image))
+            result = ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index], seconds=per_image)
+        results.append((item.index, result))
     return results
 
 
