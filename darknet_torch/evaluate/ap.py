@@ -15,7 +15,8 @@ What Darknet does, and therefore what this does:
 * Per class: precision = tp/(tp+fp), recall = tp/n_truths (0 without truths) at each of its
   rows. ``points=0`` (default): area under the precision curve made monotone from the right, at
   every unique recall; ``points=N``: mean over recalls i/(N-1) of the best precision at a recall
-  >= it (levels rounded as Darknet's -Ofast build computes them). mAP is the mean over **all** classes, classes without ground truth counting as AP 0.
+  >= it (levels rounded as Darknet's -Ofast build computes them). mAP is the mean over **all**
+  classes, classes without ground truth counting as AP 0.
 * Summary at ``thresh_calc_avg_iou``: rows with prob > thresh are TP if matched and no *earlier
   row of the same image* (in array order, at any prob) matched the same truth, else FP;
   FN = n_truths - TP; average IoU = sum of the TPs' IoU / (TP + FP), in float32.
