@@ -76,7 +76,8 @@ def coco_ground_truth(truths: Sequence[np.ndarray], image_sizes: np.ndarray, num
 
     Args:
         truths: per image, (K, >=5) rows ``class_id, cx, cy, w, h`` relative to the image.
-        image_sizes: (N, 2) ``width, height`` in pixels.
+        image_sizes: (N, 2) ``width, height`` in pixels; 0, 0 for an unreadable image, whose objects then
+            stay missed (no detections) and fall in COCO's "small" range.
         num_classes: categories 0..C-1 (all listed, with or without objects).
     """
     images, annotations = [], []
