@@ -114,12 +114,14 @@ def fused_eval(model: Darknet) -> Iterator[Darknet]:
         model.train(was_training)
 
 
-def _check_options(model: Darknet, opset: int, dynamic_size: bool, batch_size: int) -> None:
+def _check_options(model: Darknet, opset: int, dynamic_size: bool, batch_size: int, nms: NmsOptions | None) -> None:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise DarknetError(f"ONNX opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} "
                            f"(default {DEFAULT_OPSET})")
     if batch_size < 1:
         raise DarknetError(f"batch size must be >= 1, got {batch_size}")
+    if nms is not None and not (0 <= nms.iou_thresh <= 1 and nms.max_per_class >= 1):
+        raise DarknetError(f"NMS needs an IoU threshold in [0, 1] and max_per_class >= 1, got {nms}")
     if not model.head_indices:
         raise CfgError(f"{model.cfg_path}: the network has no [yolo]/[region] head, so it has no detections to export")
     if dynamic_size:
@@ -153,10 +155,10 @@ def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | No
     The model's mode and BN state are restored afterwards.
 
     Raises:
-        DarknetError: bad opset or batch size; CfgError: no detection head, a size the network cannot run at, or
-        dynamic size requested for a network with ``[connected]`` layers.
+        DarknetError: bad opset, batch size or NMS options, unwritable ``path``; CfgError: no detection head, a size
+        the network cannot be traced at, or dynamic size requested for a network with ``[connected]`` layers.
     """
-    _check_options(model, opset, dynamic_size, batch_size)
+    _check_options(model, opset, dynamic_size, batch_size, nms)
     buffer = io.BytesIO()
     with fused_eval(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
@@ -164,7 +166,8 @@ def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | No
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
                                 module=r"darknet_torch\.model\.layers\.routing")
         height, width = img_size or model.input_size
-        x = torch.rand(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0))
+        device = next(model.parameters()).device
+        x = torch.rand(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
         graph = model if nms is None else _DetectionsWithNms(model, nms)
         axes = _dynamic_axes(dynamic_batch, dynamic_size, nms is not None)
         try:
@@ -173,7 +176,10 @@ def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | No
         except RuntimeError as exc:  # mostly shape errors: sizes the network's routes/shortcuts cannot combine
             raise CfgError(f"{model.cfg_path}: cannot trace the network at {height}x{width} (HxW): {exc}") from exc
     path = Path(path)
-    write_atomic(path, buffer.getvalue())
+    try:
+        write_atomic(path, buffer.getvalue())
+    except OSError as exc:
+        raise DarknetError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from exc
     log.info("exported %s (opset %d, %.1f MB)", path, opset, path.stat().st_size / 1e6)
     return path
 
@@ -203,7 +209,7 @@ def compare_with_torch(session, model: Darknet, shapes: Sequence[tuple[int, int,
     with fused_eval(model), torch.no_grad():
         for shape in shapes:
             x = torch.rand(*shape, generator=generator)
-            expected = model(x).numpy()
+            expected = model(x.to(next(model.parameters()).device)).cpu().numpy()
             got = run_onnx(session, x)
             if got.shape != expected.shape:
                 raise DarknetError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} for input {shape}")

@@ -160,6 +160,11 @@ def test_bad_options_and_unexportable_networks_are_clear_errors(tmp_path):
         export_onnx(model, tmp_path / "m.onnx", dynamic_size=True)
     with pytest.raises(CfgError, match="cannot trace the network at 48x48"):
         export_onnx(model, tmp_path / "m.onnx", img_size=(48, 48))
+    with pytest.raises(DarknetError, match="IoU threshold in \\[0, 1\\]"):
+        export_onnx(model, tmp_path / "m.onnx", nms=NmsOptions(iou_thresh=1.5))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DarknetError, match="cannot write the ONNX file"):
+        export_onnx(model, tmp_path / "file" / "m.onnx")
     with pytest.raises(CfgError, match="no \\[yolo\\]/\\[region\\] head"):
         export_onnx(Darknet(_write(tmp_path, NET)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
