@@ -43,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=4, help="data-loading worker processes (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data stream and the initialisation (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dont-show", "-dont_show", action="store_true",
+                   help="accepted for Darknet command lines (the chart is always written to a file, never shown)")
     p.set_defaults(run=run)
 
 

@@ -12,7 +12,6 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -25,8 +24,7 @@ from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import YOLOLayer
 from darknet_torch.model.heads.yolo_loss import yolo_loss
 from darknet_torch.train.chart import TrainingHistory, write_chart
-from darknet_torch.train.checkpoint import CheckpointPaths, load_state, restore_rng, rng_state, save_state, \
-    save_weights
+from darknet_torch.train.checkpoint import CheckpointPaths, restore_rng, rng_state, save_state, save_weights
 from darknet_torch.train.distributed import DistContext, barrier, broadcast_value, mean_over_ranks, wrap_model
 from darknet_torch.train.ema import DarknetEma
 from darknet_torch.train.optim import TrainSettings, build_optimizer
@@ -184,6 +182,7 @@ class Trainer:
                 "seed": self.options.seed, "world_size": self.ctx.world_size}
 
     def load_state_dict(self, state: dict, source: str = "training state") -> None:
+        """Continue from :meth:`state_dict` (e.g. read by ``checkpoint.load_state`` from ``<cfg>_last.pt``)."""
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -204,13 +203,10 @@ class Trainer:
         self.progress = _Progress(**state["progress"])
         self.history = TrainingHistory.from_state_dict(state["history"])
         restore_rng(state["rng"])
-
-    def resume(self, path: Path) -> None:
-        """Continue from a ``<cfg>_last.pt`` written by this trainer."""
-        self.load_state_dict(load_state(path), str(path))
         if self.iteration >= self.settings.max_batches:
-            log.warning("%s is at iteration %d, max_batches=%d: nothing left to train", path, self.iteration,
+            log.warning("%s is at iteration %d, max_batches=%d: nothing left to train", source, self.iteration,
                         self.settings.max_batches)
+
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self, stop_at: int | None = None) -> TrainResult:

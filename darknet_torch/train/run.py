@@ -17,7 +17,8 @@ import torch
 from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.train.checkpoint import CheckpointPaths, basecfg
+from darknet_torch.runtime import select_device
+from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
 from darknet_torch.train.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
     darknet_save_every
@@ -61,12 +62,23 @@ def train(options: TrainOptions) -> TrainResult:
         shutdown(ctx)
 
 
-def build_trainer(options: TrainOptions, ctx: DistContext = DistContext()) -> Trainer:
-    """Read the files, build model/optimizer/data/evaluator and position the trainer at its start iteration."""
+def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trainer:
+    """Read the files, build model/optimizer/data/evaluator and position the trainer at its start iteration.
+
+    ``ctx``: this process's place in a distributed job (default: one process on ``options.device``)."""
+    ctx = ctx or DistContext(device=select_device(options.device))
     data = read_data_file(options.data)
     data = dataclasses.replace(data, warnings=tuple(w for w in data.warnings
                                                     if not any(f"key {k!r}" in w for k in _SAVE_KEYS)))
-    torch.manual_seed(options.seed)
+    backup = Path(options.backup or data.backup or "backup")
+    paths = CheckpointPaths(backup, basecfg(options.cfg))
+    state_path = (paths.state if options.resume is True else Path(options.resume)) if options.resume else None
+    state = load_state(state_path) if state_path else None
+    seed = options.seed if state is None else state["seed"]  # the data stream of a resumed run is the saved one
+    if state is not None and seed != options.seed and ctx.is_main:
+        log.info("resuming with the training state's seed %d", seed)
+    options = dataclasses.replace(options, seed=seed)
+    torch.manual_seed(seed)
     model = Darknet(options.cfg)
     settings = TrainSettings.from_net(model.hyperparams)
     if ctx.is_main:
@@ -74,18 +86,16 @@ def build_trainer(options: TrainOptions, ctx: DistContext = DistContext()) -> Tr
             log.warning(message)
     start = _load_initial_weights(model, options, settings)
     model.to(ctx.device)
-    backup = options.backup or data.backup or Path("backup")
-    paths = CheckpointPaths(Path(backup), basecfg(options.cfg))
     evaluator, map_every = _evaluator(data, model, options, settings) if options.calc_map else (None, None)
     loop_options = LoopOptions(
         save_every=_data_int(data, "saveweights", darknet_save_every(settings.max_batches)),
         save_last_every=_data_int(data, "savelast", 100), map_every=map_every,
         amp=ctx.device.type == "cuda" if options.amp is None else options.amp, progress=options.progress,
-        seed=options.seed, max_chart_loss=model.hyperparams["max_chart_loss"])
+        seed=seed, max_chart_loss=model.hyperparams["max_chart_loss"])
     trainer = Trainer(model, settings, _batch_source(data, model, options, ctx), paths, loop_options, ctx,
                       evaluator, ema_alpha=options.ema_alpha)
-    if options.resume:
-        trainer.resume(paths.state if options.resume is True else Path(options.resume))
+    if state is not None:
+        trainer.load_state_dict(state, str(state_path))
     else:
         trainer.start_at(start)
     if ctx.is_main:

@@ -26,8 +26,8 @@ def options(*argv: str):
 
 
 def test_darknet_order_and_flags_agree():
-    flags = options("--data", "obj.data", "--cfg", "x.cfg", "--weights", "w.conv.15", "-map", "-clear")
-    positional = options("obj.data", "x.cfg", "w.conv.15", "--map", "--clear")
+    flags = options("--data", "obj.data", "--cfg", "x.cfg", "--weights", "w.conv.15", "-map", "-clear", "-dont_show")
+    positional = options("obj.data", "x.cfg", "w.conv.15", "--map", "--clear", "--dont-show")
     assert flags == positional
     assert (str(flags.data), str(flags.cfg), str(flags.weights)) == ("obj.data", "x.cfg", "w.conv.15")
     assert flags.calc_map and flags.clear and flags.resume is False
