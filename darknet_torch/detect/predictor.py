@@ -16,7 +16,7 @@ from darknet_torch.data.images import LetterboxInfo, preprocess
 from darknet_torch.detect.postprocess import Detections, darknet_detections
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import RegionLayer, YOLOLayer
-from darknet_torch.ops.nms import apply_nms
+from darknet_torch.ops.nms import apply_nms, darknet_array_order
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class Predictor:
 
     @torch.inference_mode()
     def detect_batch(self, batch: Tensor, infos: Sequence[LetterboxInfo]) -> list[Detections]:
-        """Darknet detections after NMS for a prepared batch ``(B, 3, H, W)``; suppressed probabilities are zero."""
+        """Darknet detections after NMS for a prepared batch ``(B, 3, H, W)``: suppressed probabilities are zero and
+        rows are in the array order Darknet's NMS leaves (what ``detector test`` prints from and ``map`` scores)."""
         batch = batch.to(self.device, non_blocking=True)
         decoded = self.model(batch).float().cpu()
         grids = self.model.head_grids((batch.shape[2], batch.shape[3]))
@@ -86,8 +87,10 @@ class Predictor:
         for rows, info in zip(decoded, infos):
             dets = darknet_detections(rows, grids, self.keep_all_heads, info, self.thresh)
             if len(dets):
+                order = darknet_array_order(dets.objectness, dets.probs)
                 dets.probs = apply_nms(dets.boxes, dets.objectness, dets.probs, self.nms_thresh, self.nms_kind,
                                        self.beta_nms)
+                dets = dets.select(order)
             results.append(dets)
         return results
 

@@ -23,13 +23,11 @@ from tqdm import tqdm
 from darknet_torch.data.images import Decoder
 from darknet_torch.data.labels import LabelFile, LabelIssue, label_path_for, read_labels
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
-from darknet_torch.detect.postprocess import darknet_detections
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
 from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.ops.nms import apply_nms
 
 #: ``validate_detector_map``'s fixed detection threshold and NMS threshold.
 MAP_DETECTION_THRESH = 0.005
@@ -120,39 +118,10 @@ class EvalReport:
         return "\n".join(parts)
 
 
-def _darknet_array_order(pre_nms_probs: np.ndarray) -> np.ndarray:
-    """Row permutation from ``get_network_boxes`` order to the order ``do_nms_sort``/``diounms_sort`` leave.
-
-    Both re-sort the whole array by descending ``prob[k]`` for k = 0..C-1 with a stable sort, each before
-    suppressing class k, so the final order is lexicographic in the pre-NMS probabilities with the last class
-    most significant, ties keeping the original order. (Rows with objectness 0, which Darknet moves to the end
-    first, do not occur: detections have objectness > thresh.)
-    """
-    return np.lexsort(tuple(-pre_nms_probs[:, k] for k in range(pre_nms_probs.shape[1])))
-
-
-@torch.inference_mode()
 def detect_in_darknet_order(predictor: Predictor, inputs: torch.Tensor, infos: Sequence) -> list[np.ndarray]:
-    """``compute_map`` rows of a prepared batch, exactly as ``validate_detector_map`` collects them.
-
-    Like :meth:`Predictor.detect_batch` (same boxes, same NMS survivors), but the rows are also put in the array
-    order Darknet's NMS leaves, which decides which of two same-image detections of one object is the TP at the
-    confidence threshold (Darknet's ``TP``/``FP``/``average IoU`` line) and how exact probability ties rank.
-    """
-    model = predictor.model
-    decoded = model(inputs.to(predictor.device, non_blocking=True)).float().cpu()
-    grids = model.head_grids((inputs.shape[2], inputs.shape[3]))
-    rows = []
-    for image_rows, info in zip(decoded, infos):
-        dets = darknet_detections(image_rows, grids, predictor.keep_all_heads, info, predictor.thresh)
-        if len(dets) == 0:
-            rows.append(np.zeros((0, 6), np.float32))
-            continue
-        order = _darknet_array_order(dets.probs.numpy())
-        probs = apply_nms(dets.boxes, dets.objectness, dets.probs, predictor.nms_thresh, predictor.nms_kind,
-                          predictor.beta_nms)
-        rows.append(expand_detections(dets.boxes.numpy()[order], probs.numpy()[order]))
-    return rows
+    """``compute_map`` rows of a prepared batch, exactly as ``validate_detector_map`` collects them: one row per
+    (detection, class) with prob > 0, detections in the array order Darknet's NMS leaves."""
+    return [expand_detections(d.boxes.numpy(), d.probs.numpy()) for d in predictor.detect_batch(inputs, infos)]
 
 
 def read_truths(image_paths: Sequence[Path], num_classes: int) -> tuple[list[LabelFile], LabelReport]:

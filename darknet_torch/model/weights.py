@@ -183,7 +183,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either the old file or the complete new one, never a torn write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

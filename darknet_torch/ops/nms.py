@@ -25,7 +25,7 @@ from torch import Tensor
 
 from darknet_torch.ops.boxes import diou, iou, xyxy_to_xywh
 
-__all__ = ["NMS_KINDS", "do_nms_sort", "diounms_sort", "nms_per_class", "apply_nms"]
+__all__ = ["NMS_KINDS", "do_nms_sort", "diounms_sort", "nms_per_class", "apply_nms", "darknet_array_order"]
 
 NMS_KINDS = ("default", "cornersnms", "greedynms", "diounms", "plain")
 """Accepted ``kind`` values of :func:`apply_nms` (the cfg's ``nms_kind`` spellings, plus ``plain``)."""
@@ -62,6 +62,19 @@ def _swap_compaction_order(objectness: Tensor) -> Tensor:
     movers = rows[n_active:][active[n_active:]].flip(0)
     order = front.clone()
     order[holes] = movers
+    return order
+
+
+def darknet_array_order(objectness: Tensor, probs: Tensor) -> Tensor:
+    """Row order Darknet's ``do_nms_sort``/``diounms_sort`` leave the detection array in (pre-NMS ``probs``).
+
+    After the swap-with-last of objectness-0 rows (which then drop out), the whole array is re-sorted stably by
+    descending ``prob[k]`` for k = 0..C-1, so the final order is lexicographic with the last class most
+    significant.  It decides which of two duplicates ``detector map`` counts as the TP, and the printout order.
+    """
+    order = _swap_compaction_order(objectness)
+    for k in range(probs.shape[1]):
+        order = order[probs[order, k].sort(descending=True, stable=True).indices]
     return order
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
 from darknet_torch.data.loaders import inference_loader
@@ -176,12 +177,12 @@ def test_class_counts_must_agree(tmp_path, mini_model):
 
 
 def test_darknet_array_order_is_lexicographic_in_the_pre_nms_probs():
-    from darknet_torch.evaluate.runner import _darknet_array_order
+    from darknet_torch.ops.nms import darknet_array_order
 
     # Darknet sorts by class 0, then (stably) by class 1: class 1 decides, class 0 breaks its ties,
     # the original position breaks the rest.
     probs = np.array([[0.0, 0.2], [0.9, 0.0], [0.3, 0.2], [0.5, 0.0], [0.0, 0.0]], np.float32)
-    assert _darknet_array_order(probs).tolist() == [2, 0, 1, 3, 4]
+    assert darknet_array_order(torch.ones(len(probs)), torch.from_numpy(probs)).tolist() == [2, 0, 1, 3, 4]
     sequential = np.arange(len(probs))
     for k in range(probs.shape[1]):  # Darknet's stable re-sorts, one per class
         sequential = sequential[np.argsort(-probs[sequential, k], kind="stable")]
