@@ -22,6 +22,15 @@ from darknet_torch.errors import WeightsError
 log = logging.getLogger(__name__)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: changing the process umask later, from threads, would race
+
+
 @dataclass
 class WeightsHeader:
     """The version and images-seen counter at the start of a ``.weights`` file."""
@@ -183,10 +192,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either the old file or the complete new one, never a torn write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
