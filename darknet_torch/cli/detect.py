@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="network input height [width] (default: [net] height/width)")
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="image decoding processes (default: %(default)s)")
     p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
                    help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")

@@ -8,6 +8,10 @@ are one Darknet detection (two distinct Darknet boxes are never bit-identical: t
 anchors).
 
 Arithmetic that decides a printed digit is done in float32, as Darknet's C does it.
+
+One known difference in *order* only: Darknet's ``do_nms_sort`` leaves its array sorted by the last class's
+probability, while the Predictor keeps the pre-NMS order.  It shows in the order of the JSON objects, and in the
+printout only for two boxes whose left edges are bit-identical (the stable sort then keeps array order).
 """
 from __future__ import annotations
 

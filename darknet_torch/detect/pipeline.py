@@ -63,7 +63,7 @@ class DetectReport:
 
 
 def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]], output_dir: str | os.PathLike[str]
-                  | None = None, *, batch_size: int = 1, workers: int = 2, decoder: Decoder = "auto",
+                  | None = None, *, batch_size: int = 4, workers: int = 1, decoder: Decoder = "auto",
                   save_images: bool = True, save_labels: bool = False, save_json: bool = True,
                   json_path: str | os.PathLike[str] | None = None, progress: bool | None = None,
                   on_result: Callable[[ImageResult], None] | None = None) -> DetectReport:
