@@ -10,8 +10,10 @@ EXTRAS = {
     "coco": ["pycocotools>=2.0.7"],
     # ONNX export and running it.
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+    # HTTP service (darknet_torch serve): Starlette (ASGI) on uvicorn; python-multipart parses uploads.
+    "serve": ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18"],
 }
-EXTRAS["dev"] = sorted({"pytest>=7", *EXTRAS["exact"], *EXTRAS["coco"], *EXTRAS["onnx"]})
+EXTRAS["dev"] = sorted({"pytest>=7", *EXTRAS["exact"], *EXTRAS["coco"], *EXTRAS["onnx"], *EXTRAS["serve"]})
 
 setup(
     name="darknet_torch",

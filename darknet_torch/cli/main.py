@@ -18,6 +18,8 @@ COMMANDS = {
     "calc_anchors": "darknet_torch.cli.calc_anchors",
     "train": "darknet_torch.cli.train",
     "partial": "darknet_torch.cli.partial",
+    "prune": "darknet_torch.cli.prune",
+    "serve": "darknet_torch.cli.serve",
 }
 
 

@@ -1,0 +1,106 @@
+"""``darknet_torch serve``: an HTTP prediction service for one model (``POST /predict``, ``GET /health``, ``GET /``).
+
+Binds to 127.0.0.1 unless ``--host`` says otherwise.  Exit status 2 for a usage or configuration error (bad cfg,
+missing weights, the ``serve`` extra not installed), reported before the server starts.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+
+import torch
+
+from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_WEIGHTS, resolve_input_size, resolve_names
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.model.loading import load_model
+from darknet_torch.ops.nms import NMS_KINDS
+from darknet_torch.runtime import select_device
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP prediction service (needs the 'serve' extra)",
+                       description="Serve one model over HTTP: POST /predict (multipart field 'image' or raw image "
+                                   "bytes; optional thresh, nms, letter_box) returns JSON detections; GET /health; "
+                                   "GET / is an upload page.")
+    p.add_argument("--cfg", default=DEFAULT_CFG, help="Darknet .cfg (default: %(default)s)")
+    p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="Darknet .weights or darknet_torch .pt "
+                   "(default: %(default)s)")
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--names", help="class names, one per line (default: data/coco.names for 80-class models)")
+    names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes the service)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    p.add_argument("--thresh", type=float, default=0.25, help="default threshold (default: %(default)s)")
+    p.add_argument("--nms", type=float, default=0.45, help="default NMS IoU threshold (default: %(default)s)")
+    p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default")
+    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"), help="network input height [width]")
+    p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
+                   help="default letterbox setting (default: [net] letter_box)")
+    p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="pil",
+                   help="image decoder (default: %(default)s, which refuses truncated files); stb = Darknet's own "
+                        "(needs libstb; exact pixels, but decodes a truncated JPEG as Darknet does, grey-filled)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's, one per core)")
+    p.add_argument("--max-batch", type=int, default=4, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=0.0,
+                   help="wait up to this long for a batch to fill (default: 0, take what is queued)")
+    p.add_argument("--queue-size", type=int, default=32,
+                   help="requests that may wait for the model; beyond it 503 (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds from a request's arrival to its answer; else 408/504 (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=16.0,
+                   help="request body cap in MiB; larger uploads get 413 (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000,
+                   help="decoded image size cap, the decompression-bomb guard (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=128,
+                   help="concurrent connections before uvicorn answers 503 (default: %(default)s)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from darknet_torch.serve.app import ServeConfig, create_app
+    except ImportError as exc:
+        raise DarknetError(f"serve needs the optional 'serve' extra ({exc.name} is missing): "
+                           "pip install 'darknet_torch[serve]'") from None
+    _check_args(args)
+    config = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+                         queue_size=args.queue_size, max_batch=args.max_batch, batch_wait=args.batch_wait_ms / 1000,
+                         timeout=args.timeout, decoder=args.decoder)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.cfg, args.weights, select_device(args.device))
+    predictor = Predictor(model, resolve_names(args, model.num_classes), args.thresh, args.nms, args.nms_kind,
+                          args.letter_box, resolve_input_size(args.img_size, model))
+    if not _is_loopback(args.host):
+        log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
+    log.info("serving %s with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
+             torch.get_num_threads(), config.max_batch, config.queue_size)
+    uvicorn.run(create_app(predictor, config, model_name=str(args.cfg)), host=args.host, port=args.port,
+                limit_concurrency=args.max_connections, timeout_keep_alive=5, log_level="info")
+    return 0
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if min(args.max_batch, args.queue_size, args.max_connections, args.threads or 1) < 1:
+        raise CfgError("--max-batch, --queue-size, --max-connections and --threads must be >= 1")
+    if args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_pixels < 1 or args.batch_wait_ms < 0:
+        raise CfgError("--timeout, --max-upload-mb and --max-pixels must be positive, --batch-wait-ms >= 0")
+    if not 0 <= args.thresh <= 1 or not 0 <= args.nms <= 1:
+        raise CfgError("--thresh and --nms must be from 0 to 1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

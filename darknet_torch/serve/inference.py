@@ -1,0 +1,122 @@
+"""The model side of the service: decode uploads, run one forward pass per batch, and give JSON-ready results.
+
+Everything here runs on the single model thread, so it may be slow and blocking; nothing here knows about HTTP.
+Per-request settings (threshold, NMS, letterbox) are applied to a shallow copy of the shared :class:`Predictor`:
+the model and its weights are shared, only the few plain settings differ.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Sequence
+
+import torch
+
+from darknet_torch.data.images import Decoder, decode_image_bytes
+from darknet_torch.detect.predictor import Detection, Predictor
+from darknet_torch.errors import DataError
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """The per-request detection settings: keep (box, class) pairs with probability > ``thresh``; NMS IoU ``nms``;
+    ``letter_box`` keeps the aspect ratio."""
+
+    thresh: float
+    nms: float
+    letter_box: bool
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One uploaded image (still encoded) and the settings to detect it with."""
+
+    data: bytes
+    settings: RequestSettings
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Detections for one image, with its size in pixels (the frame the boxes refer to)."""
+
+    width: int
+    height: int
+    detections: list[Detection]
+    settings: RequestSettings
+    seconds: float
+
+    def to_json(self) -> dict:
+        """The service's response body: sizes, settings and one entry per (box, class), box in image pixels."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "detections": [detection_json(d, self.width, self.height) for d in self.detections],
+            "settings": {"thresh": self.settings.thresh, "nms": self.settings.nms,
+                         "letter_box": self.settings.letter_box},
+            "seconds": round(self.seconds, 6),
+        }
+
+
+def detection_json(det: Detection, width: int, height: int) -> dict:
+    """``{class_id, name, score, box: {left, top, right, bottom}}``; the box in original-image pixels, not clipped
+    (as Darknet prints it), so it may reach a little outside the image."""
+    left, top, right, bottom = det.xyxy(width, height)
+    return {"class_id": det.class_id, "name": det.name, "score": det.score,
+            "box": {"left": left, "top": top, "right": right, "bottom": bottom}}
+
+
+def default_settings(predictor: Predictor) -> RequestSettings:
+    """The settings a request gets when it names none: the predictor's own."""
+    return RequestSettings(predictor.thresh, predictor.nms_thresh, predictor.letterbox)
+
+
+def with_settings(predictor: Predictor, settings: RequestSettings) -> Predictor:
+    """A shallow copy of ``predictor`` (same model, no weights copied) using ``settings``."""
+    tuned = copy.copy(predictor)
+    tuned.thresh, tuned.nms_thresh, tuned.letterbox = settings.thresh, settings.nms, settings.letter_box
+    return tuned
+
+
+def warm_up(predictor: Predictor) -> None:
+    """One forward pass on a blank image, so the first request does not pay for lazy initialisation."""
+    h, w = predictor.input_size
+    net_input, info = predictor.prepare(torch.zeros(3, h, w))
+    predictor.detect_batch(net_input[None], [info])
+
+
+def run_jobs(predictor: Predictor, jobs: Sequence[ImageJob], max_pixels: int,
+             decoder: Decoder = "auto") -> list[Prediction | DataError]:
+    """Detect every job's image, one forward pass per group of jobs sharing settings; results in job order.
+
+    An upload that cannot be decoded (empty, not an image, truncated, more than ``max_pixels`` pixels) gives its
+    :class:`DataError` in its place; the other jobs of the batch are not affected.
+    """
+    results: list[Prediction | DataError | None] = [None] * len(jobs)
+    order = sorted(range(len(jobs)), key=lambda i: _settings_key(jobs[i].settings))
+    for settings, group in groupby(order, key=lambda i: jobs[i].settings):
+        tuned = with_settings(predictor, settings)
+        start = time.perf_counter()
+        inputs, infos, kept = [], [], []
+        for index in group:
+            try:
+                image = decode_image_bytes(jobs[index].data, max_pixels, decoder, source="upload")
+            except DataError as exc:
+                results[index] = exc
+                continue
+            net_input, info = tuned.prepare(image)
+            inputs.append(net_input)
+            infos.append(info)
+            kept.append(index)
+        if not kept:
+            continue
+        found = tuned.detect_batch(torch.stack(inputs), infos)
+        seconds = (time.perf_counter() - start) / len(kept)
+        for index, info, dets in zip(kept, infos, found):
+            results[index] = Prediction(info.orig_w, info.orig_h, tuned.to_detections(dets), settings, seconds)
+    return results
+
+
+def _settings_key(settings: RequestSettings) -> tuple[float, float, bool]:
+    return settings.thresh, settings.nms, settings.letter_box

@@ -1,0 +1,86 @@
+"""What a ``POST /predict`` carries: the image bytes (multipart field or raw body) and optional settings.
+
+Every problem is an ``HTTPException`` with a status a client can act on and a message saying what to change:
+415 for a content type that is neither multipart nor an image, 400 for a missing/empty upload or a bad setting,
+408 when the body does not arrive within the request timeout.  Size limits are enforced while the body arrives
+(:mod:`darknet_torch.serve.limits`); image decoding happens later, on the model thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Mapping
+
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from darknet_torch.serve.inference import ImageJob, RequestSettings
+
+#: The multipart field holding the image.
+IMAGE_FIELD = "image"
+#: Fields a request may set (query string, or multipart text fields, which take precedence).
+SETTING_FIELDS = ("thresh", "nms", "letter_box")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+async def read_job(request: Request, defaults: RequestSettings, timeout: float) -> ImageJob:
+    """The image bytes and settings of one predict request, reading the body within ``timeout`` seconds."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    try:
+        if media_type == "multipart/form-data":
+            data, fields = await asyncio.wait_for(_read_multipart(request), timeout)
+        elif media_type.startswith("image/") or media_type == "application/octet-stream":
+            data, fields = await asyncio.wait_for(request.body(), timeout), {}
+        else:
+            raise HTTPException(415, f"unsupported content type {media_type or '(none)'!r}: send multipart/form-data "
+                                     f"with a file field {IMAGE_FIELD!r}, or the raw image bytes as image/* or "
+                                     "application/octet-stream")
+    except TimeoutError:
+        raise HTTPException(408, f"the request body did not arrive within {timeout:g} s") from None
+    if not data:
+        raise HTTPException(400, "the uploaded image is empty (0 bytes)")
+    return ImageJob(data, parse_settings({**request.query_params, **fields}, defaults))
+
+
+async def _read_multipart(request: Request) -> tuple[bytes, dict[str, str]]:
+    async with request.form(max_files=1, max_fields=len(SETTING_FIELDS), max_part_size=1024) as form:
+        upload = form.get(IMAGE_FIELD)
+        if upload is None:
+            raise HTTPException(400, f"missing field {IMAGE_FIELD!r}: send the image as a multipart file field "
+                                     f"named {IMAGE_FIELD!r}")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(400, f"field {IMAGE_FIELD!r} must be a file, not a text value")
+        fields = {key: value for key, value in form.multi_items() if key != IMAGE_FIELD}
+        if any(isinstance(value, UploadFile) for value in fields.values()):
+            raise HTTPException(400, f"only one file is accepted, in the field {IMAGE_FIELD!r}")
+        return await upload.read(), fields
+
+
+def parse_settings(fields: Mapping[str, str], defaults: RequestSettings) -> RequestSettings:
+    """Settings from text fields (absent ones keep ``defaults``); 400 for an unknown field or a bad value."""
+    unknown = sorted(set(fields) - set(SETTING_FIELDS))
+    if unknown:
+        raise HTTPException(400, f"unknown field(s) {', '.join(map(repr, unknown))}: expected {IMAGE_FIELD!r} and "
+                                 f"optionally {', '.join(map(repr, SETTING_FIELDS))}")
+    thresh = _fraction(fields, "thresh", defaults.thresh)
+    nms = _fraction(fields, "nms", defaults.nms)
+    letter_box = defaults.letter_box
+    if "letter_box" in fields:
+        value = fields["letter_box"].strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise HTTPException(400, f"letter_box={fields['letter_box']!r}: expected 1/0 (or true/false)")
+        letter_box = value in _TRUE
+    return RequestSettings(thresh, nms, letter_box)
+
+
+def _fraction(fields: Mapping[str, str], key: str, default: float) -> float:
+    if key not in fields:
+        return default
+    try:
+        value = float(fields[key])
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise HTTPException(400, f"{key}={fields[key]!r}: expected a number from 0 to 1")
+    return value
