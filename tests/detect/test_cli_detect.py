@@ -127,3 +127,22 @@ def test_detect_py_wrapper_runs_the_cli(tmp_path, photos, model_args, repo_root)
     # Darknet's -letter_box printout for dog.jpg with mask 1,2,3.
     assert "truck: 56%\t(left_x:  481   top_y:   82   width:  194   height:   89)" in result.stdout
     assert (tmp_path / "out" / "dog.jpg").is_file()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--img-size", "400"], "multiples of 32"),
+    (["--names", "three.names"], "3 names but the network has classes=80"),
+    (["--data", "obj.data"], "3 names but the network has classes=80"),
+])
+def test_bad_options_are_usage_errors(extra, message, tmp_path, photos, model_args, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("three.names").write_text("a\nb\nc\n")
+    Path("obj.data").write_text("classes = 3\nnames = three.names\n")
+    status = main(["detect", str(photos / "dog.jpg"), "--output", str(tmp_path / "out"), *model_args, *extra])
+    assert status == 2 and message in capsys.readouterr().err
+
+
+def test_other_input_size_and_plain_nms_run(tmp_path, photos, model_args, capsys):
+    status = main(["detect", str(photos / "dog.jpg"), "--output", str(tmp_path / "out"), "--img-size", "320", "608",
+                   "--nms-kind", "plain", "--ext-output", *model_args])
+    assert status == 0 and "dog: " in capsys.readouterr().out
