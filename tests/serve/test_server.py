@@ -213,3 +213,17 @@ def test_client_reports_service_errors(cli_server: str, tmp_path: Path) -> None:
     assert caught.value.status is None
     with pytest.raises(Exception, match="missing.jpg: cannot read image file"):
         predict(cli_server, tmp_path / "missing.jpg")
+
+
+@pytest.mark.parametrize("option", [["--queue-size", "0"], ["--max-batch", "0"], ["--timeout", "0"],
+                                    ["--thresh", "1.5"], ["--weights", "missing/yolov3-tiny.weights"]])
+def test_cli_refuses_bad_options_before_serving(option: list[str], yolo_cfg: Path, real_weights: Path,
+                                                capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from darknet_torch.cli.main import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served despite a bad option"))
+    args = ["serve", "--cfg", str(yolo_cfg), "--weights", str(real_weights), *option]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("error: ")
