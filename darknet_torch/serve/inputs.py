@@ -37,7 +37,9 @@ async def read_job(request: Request, defaults: RequestSettings, timeout: float) 
                                      f"with a file field {IMAGE_FIELD!r}, or the raw image bytes as image/* or "
                                      "application/octet-stream")
     except TimeoutError:
-        raise HTTPException(408, f"the request body did not arrive within {timeout:g} s") from None
+        # close the connection: the rest of a slow body must not hold it, nor be read as a next request
+        raise HTTPException(408, f"the request body did not arrive within {timeout:g} s",
+                            headers={"Connection": "close"}) from None
     if not data:
         raise HTTPException(400, "the uploaded image is empty (0 bytes)")
     return ImageJob(data, parse_settings({**request.query_params, **fields}, defaults))

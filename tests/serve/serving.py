@@ -52,6 +52,36 @@ def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tu
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
+def raw_exchange(base: str, head: bytes, chunks: list[bytes]) -> Reply:
+    """Send a request head and body pieces on a raw socket, tolerating the server closing early; read the answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            for piece in chunks:
+                sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before taking everything: that is the point
+        data = b""
+        while b"\r\n\r\n" not in data or len(data) < _expected_length(data):
+            more = sock.recv(65536)
+            if not more:
+                break
+            data += more
+    head_text, _, body = data.partition(b"\r\n\r\n")
+    lines = head_text.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return Reply(int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body)
+
+
+def _expected_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(head) + 4 + int(line.split(b":")[1])
+    return 1 << 62
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,7 +16,7 @@ from darknet_torch.detect.postprocess import Detections
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.model.loading import load_model
 from darknet_torch.serve.app import ServeConfig, create_app
-from tests.serve.serving import http_request, thread_server
+from tests.serve.serving import http_request, raw_exchange, thread_server
 
 
 class GatedPredictor(Predictor):
@@ -132,3 +132,15 @@ def test_queued_requests_run_as_one_batch_with_the_library_results(fresh: GatedP
         assert [d["class_id"] for d in body["detections"]] == [d.class_id for d in expected]
         # batched and single forward passes may sum floats in another order: last-bit differences only
         assert [d["score"] for d in body["detections"]] == pytest.approx([d.score for d in expected], abs=1e-5)
+
+
+def test_a_body_that_does_not_arrive_in_time_is_408(fresh: GatedPredictor) -> None:
+    app = create_app(fresh, ServeConfig(timeout=1.0))
+    with thread_server(app) as base:
+        start = time.monotonic()
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+        reply = raw_exchange(base, head + b"\xff" * 10, [])  # the other 990 bytes never come
+        assert 0.5 < time.monotonic() - start < 10
+        assert reply.status == 408 and reply.headers["connection"] == "close"
+        assert reply.json["error"] == "the request body did not arrive within 1 s"
+        assert http_request(base, "GET", "/health").status == 200

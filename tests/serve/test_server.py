@@ -2,7 +2,6 @@
 detections equal the library's, every bad input gets its status and JSON message, and the service keeps serving."""
 from __future__ import annotations
 
-import socket
 import struct
 import zlib
 from pathlib import Path
@@ -14,7 +13,7 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.images import decode_image_bytes
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.model.loading import load_model
-from tests.serve.serving import UPLOAD_CAP_MB, Reply, http_request, multipart
+from tests.serve.serving import UPLOAD_CAP_MB, Reply, http_request, multipart, raw_exchange
 
 # The server and the library run the same code on the same bytes; only torch's thread count may differ between the
 # two processes, which can change float sums in their last bits.
@@ -97,36 +96,6 @@ def png_bomb(width: int, height: int) -> bytes:
     pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
-
-
-def raw_exchange(base: str, head: bytes, chunks: list[bytes]) -> Reply:
-    """Send a request head and body pieces on a raw socket, tolerating the server closing early; read the answer."""
-    host, port = base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head)
-        try:
-            for piece in chunks:
-                sock.sendall(piece)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before taking everything: that is the point
-        data = b""
-        while b"\r\n\r\n" not in data or len(data) < _expected_length(data):
-            more = sock.recv(65536)
-            if not more:
-                break
-            data += more
-    head_text, _, body = data.partition(b"\r\n\r\n")
-    lines = head_text.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return Reply(int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body)
-
-
-def _expected_length(data: bytes) -> int:
-    head, _, _ = data.partition(b"\r\n\r\n")
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            return len(head) + 4 + int(line.split(b":")[1])
-    return 1 << 62
 
 
 def _bad_inputs(dog: bytes) -> dict[str, tuple[int, str, callable]]:
