@@ -9,11 +9,7 @@ from typing import Iterator
 
 import pytest
 
-pytest.importorskip("starlette", reason="the 'serve' extra (starlette, uvicorn, python-multipart) is not installed")
-pytest.importorskip("uvicorn", reason="the 'serve' extra is not installed")
-pytest.importorskip("multipart", reason="the 'serve' extra is not installed")
-
-from tests.serve.serving import UPLOAD_CAP_MB, free_port, wait_healthy  # noqa: E402
+from tests.serve.serving import UPLOAD_CAP_MB, free_port, require_serve_extra, wait_healthy
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +29,7 @@ def dog_jpg(shared_dir: Path) -> Path:
 def cli_server(repo_root: Path, yolo_cfg: Path, real_weights: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``darknet_torch serve`` with the real yolov3-tiny in a subprocess on 127.0.0.1; yields its base URL."""
+    require_serve_extra()
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
     for attempt in range(3):  # the free port can be taken between probing and binding; try another
         base = f"http://127.0.0.1:{free_port()}"

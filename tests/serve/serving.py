@@ -15,6 +15,15 @@ from typing import Iterator
 UPLOAD_CAP_MB = 1
 
 
+def require_serve_extra() -> None:
+    """Skip (the calling test module, or fixture) when the optional 'serve' extra is not installed."""
+    import pytest
+
+    for module in ("starlette", "uvicorn", "multipart"):
+        pytest.importorskip(module, reason="the 'serve' extra (starlette, uvicorn, python-multipart) is not "
+                                           "installed: pip install -e '.[serve]'")
+
+
 @dataclass
 class Reply:
     status: int

@@ -15,8 +15,11 @@ from darknet_torch.data.images import LetterboxInfo, decode_image_bytes
 from darknet_torch.detect.postprocess import Detections
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.model.loading import load_model
-from darknet_torch.serve.app import ServeConfig, create_app
-from tests.serve.serving import http_request, raw_exchange, thread_server
+from tests.serve.serving import http_request, raw_exchange, require_serve_extra, thread_server
+
+require_serve_extra()
+
+from darknet_torch.serve.app import ServeConfig, create_app  # noqa: E402
 
 
 class GatedPredictor(Predictor):

@@ -13,7 +13,9 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.images import decode_image_bytes
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.model.loading import load_model
-from tests.serve.serving import UPLOAD_CAP_MB, Reply, http_request, multipart, raw_exchange
+from tests.serve.serving import UPLOAD_CAP_MB, Reply, http_request, multipart, raw_exchange, require_serve_extra
+
+require_serve_extra()
 
 # The server and the library run the same code on the same bytes; only torch's thread count may differ between the
 # two processes, which can change float sums in their last bits.
