@@ -54,7 +54,7 @@ TYPE_NAMES = {INT: "an integer", FLOAT: "a number", FLAG: "0 or 1", STR: "a word
 
 # Keys parse_network_cfg_custom reads for every layer after the layer's own parser.
 COMMON_LAYER_KEYS: dict[str, tuple[Callable, Any]] = {
-    "clip": (FLOAT, 0.0), "onlyforward": (FLAG, False), "dont_update": (FLAG, False), "burnin_update": (FLAG, False),
+    "clip": (FLOAT, 0.0), "onlyforward": (FLAG, False), "dont_update": (INT, 0), "burnin_update": (INT, 0),
     "stopbackward": (INT, 0), "train_only_bn": (FLAG, False), "dontload": (FLAG, False),
     "dontloadscales": (FLAG, False), "learning_rate": (FLOAT, 1.0),
 }

@@ -22,7 +22,6 @@ from tqdm import tqdm
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import YOLOLayer
-from darknet_torch.model.heads.yolo_loss import yolo_loss
 from darknet_torch.train.chart import TrainingHistory, write_chart
 from darknet_torch.train.checkpoint import CheckpointPaths, restore_rng, rng_state, save_state, save_weights
 from darknet_torch.train.distributed import DistContext, barrier, broadcast_value, mean_over_ranks, wrap_model
@@ -59,20 +58,9 @@ class DetectionLoss(nn.Module):
                                f"{', '.join(untrainable) or 'a network without detection head'} is not implemented")
 
     def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        net_hw = (images.shape[2], images.shape[3])
-        head_inputs: list[Tensor] = []
-        hooks = [head.register_forward_pre_hook(lambda _module, args: head_inputs.append(args[0]))
-                 for head in self.model.heads]
-        try:
-            outputs = self.model.head_outputs(images)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        total = torch.zeros((), device=images.device)
+        total, head_parts = self.model.compute_loss(images, targets)
         sums = {name: torch.zeros((), device=images.device) for name in _LOGGED_PARTS}
-        for head, head_input, out in zip(self.model.heads, head_inputs, outputs):
-            loss, parts = yolo_loss(head, out, targets, net_hw, head_input)
-            total = total + loss
+        for parts in head_parts:
             for name in ("box", "obj", "cls", "count"):
                 sums[name] += parts[name]
             sums["iou_sum"] += parts["iou"] * parts["count"]

@@ -202,12 +202,12 @@ def test_mini_batch_rounds_down_like_darknet(cfg_factory, caplog):
 
 def test_keys_that_cannot_apply_are_reported(cfg_factory):
     cfg = cfg_factory(net={"adam": 1, "loss_scale": 128})
-    cfg.write_text(cfg.read_text().replace("filters=16\n", "filters=16\ndont_update=1\n", 1))
+    cfg.write_text(cfg.read_text().replace("filters=16\n", "filters=16\ndont_update=1000\n", 1))
     messages = keys_not_applied(Darknet(cfg))
     assert len(messages) == 3
     assert any("[net] adam=True: not applied (Adam" in m for m in messages)
     assert any("[net] loss_scale" in m for m in messages)
-    assert any("[convolutional] dont_update=True" in m for m in messages)
+    assert any("[convolutional] dont_update=1000" in m for m in messages)
     assert all("tiny.cfg:" in m for m in messages)
 
 
