@@ -2,7 +2,7 @@
 """Bounded load test of ``darknet_torch serve``: requests/s and p50/p95 latency with 1, 4 and 16 concurrent clients.
 
     python benchmarks/load_serve.py                              # yolov3-tiny, ../shared/images/dog.jpg
-    python benchmarks/load_serve.py --clients 1 4 16 --duration 20 --requests 500 --max-batch 4
+    python benchmarks/load_serve.py --clients 1 4 16 --rounds 2 --duration 20 --requests 500 --max-batch 4
 
 It starts its own server on 127.0.0.1 (a free port; it never sends traffic anywhere else), warms it up, then for each
 client count runs that many threads, each with one keep-alive connection posting the image as raw bytes, until
@@ -141,9 +141,9 @@ def main() -> int:
     parser.add_argument("--weights", type=Path, default=REPO.parent / "shared" / "weights" / "yolov3-tiny.weights")
     parser.add_argument("--image", type=Path, default=REPO.parent / "shared" / "images" / "dog.jpg")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--requests", type=int, default=400, help="answers per phase at most (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase at most (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="run the client counts this many times, to see "
+    parser.add_argument("--requests", type=int, default=200, help="answers per phase at most (default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per phase at most (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=4, help="run the client counts this many times, to see "
                         "whether memory keeps growing (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=10, help="requests before measuring (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=4)
