@@ -24,8 +24,18 @@ class MaxPool(nn.Module):
         # Extra right/bottom padding beyond what the last window needs is dropped by floor mode, so fixed pads are exact.
         if self.before == self.after and self.before <= self.size // 2:
             return F.max_pool2d(x, self.size, self.stride, padding=self.before)
+        # e.g. size 2 stride 2 on even sizes: no copy, no fill.  A traced graph (ONNX) keeps the padding, which is
+        # right at every input size, since whether the padding is read depends on the size.
+        if self.before == 0 and not torch.jit.is_tracing() and self._pad_unread(x.shape[2], x.shape[3]):
+            return F.max_pool2d(x, self.size, self.stride)
         pads = (self.before, self.after, self.before, self.after)
         return F.max_pool2d(F.pad(x, pads, value=float("-inf")), self.size, self.stride)
+
+    def _pad_unread(self, h: int, w: int) -> bool:
+        """True when no window reaches the right/bottom padding: the unpadded pooling has as many windows."""
+        (sy, sx), pad = self.stride, self.after
+        return ((h - self.size) // sy == (h + pad - self.size) // sy
+                and (w - self.size) // sx == (w + pad - self.size) // sx)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, stride={self.stride}, pad=({self.before},{self.after})"
