@@ -22,7 +22,9 @@ Modes (the benchmark ``benchmarks/bench_inference.py`` reports each one's speed 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -130,8 +132,9 @@ class Int8Conv(nn.Module):
         self.in_scale, self.in_zero = _affine_uint8(*in_range)
         out_scale, out_zero = _affine_uint8(*out_range)
         scales = weight.abs().amax(dim=(1, 2, 3)).clamp_min(1e-8) / 127
-        qweight = torch.quantize_per_channel(weight.float(), scales, torch.zeros_like(scales, dtype=torch.long), 0,
-                                             torch.qint8)
+        with _quantized_tensors():
+            qweight = torch.quantize_per_channel(weight.float(), scales, torch.zeros_like(scales, dtype=torch.long),
+                                                 0, torch.qint8)
         self.conv = torch.ao.nn.quantized.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
                                                  c.dilation, c.groups, bias=True)
         self.conv.set_weight_bias(qweight, bias.float())
@@ -141,9 +144,19 @@ class Int8Conv(nn.Module):
         self.bias = nn.Parameter(bias.float(), requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        q = torch.quantize_per_tensor(x.float().contiguous(memory_format=torch.channels_last), self.in_scale,
-                                      self.in_zero, torch.quint8)
+        with _quantized_tensors():
+            q = torch.quantize_per_tensor(x.float().contiguous(memory_format=torch.channels_last), self.in_scale,
+                                          self.in_zero, torch.quint8)
         return self.act(self.conv(q).dequantize())
+
+
+@contextmanager
+def _quantized_tensors():
+    """torch >= 2.13 deprecates quantized tensors (their successor is torchao's PT2E flow, which needs
+    torch.compile); they still run VNNI kernels, so silence the notice where we create them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        yield
 
 
 def _affine_uint8(low: float, high: float) -> tuple[float, int]:

@@ -1,0 +1,141 @@
+"""Fast inference modes (darknet_torch/model/fast.py) against the C Darknet's outputs (../shared/golden).
+
+Tolerances:
+* ``exact``: every dumped layer of the mini nets within 1e-4 * max|ref| and the real yolov3-tiny heads within 1e-4
+  absolute (golden/README.md section 7, as the eager model); NMS survivors identical to Darknet's.
+* ``bf16`` / ``int8`` (opt-in, approximate): every Darknet detection with probability >= 0.5 (``detector test`` at
+  thresh 0.25, NMS 0.45) is found with the same class, IoU >= 0.95 (bf16) / 0.7 (int8) and probability within 0.1 /
+  0.2.  Measured on the 8 real photos: bf16 IoU >= 0.988, |dprob| <= 0.032; int8 IoU >= 0.75, |dprob| <= 0.144.
+  Their coco128 mAP change is measured by benchmarks/bench_eval.py.
+``compile`` is not tested here (Inductor compiles for a minute); the benchmark checks its mAP.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from darknet_torch import Darknet
+from darknet_torch.data.images import LetterboxInfo, letterbox_geometry, load_image, preprocess
+from darknet_torch.detect.postprocess import darknet_detections
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.errors import DarknetError
+from darknet_torch.model.fast import FastConv, optimize_for_inference
+from darknet_torch.model.heads import RegionLayer
+from darknet_torch.model.layers.conv import ConvBlock
+from darknet_torch.ops.boxes import box_iou
+from darknet_torch.ops.nms import apply_nms
+from tests.golden import golden_runs, load_run
+
+MINI = golden_runs("mini")
+REAL = [p for p in golden_runs("real") if not p.name.endswith("all_layers")]
+APPROXIMATE = {"bf16": (0.95, 0.1), "int8": (0.7, 0.2)}  # mode: (min IoU, max |probability change|)
+
+
+def _info(run) -> LetterboxInfo:
+    spec = run.index["detections"]["get_network_boxes"]
+    net = run.index["net"]
+    if spec["letter"]:
+        return letterbox_geometry(spec["w"], spec["h"], net["w"], net["h"])
+    return LetterboxInfo(spec["w"], spec["h"], net["w"], net["h"], net["w"], net["h"], 0, 0)
+
+
+def _survivors(model: torch.nn.Module, run, thresh: float) -> tuple:
+    """Darknet-style detections after do_nms_sort(0.45) of ``model`` on the run's input."""
+    with torch.inference_mode():
+        decoded = model(run.input())[0]
+    dets = darknet_detections(decoded, model.head_grids(), [isinstance(h, RegionLayer) for h in model.heads],
+                              _info(run), thresh)
+    return dets, apply_nms(dets.boxes, dets.objectness, dets.probs, 0.45, "default")
+
+
+@pytest.fixture(scope="module")
+def tiny(golden_dir, real_weights) -> Darknet:
+    """yolov3-tiny with the second head's mask 1,2,3 (the goldens' mask123 variant) and the real weights."""
+    return Darknet(golden_dir / "real" / "yolov3-tiny_mask123.cfg").load_darknet_weights(real_weights).eval()
+
+
+@pytest.fixture(scope="module")
+def calibration(repo_root) -> list[torch.Tensor]:
+    paths = sorted((repo_root / "data" / "samples").glob("*.jpg"))
+    return [torch.stack([preprocess(load_image(p), 416, 416, letterbox=False)[0] for p in paths])]
+
+
+@pytest.mark.parametrize("folder", MINI, ids=[p.name for p in MINI])
+def test_exact_mode_every_mini_layer_matches_darknet(folder):
+    run = load_run(folder)
+    fast = optimize_for_inference(Darknet(run.cfg).load_darknet_weights(run.weights), "exact")
+    with torch.inference_mode():
+        outputs = fast.forward_layers(run.input())
+    compared = 0
+    for entry in run.index["layers"]:
+        ref = run.layer(entry["index"])
+        module, out = fast.module_list[entry["index"]], outputs[entry["index"]]
+        if ref is None:
+            continue
+        ours = (module.darknet_layout(out) if isinstance(module, RegionLayer) else out).float().numpy().ravel()
+        scale = float(np.abs(ref).max())
+        assert float(np.abs(ours - ref).max()) <= 1e-4 * scale, f"layer {entry['index']} [{entry['type']}]"
+        compared += 1
+    assert compared >= len(fast.head_indices) > 0
+
+
+@pytest.mark.parametrize("folder", REAL[:2], ids=[p.name for p in REAL[:2]])
+def test_exact_mode_real_heads_and_survivors_match_darknet(folder, tiny):
+    run = load_run(folder)
+    fast = optimize_for_inference(tiny, "exact")
+    assert any(isinstance(m, FastConv) for m in fast.module_list)
+    with torch.inference_mode():
+        heads = fast.head_outputs(run.input())
+    # a head's activated map does not depend on its mask, so the shipped cfg's golden heads apply
+    for index, head in zip(tiny.head_indices, heads):
+        assert float(np.abs(head.numpy().ravel() - run.layer(index)).max()) <= 1e-4, f"layer {index}"
+    _, probs = _survivors(fast, run, run.index["detections"]["get_network_boxes"]["thresh"])
+    rows, classes = np.nonzero(probs.numpy())
+    expected = run.dets("dets_post_nms.f32", folder / "mask123")
+    assert {(int(r), int(c)) for r, c in zip(rows, classes)} == {(int(i), int(c)) for i, c, _ in expected}
+
+
+@pytest.mark.parametrize("mode", sorted(APPROXIMATE))
+def test_approximate_modes_find_darknets_confident_detections(mode, tiny, calibration):
+    min_iou, max_prob_change = APPROXIMATE[mode]
+    fast = optimize_for_inference(tiny, mode, calibration)
+    checked = 0
+    for folder in REAL:
+        run = load_run(folder)
+        pre = run.dets("dets_pre_nms.f32", folder / "mask123")
+        dets, probs = _survivors(fast, run, 0.25)
+        for index, cls, prob in run.dets("dets_post_nms.f32", folder / "mask123"):
+            if prob < 0.5:
+                continue
+            same_class = probs[:, int(cls)] > 0
+            assert same_class.any(), f"{folder.name}: class {int(cls)} lost"
+            ious = box_iou(torch.from_numpy(pre[int(index), 1:5].copy())[None], dets.boxes[same_class])[0]
+            best = int(ious.argmax())
+            assert float(ious[best]) >= min_iou, f"{folder.name}: class {int(cls)} box IoU {float(ious[best]):.3f}"
+            assert abs(float(probs[same_class][best, int(cls)]) - prob) <= max_prob_change
+            checked += 1
+    assert checked >= 15
+
+
+def test_original_model_is_untouched_and_predictor_accepts_the_copy(tiny, calibration):
+    x = calibration[0][:1]
+    with torch.inference_mode():
+        before = tiny(x)
+        fast = optimize_for_inference(tiny, "bf16")
+        after = tiny(x)
+        decoded = fast(x)
+    assert torch.equal(before, after)
+    assert all(isinstance(m, ConvBlock) for m in tiny.module_list if isinstance(m, (ConvBlock, FastConv)))
+    assert decoded.dtype == torch.float32 and decoded.shape == before.shape
+    info = LetterboxInfo(416, 416, 416, 416, 416, 416, 0, 0)
+    assert len(Predictor(fast).detect_batch(x, [info])) == 1
+
+
+def test_bad_modes_are_refused(tiny):
+    with pytest.raises(DarknetError, match="unknown fast mode"):
+        optimize_for_inference(tiny, "fp8")
+    with pytest.raises(DarknetError, match="calibration"):
+        optimize_for_inference(tiny, "int8")
+    with pytest.raises(DarknetError, match="empty"):
+        optimize_for_inference(tiny, "int8", [])
