@@ -1,0 +1,101 @@
+"""Shared benchmark plumbing: interleaved timing, medians and ratios, machine description, result files."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+Run = Callable[[], float]
+"""One timed run of an engine: does the work once and returns its seconds (measured where the work happens)."""
+
+
+def timed(work: Callable[[], object]) -> Run:
+    """A :data:`Run` timing ``work()`` here with ``perf_counter``."""
+    def run() -> float:
+        started = time.perf_counter()
+        work()
+        return time.perf_counter() - started
+    return run
+
+
+def interleaved(runs: dict[str, Run], repeats: int, warmup: int = 2, gap: float = 0.05,
+                progress: bool = True) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` runs of every engine, interleaved A B C A B C ... after ``warmup`` untimed rounds.
+
+    ``gap`` seconds of sleep between runs let the previous engine's spinning worker threads go idle, so one engine's
+    threads do not steal the next one's cores; machine drift then hits every engine equally.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(warmup + repeats):
+        for name, run in runs.items():
+            time.sleep(gap)
+            seconds = run()
+            if round_index >= warmup:
+                times[name].append(seconds)
+        if progress:
+            print(f"  round {round_index + 1}/{warmup + repeats}", end="\r", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
+
+
+def machine() -> dict:
+    """CPU model, cores, load, library versions: the header of every result."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = set()
+    try:
+        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
+            "avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags,
+            "load_average": [round(x, 2) for x in load_average()], "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv)}
+
+
+def print_header(info: dict) -> None:
+    print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores (avx512_bf16={info['avx512_bf16']}, "
+          f"vnni={info['avx512_vnni']}); load average {info['load_average']}; torch {info['torch']}")
+    print(f"# {info['command']}")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A Markdown table (also readable as plain text)."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def save(name: str, payload: dict) -> Path:
+    """Write ``payload`` as ``benchmarks/results/<name>.json`` (git-ignored) and return the path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

@@ -1,0 +1,1 @@
+"""Peer implementations the benchmarks compare darknet_torch against (OpenCV DNN, onnxruntime, pytorchyolo)."""

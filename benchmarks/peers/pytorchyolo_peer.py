@@ -1,0 +1,60 @@
+"""The ``pytorchyolo`` peer as a long-lived subprocess in its venv, so its runs interleave with ours.
+
+pytorchyolo parses cfgs with ``line.split("=")`` (no inline comments), so it gets the official Darknet cfgs from
+``../shared/darknet/cfg`` rewritten by :func:`peer_cfg` (``[net]`` batch/subdivisions, and yolov3-tiny's second head
+``mask = 1,2,3``, the mask the official weights were trained with).
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from peers.pytorchyolo_env import ensure_venv
+
+WORKER = Path(__file__).with_name("pytorchyolo_worker.py")
+
+
+class PytorchyoloProcess:
+    """``call(cmd, **arguments) -> dict`` runs one request in the worker (see pytorchyolo_worker.py)."""
+
+    def __init__(self, threads: int) -> None:
+        self.process = subprocess.Popen([str(ensure_venv()), str(WORKER), str(threads)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def call(self, cmd: str, **arguments: Any) -> dict:
+        self.process.stdin.write(json.dumps({"cmd": cmd, **arguments}) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"pytorchyolo worker exited (status {self.process.wait()}) during {cmd!r}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"pytorchyolo {cmd}: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+    def __enter__(self) -> "PytorchyoloProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def peer_cfg(official: Path, out: Path, batch: int = 1, subdivisions: int = 1, tiny_mask123: bool = True) -> Path:
+    """Write the official cfg ``official`` for pytorchyolo at ``out``: given [net] batch/subdivisions, and for
+    yolov3-tiny the second head's ``mask = 1,2,3``."""
+    text = official.read_text()
+    text = re.sub(r"(?m)^batch\s*=.*$", f"batch={batch}", text, count=1)
+    text = re.sub(r"(?m)^subdivisions\s*=.*$", f"subdivisions={subdivisions}", text, count=1)
+    if tiny_mask123 and "tiny" in official.name:
+        text = re.sub(r"(?m)^mask\s*=\s*0,1,2\s*$", "mask = 1,2,3", text)
+    out.write_text(text)
+    return out
