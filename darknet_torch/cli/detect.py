@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
 from darknet_torch.config.data_files import read_data_file, read_names
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
@@ -62,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
                    help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    add_fast_argument(p)
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
     p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
     p.add_argument("--save-labels", action="store_true",
@@ -127,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
     paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
     model = load_model(args.cfg, args.weights, select_device(args.device))
-    predictor = Predictor(model, resolve_names(args, model.num_classes), args.thresh, args.nms, args.nms_kind,
-                          args.letter_box, resolve_input_size(args.img_size, model))
+    input_size = resolve_input_size(args.img_size, model)
+    names = resolve_names(args, model.num_classes)
+    model = apply_fast_mode(model, args.fast, paths, args.letter_box, input_size)
+    predictor = Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,

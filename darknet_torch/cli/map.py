@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.runner import MAP_DETECTION_THRESH, evaluate
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
                    help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    add_fast_argument(p)
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -95,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if data.classes is not None and data.classes != model.num_classes:
         raise CfgError(f"{data_path}: classes={data.classes} but {cfg} has classes={model.num_classes} "
                        "in its last head")
+    # int8 calibrates on the training list when there is one (the validation images are what it is scored on)
+    calibration = read_image_list(data.train) if args.fast == "int8" and data.train is not None else images
+    model = apply_fast_mode(model, args.fast, calibration, args.letter_box)
 
     report = evaluate(model, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
                       letterbox=args.letter_box, batch_size=args.batch_size, workers=args.workers,
