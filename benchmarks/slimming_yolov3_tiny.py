@@ -6,9 +6,10 @@ its ``train`` list, so fine-tuning alone moves its mAP).
     python benchmarks/slimming_yolov3_tiny.py [--ratios 0.3 0.5] [--modes global per-layer] [--iterations 100]
 
 The official weights were not trained with the sparsity penalty, so their ``|gamma|`` are not comparable across
-layers and few are near 0: pruning costs much more accuracy than after the paper's sparsity training
-(``bn_l1_subgradient`` in the trainer).  Forward times are medians of batch-1 416x416 passes with BN folded, all
-networks interleaved so that machine load hits them equally.
+layers and none is near 0: pruning costs much more accuracy than after the paper's sparsity training.
+``--sparsity s`` first trains with the penalty (``bn_l1_subgradient`` before every update, as training's
+``--sparsity`` does) and prunes that network instead.  Forward times are medians of batch-1 416x416 passes with BN
+folded, all networks interleaved so that machine load hits them equally.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ SHARED = ROOT.parent / "shared"
 
 
 def forward_ms(models: dict[str, Darknet], size: int, runs: int) -> dict[str, float]:
-    """Median wall time (ms) of a batch-1 forward pass of each model, interleaved A B C A B C, after 3 warm-up rounds."""
+    """Median wall time (ms) of a batch-1 forward pass of each model, interleaved A B C A B C after 3 warm-ups."""
     x = torch.rand(1, 3, size, size)
     times: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():
