@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="iterations between mAP evaluations (default: Darknet's, 4 epochs and at least 100)")
     p.add_argument("--ema-alpha", type=float, metavar="A",
                    help="keep Darknet's EMA of the weights with this alpha (overrides [net] ema_alpha)")
+    p.add_argument("--sparsity", type=float, default=0.0, metavar="S",
+                   help="network slimming: L1 penalty S (per image, e.g. 1e-4) on batch-norm scales, before `prune`")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="float16 mixed precision (default: on with CUDA)")
     p.add_argument("--backup", type=Path, help="checkpoint folder (default: the .data file's backup=)")
@@ -68,7 +70,7 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(data=args.data, cfg=args.cfg, weights=args.weights, partial=args.partial, clear=args.clear,
                         resume=resume, device=args.device, workers=args.workers, seed=args.seed,
                         calc_map=args.calc_map, map_every=args.map_every, ema_alpha=args.ema_alpha, amp=args.amp,
-                        backup=args.backup, progress=not args.quiet)
+                        sparsity=args.sparsity, backup=args.backup, progress=not args.quiet)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from darknet_torch.errors import DarknetError
+from darknet_torch.export.prune import bn_l1_subgradient
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import YOLOLayer
 from darknet_torch.train.chart import TrainingHistory, write_chart
@@ -75,6 +76,7 @@ class LoopOptions:
     save_last_every: int = 100  # <cfg>_last.weights, <cfg>_ema.weights and the <cfg>_last.pt state
     map_every: int | None = None  # iterations between mAP evaluations; None: no evaluation
     amp: bool = False  # float16 autocast + GradScaler (CUDA only)
+    sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (export.prune)
     progress: bool = True
     seed: int = 0
     max_chart_loss: float = 20.0
@@ -250,6 +252,9 @@ class Trainer:
         if not self.amp and not torch.isfinite(total):
             raise DarknetError(f"the loss became {total.item()} at iteration {k} (learning rate {self.rate:.3g}); "
                                f"lower learning_rate or check the labels for degenerate boxes")
+        if self.options.sparsity:  # Darknet's loss sums `batch` images; the gradients may still carry the AMP scale
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+            bn_l1_subgradient(self.model, self.options.sparsity * settings.batch * scale)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.progress.iteration = k

@@ -48,6 +48,7 @@ class TrainOptions:
     map_every: int | None = None
     ema_alpha: float | None = None
     amp: bool | None = None  # None: on with CUDA
+    sparsity: float = 0.0  # network slimming's L1 penalty on batch-norm scales, per image
     backup: Path | None = None
     progress: bool = True
 
@@ -91,7 +92,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
         save_every=_data_int(data, "saveweights", darknet_save_every(settings.max_batches)),
         save_last_every=_data_int(data, "savelast", 100), map_every=map_every,
         amp=ctx.device.type == "cuda" if options.amp is None else options.amp, progress=options.progress,
-        seed=seed, max_chart_loss=model.hyperparams["max_chart_loss"])
+        seed=seed, max_chart_loss=model.hyperparams["max_chart_loss"], sparsity=options.sparsity)
     trainer = Trainer(model, settings, _batch_source(data, model, options, ctx), paths, loop_options, ctx,
                       evaluator, ema_alpha=options.ema_alpha)
     if state is not None:

@@ -238,3 +238,21 @@ def test_chart_is_written(cfg_factory, stream_factory, squared_output_loss, tmp_
     chart = tmp_path / "backup" / "chart_tiny.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert trainer.history.loss_iterations == [1, 2, 3]
+
+
+def test_sparsity_adds_the_bn_scale_subgradient(cfg_factory, stream_factory, squared_output_loss, tmp_path):
+    """Network slimming: one update with --sparsity s equals Darknet's update plus rate * s * sign(gamma) on the
+    BN scales (s per image, times batch for the summed loss, times rate/batch for the step)."""
+    cfg = cfg_factory(net={"burn_in": 0, "learning_rate": 0.1})  # a full-size step: the term is 1e-3, not ~0
+    plain = make_trainer(cfg, tmp_path / "a", stream_factory, squared_output_loss)
+    sparse = make_trainer(cfg, tmp_path / "b", stream_factory, squared_output_loss, sparsity=0.01)
+    before = [m.bn.weight.detach().clone() for m in sparse.model.module_list if getattr(m, "bn", None) is not None]
+    plain.run(stop_at=1)
+    sparse.run(stop_at=1)
+    rate = plain.settings.schedule.rate(1)
+    assert rate * 0.01 >= 1e-3
+    after_plain = [m.bn.weight.detach() for m in plain.model.module_list if getattr(m, "bn", None) is not None]
+    after_sparse = [m.bn.weight.detach() for m in sparse.model.module_list if getattr(m, "bn", None) is not None]
+    assert before
+    for g0, gp, gs in zip(before, after_plain, after_sparse):
+        assert torch.allclose(gs, gp - rate * 0.01 * torch.sign(g0), atol=1e-6)
