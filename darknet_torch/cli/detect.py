@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
+from darknet_torch.cli.fast_option import apply_fast_mode
+from darknet_torch.cli.options import add_inference_options
 from darknet_torch.config.data_files import read_data_file, read_names
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
@@ -56,14 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "'plain' is a class-wise greedy NMS")
     p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"),
                    help="network input height [width] (default: [net] height/width)")
-    p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="image decoding processes (default: %(default)s)")
-    p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
-                   help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
-    add_fast_argument(p)
+    add_inference_options(p, batch_size=4, workers=1,
+                          letter_box_help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
     p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
     p.add_argument("--save-labels", action="store_true",

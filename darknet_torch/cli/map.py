@@ -14,7 +14,8 @@ import argparse
 import logging
 import sys
 
-from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
+from darknet_torch.cli.fast_option import apply_fast_mode
+from darknet_torch.cli.options import add_inference_options
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.runner import MAP_DETECTION_THRESH, evaluate
@@ -42,14 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--det-thresh", type=float, default=MAP_DETECTION_THRESH,
                    help="detection threshold; Darknet's map hard-codes %(default)s")
-    p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
-                   help="letterbox instead of stretching (default: the cfg's [net] letter_box, as Darknet's map)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes (default: %(default)s)")
-    p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
-                   help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
-    add_fast_argument(p)
+    add_inference_options(p, batch_size=8, workers=2, letter_box_help="letterbox instead of stretching (default: "
+                          "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
