@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from darknet_torch.errors import DarknetError
-from darknet_torch.export.prune import bn_l1_subgradient
+from darknet_torch.export.prune import bn_l1_subgradient, prunable_bn_layers
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import YOLOLayer
 from darknet_torch.train.chart import TrainingHistory, write_chart
@@ -252,9 +252,12 @@ class Trainer:
         if not self.amp and not torch.isfinite(total):
             raise DarknetError(f"the loss became {total.item()} at iteration {k} (learning rate {self.rate:.3g}); "
                                f"lower learning_rate or check the labels for degenerate boxes")
-        if self.options.sparsity:  # Darknet's loss sums `batch` images; the gradients may still carry the AMP scale
+        if self.options.sparsity:
+            # Per image s: Darknet's loss sums `batch` images per rank and the rate is multiplied by the ranks that
+            # DDP averages over; the gradients may still carry the AMP scale.  Only channels prune can remove.
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            bn_l1_subgradient(self.model, self.options.sparsity * settings.batch * scale)
+            s = self.options.sparsity * settings.batch * scale / ctx.world_size
+            bn_l1_subgradient(self.model, s, prunable_bn_layers(self.model))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.progress.iteration = k
