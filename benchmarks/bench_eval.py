@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED, interleaved, machine, median, print_header, save, table, timed  # noqa: E402
+from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, save, table,  # noqa: E402
+                    timed)
 
 sys.path.insert(0, str(REPO))
 from bench_inference import CALIBRATION_DIR, network_inputs  # noqa: E402
@@ -97,7 +98,7 @@ def main() -> int:
         rows.append([engine, f"{seconds:.2f}", f"{len(images) / seconds:.1f}", speedup, f"{100 * maps[mode]:.2f}",
                      delta])
         results.append({"engine": engine, "median_seconds": seconds, "seconds": values, "map50": maps[mode]})
-    info["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    info["load_average_end"] = [round(x, 2) for x in load_average()]
     print(f"# {len(images)} images, batch {args.batch_size}, {args.workers} loader workers, "
           f"{torch.get_num_threads()} threads; load average at the end {info['load_average_end']}")
     print(table(rows, ["engine", "median s", "images/s", "speed-up vs pytorchyolo", "mAP@0.5 %",

@@ -23,7 +23,8 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED, interleaved, machine, median, print_header, save, table, timed  # noqa: E402
+from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, save, table,  # noqa: E402
+                    timed)
 
 sys.path.insert(0, str(REPO))
 from darknet_torch.config.data_files import read_data_file, read_image_list  # noqa: E402
@@ -90,7 +91,7 @@ def main() -> int:
     reference = rate.get("pytorchyolo")
     rows = [[name, f"{median(values):.1f}", images[name], f"{rate[name]:.2f}",
              f"{rate[name] / reference:.2f}" if reference else "-"] for name, values in times.items()]
-    info["load_average_end"] = [round(x, 2) for x in __import__("os").getloadavg()]
+    info["load_average_end"] = [round(x, 2) for x in load_average()]
     print(f"# yolov3-tiny 416x416, batch {args.batch}, {args.iterations} iterations per run, {args.workers} loader "
           f"workers, {torch.get_num_threads()} threads; load average at the end {info['load_average_end']}")
     print(table(rows, ["trainer", "median s per run", "images per run", "images/s", "x pytorchyolo"]))

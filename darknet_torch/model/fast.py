@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from typing import Any
 
@@ -79,7 +79,7 @@ def _float32_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return (args[0].float(), *args[1:])
 
 
-def _replace_convs(model: Darknet, make: Any) -> None:
+def _replace_convs(model: Darknet, make: Callable[[ConvBlock], nn.Module]) -> None:
     for index, module in enumerate(model.module_list):
         if isinstance(module, ConvBlock):
             model.module_list[index] = make(module)
