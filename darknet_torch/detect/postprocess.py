@@ -8,6 +8,7 @@ relative to the original image after ``correct_yolo_boxes`` (the letterbox undo,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -55,18 +56,29 @@ def correct_boxes(boxes: Tensor, info: LetterboxInfo) -> Tensor:
 
 def darknet_detections(decoded: Tensor, grids: list[tuple[int, int, int]], keep_all_heads: list[bool],
                        info: LetterboxInfo, thresh: float = 0.25) -> Detections:
-    """Darknet's ``get_network_boxes`` for one image.
+    """Darknet's ``get_network_boxes`` for one image (see :func:`darknet_detections_batch`)."""
+    return darknet_detections_batch(decoded[None], grids, keep_all_heads, [info], thresh)[0]
 
-    ``decoded``: ``(N, 5+C)`` rows of :meth:`Darknet.forward` for this image; ``grids``: :meth:`Darknet.head_grids`;
-    ``keep_all_heads[i]``: head i is a ``[region]`` head (every box kept, as Darknet does); ``info``: how the image
-    was fitted into the network input (:func:`darknet_torch.data.images.preprocess`).
+
+def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]], keep_all_heads: list[bool],
+                             infos: Sequence[LetterboxInfo], thresh: float = 0.25) -> list[Detections]:
+    """Darknet's ``get_network_boxes`` for every image of a batch.
+
+    ``decoded``: ``(B, N, 5+C)`` from :meth:`Darknet.forward`; ``grids``: :meth:`Darknet.head_grids`;
+    ``keep_all_heads[i]``: head i is a ``[region]`` head (every box kept, as Darknet does); ``infos[b]``: how image b
+    was fitted into the network input (:func:`darknet_torch.data.images.preprocess`).  The row permutation and the
+    region mask depend only on the grids, so they are built once per batch.
     """
     order = darknet_row_order(grids, decoded.device)
     keep_all = torch.cat([torch.full((a * h * w,), flag, dtype=torch.bool, device=decoded.device)
-                          for (a, h, w), flag in zip(grids, keep_all_heads)])
-    rows, keep_all = decoded[order], keep_all[order]
-    selected = keep_all | (rows[:, 4] > thresh)
-    rows, keep_all = rows[selected], keep_all[selected]
+                          for (a, h, w), flag in zip(grids, keep_all_heads)])[order]
+    batch = decoded[:, order]
+    selected = keep_all | (batch[:, :, 4] > thresh)
+    return [_image_detections(rows[keep], keep_all[keep], info, thresh)
+            for rows, keep, info in zip(batch, selected, infos)]
+
+
+def _image_detections(rows: Tensor, keep_all: Tensor, info: LetterboxInfo, thresh: float) -> Detections:
     probs = rows[:, 4:5] * rows[:, 5:]
     # Darknet's region detections carry objectness 1 (their sigmoid objectness is folded into prob).
     objectness = torch.where(keep_all, torch.ones_like(rows[:, 4]), rows[:, 4])

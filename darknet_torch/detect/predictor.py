@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from darknet_torch.data.images import LetterboxInfo, preprocess
-from darknet_torch.detect.postprocess import Detections, darknet_detections
+from darknet_torch.detect.postprocess import Detections, darknet_detections_batch
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import RegionLayer, YOLOLayer
 from darknet_torch.ops.nms import apply_nms, darknet_array_order
@@ -84,8 +84,7 @@ class Predictor:
         decoded = self.model(batch).float().cpu()
         grids = self.model.head_grids((batch.shape[2], batch.shape[3]))
         results = []
-        for rows, info in zip(decoded, infos):
-            dets = darknet_detections(rows, grids, self.keep_all_heads, info, self.thresh)
+        for dets in darknet_detections_batch(decoded, grids, self.keep_all_heads, infos, self.thresh):
             if len(dets):
                 order = darknet_array_order(dets.objectness, dets.probs)
                 dets.probs = apply_nms(dets.boxes, dets.objectness, dets.probs, self.nms_thresh, self.nms_kind,
