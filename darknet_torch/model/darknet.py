@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import Section, load_cfg
-from darknet_torch.model.builder import LayerInfo, create_modules
+from darknet_torch.model.builder import create_modules
 from darknet_torch.model.heads import HEAD_TYPES
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
@@ -140,7 +140,3 @@ class Darknet(nn.Module):
         h, w = self.input_size
         return f"cfg={self.cfg_path}, input={w}x{h}, layers={len(self.module_list)}, heads={self.head_indices}"
 
-
-def layer_info_table(infos: list[LayerInfo]) -> list[tuple]:
-    """(index, type, input shape, output shape, BFLOPs) per layer, for summaries."""
-    return [(i.index, i.section.name, i.in_shape, i.out_shape, i.bflops) for i in infos]
