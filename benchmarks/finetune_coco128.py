@@ -3,6 +3,7 @@
 
     python benchmarks/finetune_coco128.py                              # 100 iterations of 16 images at 416x416
     python benchmarks/finetune_coco128.py --iterations 200 --batch 32 --subdivisions 4
+    python benchmarks/finetune_coco128.py --amp --out runs/finetune_coco128_bf16     # bfloat16 autocast
 
 The cfg (default ``cfg/yolov3-tiny.cfg``, whose second head has the ``mask = 1,2,3`` the weights were trained with) is
 copied with a CPU-sized ``[net]``: ``batch``/``subdivisions`` from the flags, ``max_batches = --iterations``,
@@ -29,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names  # noqa: E402
 from darknet_torch.evaluate.runner import evaluate  # noqa: E402
 from darknet_torch.model.loading import load_model  # noqa: E402
+from darknet_torch.runtime import keep_freed_memory  # noqa: E402
 from darknet_torch.train.run import TrainOptions, build_trainer  # noqa: E402
 
 
@@ -43,7 +45,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--subdivisions", type=int, default=2)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--burn-in", type=int, default=10)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="loader processes (default: the trainer's, 0 on CPU)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast on CPU (float16 on CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "finetune_coco128")
     return p.parse_args()
@@ -64,13 +67,14 @@ def cpu_cfg(text: str, args: argparse.Namespace) -> str:
     return first + layers
 
 
-def map50(cfg: Path, weights: Path, images: list[Path], names: list[str], workers: int) -> float:
+def map50(cfg: Path, weights: Path, images: list[Path], names: list[str], workers: int | None) -> float:
     model = load_model(cfg, weights)
-    return evaluate(model, images, names, len(names), workers=workers, progress=False).map
+    return evaluate(model, images, names, len(names), workers=2 if workers is None else workers, progress=False).map
 
 
 def main() -> int:
     args = parse_args()
+    keep_freed_memory()  # as `darknet_torch train` does
     for path in (args.cfg, args.weights, args.coco128 / "train.txt"):
         if not path.exists():
             print(f"error: {path} not found", file=sys.stderr)
@@ -87,14 +91,14 @@ def main() -> int:
     before = map50(cfg, args.weights, images, names, args.workers)
     print(f"mAP@0.5 before fine-tuning: {100 * before:.2f} %")
     trainer = build_trainer(TrainOptions(data=data, cfg=cfg, weights=args.weights, clear=True, workers=args.workers,
-                                         seed=args.seed))
+                                         seed=args.seed, amp=args.amp))
     started = time.perf_counter()
     result = trainer.run()
     seconds = time.perf_counter() - started
     trained_images = args.iterations * trainer.settings.batch
     after = map50(cfg, args.out / "backup" / f"{cfg.stem}_final.weights", images, names, args.workers)
     results = {"cfg": str(args.cfg), "iterations": args.iterations, "batch": trainer.settings.batch,
-               "subdivisions": args.subdivisions, "learning_rate": args.lr, "input": "416x416",
+               "subdivisions": args.subdivisions, "learning_rate": args.lr, "input": "416x416", "amp": args.amp,
                "threads": torch.get_num_threads(), "map50_before": before, "map50_after": after,
                "final_avg_loss": result.avg_loss, "train_seconds": seconds,
                "images_per_second": trained_images / seconds}

@@ -7,6 +7,7 @@ pytorchyolo parses cfgs with ``line.split("=")`` (no inline comments), so it get
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,9 +21,12 @@ WORKER = Path(__file__).with_name("pytorchyolo_worker.py")
 class PytorchyoloProcess:
     """``call(cmd, **arguments) -> dict`` runs one request in the worker (see pytorchyolo_worker.py)."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, keep_freed_memory: bool = False) -> None:
+        env = dict(os.environ)
+        if keep_freed_memory:  # what darknet_torch.runtime.keep_freed_memory does in-process, via glibc's tunables
+            env["GLIBC_TUNABLES"] = f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={1 << 30}"
         self.process = subprocess.Popen([str(ensure_venv()), str(WORKER), str(threads)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1)
+                                        stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
 
     def call(self, cmd: str, **arguments: Any) -> dict:
         self.process.stdin.write(json.dumps({"cmd": cmd, **arguments}) + "\n")

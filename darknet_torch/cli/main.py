@@ -7,6 +7,7 @@ import logging
 import sys
 
 from darknet_torch.errors import DarknetError
+from darknet_torch.runtime import keep_freed_memory
 
 # command name -> module defining add_parser(subparsers); listed here so --help shows them all.
 COMMANDS = {
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
+    logging.getLogger(__name__).debug("glibc keeps freed memory for reuse: %s", keep_freed_memory())
     try:
         return int(args.run(args) or 0)
     except DarknetError as exc:

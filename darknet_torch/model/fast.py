@@ -25,7 +25,6 @@ import copy
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,17 +65,9 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     fuse_activations = mode != "compile"  # Inductor fuses by itself and cannot trace the oneDNN post-op call
     _replace_convs(fast, lambda block: FastConv(block, dtype, fuse_activations))
-    if dtype != torch.float32:
-        for head in fast.heads:
-            head.register_forward_pre_hook(_float32_input)
     if mode == "compile":
         return torch.compile(fast, dynamic=False, options={"freezing": True})
     return fast
-
-
-def _float32_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Forward pre-hook: heads decode in float32 whatever the body's dtype."""
-    return (args[0].float(), *args[1:])
 
 
 def _replace_convs(model: Darknet, make: Callable[[ConvBlock], nn.Module]) -> None:

@@ -75,7 +75,8 @@ class LoopOptions:
     save_every: int = 1000  # <cfg>_<iteration>.weights
     save_last_every: int = 100  # <cfg>_last.weights, <cfg>_ema.weights and the <cfg>_last.pt state
     map_every: int | None = None  # iterations between mAP evaluations; None: no evaluation
-    amp: bool = False  # float16 autocast + GradScaler (CUDA only)
+    amp: bool = False  # mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU
+    channels_last: bool = False  # NHWC activations and weights (faster convolutions on CPU)
     sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (export.prune)
     progress: bool = True
     seed: int = 0
@@ -135,12 +136,16 @@ class Trainer:
             raise ValueError("map_every needs an evaluator")
         self.model, self.settings, self.batches, self.paths = model, settings, batches, paths
         self.options, self.ctx, self.evaluator = options, ctx, evaluator
+        self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+        model.to(memory_format=self.memory_format)  # before DDP registers the parameters
         self.criterion = wrap_model(criterion if criterion is not None else DetectionLoss(model), ctx)
         self.optimizer = build_optimizer(model, settings, ctx.world_size)
         alpha = settings.ema_alpha if ema_alpha is None else ema_alpha
         self.ema = DarknetEma(model, alpha, settings.max_batches) if alpha > 0 else None
-        self.amp = options.amp and ctx.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        cuda = ctx.device.type == "cuda"
+        # CPU autocast computes in bfloat16, whose float32 exponent range needs no loss scaling.
+        self.autocast_dtype = torch.float16 if cuda else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=options.amp and cuda)
         self.history = TrainingHistory()
         self.progress = _Progress()
         self.rate = 0.0  # Darknet's rate of the last update (before the per-group lr_scale)
@@ -164,7 +169,7 @@ class Trainer:
         header = self.model.header
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "ema": self.ema.state_dict() if self.ema else None,
-                "scaler": self.scaler.state_dict() if self.amp else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "progress": asdict(self.progress), "seen": self.progress.iteration * self.settings.batch,
                 "header": [header.major, header.minor, header.revision],
                 "history": self.history.state_dict(), "rng": rng_state(),
@@ -181,7 +186,7 @@ class Trainer:
                                f"{str(exc).splitlines()[0]}") from exc
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        if self.amp and state["scaler"] is not None:
+        if self.scaler.is_enabled() and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         if state["schedule"] != asdict(self.settings.schedule):
             log.warning("%s: the cfg's learning-rate schedule differs from the saved one; using the cfg's", source)
@@ -238,18 +243,18 @@ class Trainer:
                 inputs, targets = next(stream)
             except StopIteration:
                 raise DarknetError(f"the training data ran out during iteration {k}") from None
-            inputs = inputs.to(ctx.device, non_blocking=True)
+            inputs = inputs.to(ctx.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             targets = targets.to(ctx.device, non_blocking=True)
             last = sub == settings.subdivisions - 1
             with nullcontext() if last or not ctx.enabled else self.criterion.no_sync():
-                with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=self.amp):
+                with torch.autocast(ctx.device.type, dtype=self.autocast_dtype, enabled=self.options.amp):
                     loss, loss_parts = self.criterion(inputs, targets)
                 self.scaler.scale(loss).backward()
             total += loss.detach().float()
             for name, value in loss_parts.items():
                 parts[name] = parts[name] + value if name in parts else value
             images += inputs.shape[0]
-        if not self.amp and not torch.isfinite(total):
+        if not self.scaler.is_enabled() and not torch.isfinite(total):
             raise DarknetError(f"the loss became {total.item()} at iteration {k} (learning rate {self.rate:.3g}); "
                                f"lower learning_rate or check the labels for degenerate boxes")
         if self.options.sparsity:

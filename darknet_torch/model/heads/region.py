@@ -27,6 +27,7 @@ class RegionLayer(nn.Module):
         return 5 + self.num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.float()  # heads decode in float32 whatever the body computes in (bf16 inference, CPU autocast)
         b, _, h, w = x.shape
         p = x.reshape(b, self.num_anchors, self.entries, h, w)
         cls = torch.softmax(p[:, :, 5:], dim=2) if self.softmax else p[:, :, 5:]

@@ -94,6 +94,7 @@ class YOLOLayer(nn.Module):
         return self.box_entries + 1 + self.num_classes
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.float()  # heads decode in float32 whatever the body computes in (bf16 inference, CPU autocast)
         b, _, h, w = x.shape
         p = x.reshape(b, self.num_anchors, self.entries, h, w)
         if self.config.new_coords:
@@ -151,6 +152,7 @@ class GaussianYOLOLayer(YOLOLayer):
     box_entries = 8
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.float()  # heads decode in float32 whatever the body computes in (bf16 inference, CPU autocast)
         b, _, h, w = x.shape
         p = x.reshape(b, self.num_anchors, self.entries, h, w)
         act = torch.sigmoid(p)
