@@ -11,6 +11,7 @@ import torch
 from darknet_torch.cli.main import build_parser, main
 from darknet_torch.cli.train import options_from_args
 from darknet_torch.model.darknet import Darknet
+from darknet_torch.train.run import build_trainer
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +34,22 @@ def test_darknet_order_and_flags_agree():
     assert flags.calc_map and flags.clear and flags.resume is False
     assert options("obj.data", "x.cfg", "--resume").resume is True
     assert str(options("obj.data", "x.cfg", "--resume", "b/x_last.pt").resume) == "b/x_last.pt"
+
+
+def test_cpu_defaults_and_their_flags(synthetic_data, cfg_factory):
+    """On the CPU: in-process loading, channels-last, float32; each can be overridden."""
+    cfg = cfg_factory(net={"max_batches": 3})
+    defaults = options(str(synthetic_data), str(cfg), "--device", "cpu", "--quiet")
+    assert (defaults.workers, defaults.channels_last, defaults.amp) == (None, None, None)
+    trainer = build_trainer(defaults)
+    loader = trainer.batches(0)
+    assert loader.num_workers == 0
+    assert trainer.memory_format == torch.channels_last and not trainer.options.amp
+    flipped = options(str(synthetic_data), str(cfg), "--device", "cpu", "--workers", "1", "--no-channels-last", "--amp")
+    trainer = build_trainer(flipped)
+    assert trainer.batches(0).num_workers == 1
+    assert trainer.memory_format == torch.contiguous_format and trainer.options.amp
+    assert trainer.autocast_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
 
 
 @pytest.mark.parametrize("argv, message", [
