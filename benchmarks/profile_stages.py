@@ -2,7 +2,7 @@
 """Where darknet_torch's time goes: evaluation and training of yolov3-tiny on coco128, split into stages.
 
     python benchmarks/profile_stages.py eval  [--mode exact] [--workers 2]
-    python benchmarks/profile_stages.py train [--batches 4]
+    python benchmarks/profile_stages.py train [--batches 4] [--amp]
 
 ``eval``: image decoding + resizing alone (in-process), the forward alone, forward + Darknet post-processing and NMS
 (the difference is NMS), the AP computation, then the whole ``evaluate`` with ``--workers`` loader processes (the
@@ -33,6 +33,7 @@ from darknet_torch.evaluate.runner import detect_batches, evaluate, read_truths 
 from darknet_torch.evaluate.ap import compute_map  # noqa: E402
 from darknet_torch.model.fast import optimize_for_inference  # noqa: E402
 from darknet_torch.model.loading import load_model  # noqa: E402
+from darknet_torch.runtime import keep_freed_memory  # noqa: E402
 
 CFG, WEIGHTS, DATA = REPO / "cfg" / "yolov3-tiny.cfg", SHARED / "weights" / "yolov3-tiny.weights", \
     SHARED / "coco128" / "coco128.data"
@@ -68,7 +69,7 @@ def profile_eval(mode: str, workers: int) -> None:
           lambda: evaluate(model, images, names, len(names), workers=workers, progress=False))
 
 
-def profile_train(batches: int) -> None:
+def profile_train(batches: int, amp: bool) -> None:
     from finetune_coco128 import cpu_cfg
 
     from darknet_torch.train.run import TrainOptions, build_trainer
@@ -84,16 +85,18 @@ def profile_train(batches: int) -> None:
         (out / "coco128.data").write_text(f"classes = 80\ntrain = {out / 'train.txt'}\nvalid = {out / 'train.txt'}\n"
                                           f"names = {SHARED / 'coco128' / 'coco.names'}\nbackup = {out}\n")
         trainer = build_trainer(TrainOptions(data=out / "coco128.data", cfg=cfg, weights=WEIGHTS, clear=True,
-                                             workers=0, seed=0, progress=False))
+                                             workers=0, seed=0, progress=False, amp=amp))
         print(f"training yolov3-tiny 416, batch 8, {torch.get_num_threads()} threads")
         stream = iter(trainer.batches(0))
         drawn = stage(f"draw {batches} augmented mini-batches (in-process)",
                       lambda: [next(stream) for _ in range(batches)])
-        model, inputs, targets = trainer.model.train(), drawn[0][0], drawn[0][1]
+        model, targets = trainer.model.train(), drawn[0][1]
+        inputs = drawn[0][0].contiguous(memory_format=trainer.memory_format)
 
         def step() -> None:
             trainer.optimizer.zero_grad(set_to_none=True)
-            loss, _ = model.compute_loss(inputs, targets)
+            with torch.autocast("cpu", dtype=trainer.autocast_dtype, enabled=amp):
+                loss, _ = model.compute_loss(inputs, targets)
             loss.backward()
             trainer.optimizer.step()
         step()
@@ -111,12 +114,14 @@ def main() -> int:
     p.add_argument("--mode", default="exact", choices=("eager", "exact", "bf16", "int8", "compile"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--amp", action="store_true", help="train: bfloat16 autocast, as `train --amp`")
     args = p.parse_args()
+    keep_freed_memory()  # as every darknet_torch command does
     print_header(machine())
     if args.what == "eval":
         profile_eval(args.mode, args.workers)
     else:
-        profile_train(args.batches)
+        profile_train(args.batches, args.amp)
     return 0
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from darknet_torch.errors import DarknetError
-from darknet_torch.runtime import select_device
+from darknet_torch.runtime import loader_workers, select_device
 
 # Allocates and frees a 64 MiB tensor, then reports how many mmapped blocks (glibc's mallinfo2().hblks) a second one
 # adds: with keep_freed_memory the second comes from the heap, not from a fresh mmap.
@@ -53,3 +53,8 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(DarknetError, match="CUDA is not available"):
             select_device("0")
+
+
+def test_loader_workers_default_to_none_on_the_cpu():
+    assert loader_workers(torch.device("cpu"), 4) == 0
+    assert loader_workers(torch.device("cuda", 1), 4) == 4

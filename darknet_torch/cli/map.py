@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--det-thresh", type=float, default=MAP_DETECTION_THRESH,
                    help="detection threshold; Darknet's map hard-codes %(default)s")
-    add_inference_options(p, batch_size=8, workers=2, letter_box_help="letterbox instead of stretching (default: "
+    add_inference_options(p, batch_size=8, workers=None, letter_box_help="letterbox instead of stretching (default: "
                           "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
@@ -70,7 +70,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CfgError(f"--points must be 0 or >= 2 (11, 101), got {args.points}")
     if not 0 <= args.iou_thresh < 1:
         raise CfgError(f"--iou-thresh must be in [0, 1), got {args.iou_thresh}")
-    if args.batch_size < 1 or args.workers < 0:
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
 
 

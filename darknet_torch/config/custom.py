@@ -58,8 +58,8 @@ def recommended_schedule(classes: int) -> tuple[int, list[int]]:
     return max_batches, [max_batches * 8 // 10, max_batches * 9 // 10]
 
 
-class _LineEditor:
-    """Replaces values and inserts ``key=value`` lines, keeping every other byte of the text."""
+class CfgLineEditor:
+    """Replaces values and inserts ``key=value`` lines of a cfg text, keeping every other byte (custom-cfg, prune)."""
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines(keepends=True)  # same numbering as parse_cfg_text
@@ -87,7 +87,7 @@ class _LineEditor:
         return "".join(out)
 
 
-def _set(editor: _LineEditor, raw: RawSection, key: str, value: int | str, edits: list[CfgEdit]) -> None:
+def _set(editor: CfgLineEditor, raw: RawSection, key: str, value: int | str, edits: list[CfgEdit]) -> None:
     option = raw.options.get(key)
     if option is None:
         editor.insert_after(raw.line, key, str(value))
@@ -110,7 +110,7 @@ def customize_cfg_text(text: str, classes: int, path: str = "<string>",
     if classes < 1:
         raise ValueError(f"classes must be at least 1, got {classes}")
     raws = parse_cfg_text(text, path)
-    editor = _LineEditor(text)
+    editor = CfgLineEditor(text)
     edits: list[CfgEdit] = []
     heads = [i for i, raw in enumerate(raws) if ALIASES.get(raw.name, raw.name) in HEAD_SECTIONS]
     if not heads:
@@ -133,7 +133,7 @@ def customize_cfg_text(text: str, classes: int, path: str = "<string>",
     return editor.text(), edits
 
 
-def _set_schedule(editor: _LineEditor, raw_net: RawSection, classes: int, edits: list[CfgEdit]) -> None:
+def _set_schedule(editor: CfgLineEditor, raw_net: RawSection, classes: int, edits: list[CfgEdit]) -> None:
     net = type_section(raw_net)
     if net["policy"] != "steps":
         raise CfgError(f"{net.where('policy')}: the README schedule sets steps=, which needs policy=steps "

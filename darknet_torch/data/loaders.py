@@ -72,14 +72,23 @@ def collate_inference(items: list[InferenceItem]) -> InferenceBatch:
     return InferenceBatch(items, torch.stack(good) if good else None)
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int, collate: Callable | None = None,
+def make_loader(dataset: Dataset, batch_size: int | None, workers: int, collate: Callable | None = None,
                 shuffle: bool = False, sampler: Sampler | None = None, drop_last: bool = False,
-                persistent: bool = False, seed: int | None = None) -> DataLoader:
-    """A DataLoader with the project's defaults: workers with prefetching, pinned memory on CUDA, seeded order."""
+                persistent: bool = False, seed: int | None = None, batch_sampler: Sampler | None = None) -> DataLoader:
+    """A DataLoader with the project's defaults: workers with prefetching, pinned memory on CUDA, seeded order.
+
+    ``batch_sampler`` (yielding lists of dataset indices, one list per batch) replaces ``batch_size``, ``shuffle``,
+    ``sampler`` and ``drop_last``, which must then be None/False."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      drop_last=drop_last, persistent_workers=persistent and workers > 0,
+    if batch_sampler is not None:
+        if batch_size is not None or shuffle or sampler is not None or drop_last:
+            raise ValueError("batch_sampler excludes batch_size, shuffle, sampler and drop_last")
+        batching = dict(batch_sampler=batch_sampler)
+    else:
+        batching = dict(batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                        drop_last=drop_last)
+    return DataLoader(dataset, **batching, num_workers=workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
                       prefetch_factor=4 if workers > 0 else None, generator=generator)
 
 

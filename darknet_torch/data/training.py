@@ -118,17 +118,6 @@ class TrainDataset(Dataset):
         return augment(sources, self.augment_cfg, net_w, net_h, rng)
 
 
-class MiniBatchDataset(Dataset):
-    """Adapter for the DataLoader: one item is a whole mini-batch (a list of requests), so each worker builds whole
-    mini-batches at one network size."""
-
-    def __init__(self, samples: TrainDataset) -> None:
-        self.samples = samples
-
-    def __getitem__(self, requests: Sequence[SampleRequest]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [self.samples[request] for request in requests]
-
-
 def collate_train(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack samples: images ``(B, 3, H, W)``; targets float32 ``(T, 6)`` rows ``[batch_index, class, cx, cy, w, h]``
     (relative to the network input), samples in order."""
@@ -245,5 +234,6 @@ def build_train_loader(data_cfg: DataConfig | str | os.PathLike[str], net_sectio
     )
     samples = TrainDataset(report.image_paths, num_classes, AugmentConfig.from_cfg(net_section, head), seed,
                            decoder, report=report)
-    return make_loader(MiniBatchDataset(samples), batch_size=None, workers=workers, collate=collate_train,
-                       sampler=sampler, persistent=True)
+    # The sampler yields whole mini-batches of requests, so each worker builds whole mini-batches at one size.
+    return make_loader(samples, batch_size=None, workers=workers, collate=collate_train, batch_sampler=sampler,
+                       persistent=True)

@@ -28,6 +28,7 @@ from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
 from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
 from darknet_torch.model.darknet import Darknet
+from darknet_torch.runtime import loader_workers
 
 #: ``validate_detector_map``'s fixed detection threshold and NMS threshold.
 MAP_DETECTION_THRESH = 0.005
@@ -166,7 +167,7 @@ def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], coun
 
 
 def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], num_classes: int, *,
-                       letterbox: bool | None = None, batch_size: int = 8, workers: int = 2,
+                       letterbox: bool | None = None, batch_size: int = 8, workers: int | None = None,
                        decoder: Decoder = "auto", det_thresh: float = MAP_DETECTION_THRESH,
                        nms_thresh: float = MAP_NMS_THRESH, progress: bool = True,
                        batches: Iterable[InferenceBatch] | None = None) -> DatasetDetections:
@@ -177,7 +178,8 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
     broken label path fails before the (long) inference.
     ``batches``: these images already prepared for this network size and fitting mode (e.g. kept across
     repeated evaluations, or shared by models that differ only in their heads); default: read with
-    :func:`~darknet_torch.data.loaders.inference_loader` (``batch_size``, ``workers``, ``decoder``).
+    :func:`~darknet_torch.data.loaders.inference_loader` (``batch_size``, ``workers``, ``decoder``; ``workers=None``:
+    2 with CUDA, 0 on the CPU, see :func:`~darknet_torch.runtime.loader_workers`).
 
     Raises:
         DataError: a label file exists but cannot be read, or an image has an extension Darknet cannot map to
@@ -190,6 +192,8 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
     model.eval()
     try:
         if batches is None:
+            if workers is None:
+                workers = loader_workers(predictor.device, 2)
             batches = inference_loader(paths, predictor.preparer, batch_size, workers, decoder)
         rows, sizes, failed = detect_batches(predictor, batches, len(paths), progress)
     finally:
@@ -217,7 +221,7 @@ def score_detections(data: DatasetDetections, iou_thresh: float = 0.5, points: i
 
 def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],
              num_classes: int, iou_thresh: float = 0.5, points: int = 0, letterbox: bool | None = None,
-             batch_size: int = 8, workers: int = 2, decoder: Decoder = "auto", coco: bool = False,
+             batch_size: int = 8, workers: int | None = None, decoder: Decoder = "auto", coco: bool = False,
              progress: bool = True, conf_thresh: float = 0.25,
              det_thresh: float = MAP_DETECTION_THRESH) -> EvalReport:
     """``darknet detector map`` for an in-memory model: one inference pass, then :func:`score_detections`.

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import parse_cfg_text, type_sections
-from darknet_torch.config.custom import _LineEditor
+from darknet_torch.config.custom import CfgLineEditor
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
@@ -407,7 +407,7 @@ def _rewrite_filters(model: Darknet, cfg_text: str | None, filters: dict[int, in
         except OSError as exc:
             raise CfgError(f"cannot read cfg file {model.cfg_path}: {exc.strerror or exc}") from exc
     raws = parse_cfg_text(cfg_text, str(model.cfg_path or "<cfg>"))
-    editor = _LineEditor(cfg_text)
+    editor = CfgLineEditor(cfg_text)
     for index, count in filters.items():
         sec, raw = model.layer_infos[index].section, raws[index + 1] if index + 1 < len(raws) else None
         option = raw.options.get("filters") if raw is not None else None

@@ -17,7 +17,7 @@ import torch
 from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.runtime import select_device
+from darknet_torch.runtime import loader_workers, select_device
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
 from darknet_torch.train.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
@@ -42,7 +42,7 @@ class TrainOptions:
     clear: bool = False  # start at iteration 0 whatever the weights' header says
     resume: Path | bool = False  # a <cfg>_last.pt training state; True: <backup>/<cfg>_last.pt
     device: str | None = None
-    workers: int | None = None  # data-loading processes; None: default_workers(device)
+    workers: int | None = None  # data-loading processes; None: 4 with CUDA, 0 on the CPU (runtime.loader_workers)
     seed: int = 0
     calc_map: bool = False
     map_every: int | None = None
@@ -52,13 +52,6 @@ class TrainOptions:
     sparsity: float = 0.0  # network slimming's L1 penalty on batch-norm scales, per image
     backup: Path | None = None
     progress: bool = True
-
-
-def default_workers(device: torch.device) -> int:
-    """4 loader processes feeding a GPU; none on the CPU, where the training step already keeps every core busy and
-    worker processes only take cores from it (yolov3-tiny on 2 cores: 19.3 images/s in-process, 15.8 with 2
-    workers, 14.4 with 1; benchmarks/README.md)."""
-    return 4 if device.type == "cuda" else 0
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -86,7 +79,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     seed = options.seed if state is None else state["seed"]  # the data stream of a resumed run is the saved one
     if state is not None and seed != options.seed and ctx.is_main:
         log.info("resuming with the training state's seed %d", seed)
-    workers = default_workers(ctx.device) if options.workers is None else options.workers
+    workers = loader_workers(ctx.device, 4) if options.workers is None else options.workers
     options = dataclasses.replace(options, seed=seed, workers=workers)
     torch.manual_seed(seed)
     model = Darknet(options.cfg)

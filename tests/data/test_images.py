@@ -162,11 +162,13 @@ def _png_bytes(array: np.ndarray) -> bytes:
 
 
 def test_load_image_is_uint8_over_255_in_chw(tmp_path: Path) -> None:
-    pixels = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3) * 4
+    """Every 8-bit value, at many positions (vectorised bodies and tails), is Darknet's double ``u8 / 255.``."""
+    pixels = (np.arange(37 * 41 * 3) * 7 % 256).astype(np.uint8).reshape(37, 41, 3)
+    assert len(np.unique(pixels)) == 256
     path = tmp_path / "px.png"
     path.write_bytes(_png_bytes(pixels))
     img = load_image(path)
-    assert img.dtype == torch.float32 and img.shape == (3, 4, 5)
+    assert img.dtype == torch.float32 and img.shape == (3, 37, 41) and img.is_contiguous()
     expected = (pixels.astype(np.float64) / 255.0).astype(np.float32).transpose(2, 0, 1)
     assert torch.equal(img, torch.from_numpy(np.ascontiguousarray(expected)))
 

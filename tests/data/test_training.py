@@ -227,8 +227,8 @@ def test_loader_with_workers_yields_batches_and_resumes_exactly(coco128_dir):
         assert targets.shape[1] == 6 and set(targets[:, 0].tolist()) <= {0.0, 1.0}
         assert ((targets[:, 2:] >= 0) & (targets[:, 2:] <= 1)).all()
     assert sum(len(targets) for _, targets in batches) > 0
-    assert parallel.dataset.samples.augment_cfg == AugmentConfig(jitter=0.3, hue=0.1, saturation=1.5, exposure=1.5,
-                                                                 mosaic=True)
+    assert parallel.dataset.augment_cfg == AugmentConfig(jitter=0.3, hue=0.1, saturation=1.5, exposure=1.5,
+                                                         mosaic=True)
     # resumed at iteration 2, with another worker count: the same batches, bit for bit (workers run torch
     # single-threaded; in-process loading may differ in the last float bit with several torch threads)
     resumed = build_train_loader(data, net, heads, workers=1, seed=21, start_iteration=2)
