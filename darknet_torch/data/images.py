@@ -225,25 +225,18 @@ def resize_image(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
     if (in_w, in_h) == (w, h):
         return img.clone()
 
+    # In-place arithmetic on the freshly gathered taps: the same separately rounded products and sums, fewer passes.
     # Horizontal pass: [..., H, W] -> [..., H, w].
     ix, dx = _axis_taps(in_w, w)
-    left = img[..., ix]
-    right = img[..., (ix + 1).clamp_max(in_w - 1)]
-    part = (1 - dx) * left + dx * right
-    copy_last = torch.zeros(w, dtype=torch.bool)
-    copy_last[-1] = True
-    if in_w == 1:
-        copy_last[:] = True
-    part = torch.where(copy_last, img[..., in_w - 1 : in_w], part)
+    part = img[..., ix].mul_(1 - dx).add_(img[..., (ix + 1).clamp_max(in_w - 1)].mul_(dx))
+    part[..., w - 1 if in_w > 1 else 0:] = img[..., in_w - 1 : in_w]  # copied columns
 
     # Vertical pass: [..., H, w] -> [..., h, w]; two separately rounded steps as in Darknet's add_pixel.
     iy, dy = _axis_taps(in_h, h)
     dy_col = dy[:, None]
-    top = part[..., iy, :]
-    out = (1 - dy_col) * top
+    out = part[..., iy, :].mul_(1 - dy_col)
     if in_h > 1 and h > 1:
-        below = part[..., iy[:-1] + 1, :]
-        out[..., :-1, :] = out[..., :-1, :] + dy_col[:-1] * below
+        out[..., :-1, :].add_(part[..., iy[:-1] + 1, :].mul_(dy_col[:-1]))
     return out
 
 
