@@ -30,7 +30,6 @@ DEFAULT_MAX_PIXELS = 178_956_970
 
 Decoder = Literal["pil", "stb", "auto"]  # auto: stb when libstb is installed, else pil
 
-
 # Exceptions Pillow raises for corrupt, truncated or unsupported data (it has no single base class).
 _PIL_DECODE_ERRORS = (
     OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
