@@ -37,8 +37,9 @@ def keep_freed_memory() -> bool:
     with a fresh ``mmap`` and unmaps it on free, so each training step page-faults its feature maps and gradients in
     again; zero-filling the max-pool gradients alone cost ~0.1 s per yolov3-tiny step.  Serving every block from
     the heap and keeping up to 1 GiB of freed memory makes steps 1.3-1.4x faster (float32 and bfloat16, measured in
-    ``benchmarks/README.md``); the price is that the process keeps its peak memory.  Process-wide, so commands call
-    it, not the library; a no-op (False) where the C library is not glibc.
+    ``benchmarks/README.md``); the price is that the process keeps its peak memory.  Process-wide, so the batch
+    commands (``detect``, ``map``, ``train``) call it, not the library; a no-op (False) where the C library is not
+    glibc.
     """
     try:
         import ctypes

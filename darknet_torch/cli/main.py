@@ -22,6 +22,9 @@ COMMANDS = {
     "prune": "darknet_torch.cli.prune",
     "serve": "darknet_torch.cli.serve",
 }
+# Batch commands let glibc keep freed memory for reuse (runtime.keep_freed_memory: 1.3-1.4x faster training steps);
+# the long-running server does not, so its memory can shrink again after a burst of requests.
+KEEP_FREED_MEMORY = ("detect", "map", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
-    logging.getLogger(__name__).debug("glibc keeps freed memory for reuse: %s", keep_freed_memory())
+    if args.command in KEEP_FREED_MEMORY:
+        logging.getLogger(__name__).debug("glibc keeps freed memory for reuse: %s", keep_freed_memory())
     try:
         return int(args.run(args) or 0)
     except DarknetError as exc:
