@@ -1,4 +1,4 @@
-"""The ``--fast MODE`` option shared by ``detect`` and ``map``: run the network through
+"""The ``--fast MODE`` option shared by ``detect``, ``map`` and ``serve``: run the network through
 :func:`darknet_torch.model.fast.optimize_for_inference` (int8 calibrated on a few of the user's images)."""
 from __future__ import annotations
 

@@ -11,8 +11,10 @@ import logging
 
 import torch
 
-from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_WEIGHTS, resolve_input_size, resolve_names
+from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_input_size, resolve_names
+from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
 from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.loading import load_model
 from darknet_torch.ops.nms import NMS_KINDS
@@ -46,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(needs libstb; exact pixels, but decodes a truncated JPEG as Darknet does, grey-filled)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
     p.add_argument("--threads", type=int, help="torch CPU threads for the model (default: torch's, one per core)")
+    add_fast_argument(p)
+    p.add_argument("--calibration", default=DEFAULT_SOURCE,
+                   help="images to calibrate --fast int8 on: file, folder, list or glob (default: %(default)s)")
     p.add_argument("--max-batch", type=int, default=4, help="images per forward pass (default: %(default)s)")
     p.add_argument("--batch-wait-ms", type=float, default=0.0,
                    help="wait up to this long for a batch to fill (default: 0, take what is queued)")
@@ -77,12 +82,16 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load_model(args.cfg, args.weights, select_device(args.device))
-    predictor = Predictor(model, resolve_names(args, model.num_classes), args.thresh, args.nms, args.nms_kind,
-                          args.letter_box, resolve_input_size(args.img_size, model))
+    input_size = resolve_input_size(args.img_size, model)
+    calibration = expand_sources([args.calibration]) if args.fast == "int8" else []
+    names = resolve_names(args, model.num_classes)
+    model = apply_fast_mode(model, args.fast, calibration, args.letter_box, input_size)
+    predictor = Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
     if not _is_loopback(args.host):
         log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
-    log.info("serving %s with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
-             torch.get_num_threads(), config.max_batch, config.queue_size)
+    log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
+             f"--fast {args.fast}" if args.fast else "plain model", torch.get_num_threads(), config.max_batch,
+             config.queue_size)
     uvicorn.run(create_app(predictor, config, model_name=str(args.cfg)), host=args.host, port=args.port,
                 limit_concurrency=args.max_connections, timeout_keep_alive=5, log_level="info")
     return 0

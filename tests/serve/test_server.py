@@ -198,3 +198,31 @@ def test_cli_refuses_bad_options_before_serving(option: list[str], yolo_cfg: Pat
     args = ["serve", "--cfg", str(yolo_cfg), "--weights", str(real_weights), *option]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_fast_exact_serves_the_optimized_model_with_the_same_detections(yolo_cfg: Path, real_weights: Path,
+                                                                        dog_jpg: Path, library: Predictor,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve --fast exact`` hands the app the channels-last fused model; its detections are the plain model's
+    (same classes in the same order, scores within 1e-4, boxes within 0.05 px)."""
+    import uvicorn
+
+    import darknet_torch.serve.app as app_module
+    from darknet_torch.cli.main import main
+    from darknet_torch.model.fast import FastConv
+
+    served = {}
+    create_app = app_module.create_app
+    monkeypatch.setattr(app_module, "create_app",
+                        lambda predictor, *a, **k: served.setdefault("predictor", predictor) and create_app(
+                            predictor, *a, **k))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    assert main(["serve", "--cfg", str(yolo_cfg), "--weights", str(real_weights), "--fast", "exact"]) == 0
+    predictor = served["predictor"]
+    assert any(isinstance(m, FastConv) for m in predictor.model.modules())
+    image = decode_image_bytes(dog_jpg.read_bytes(), decoder="pil")
+    got, want = predictor.predict([image])[0], library.predict([image])[0]
+    assert [(d.class_id, d.name) for d in got] == [(d.class_id, d.name) for d in want] and want
+    for a, b in zip(got, want):
+        assert a.score == pytest.approx(b.score, abs=1e-4)
+        assert a.xyxy(768, 576) == pytest.approx(b.xyxy(768, 576), abs=0.05)
