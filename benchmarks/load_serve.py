@@ -3,6 +3,7 @@
 
     python benchmarks/load_serve.py                              # yolov3-tiny, ../shared/images/dog.jpg
     python benchmarks/load_serve.py --clients 1 4 16 --rounds 2 --duration 20 --requests 500 --max-batch 4
+    python benchmarks/load_serve.py --fast bf16 --rounds 1                  # the optimized model
 
 It starts its own server on 127.0.0.1 (a free port; it never sends traffic anywhere else), warms it up, then for each
 client count runs that many threads, each with one keep-alive connection posting the image as raw bytes, until
@@ -65,7 +66,8 @@ def free_port() -> int:
 def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "darknet_torch", "serve", "--host", HOST, "--port", str(port),
                "--cfg", str(args.cfg), "--weights", str(args.weights), "--max-batch", str(args.max_batch),
-               "--queue-size", str(args.queue_size), "--timeout", str(args.timeout)]
+               "--queue-size", str(args.queue_size), "--timeout", str(args.timeout),
+               *(["--fast", args.fast] if args.fast else [])]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -149,6 +151,7 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--queue-size", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--fast", choices=("exact", "bf16", "int8", "compile"), help="serve --fast MODE")
     args = parser.parse_args()
     data = args.image.read_bytes()
     port = free_port()
