@@ -21,7 +21,6 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -73,41 +72,33 @@ def main() -> int:
             maps[mode] = evaluate(net, images, names, len(names), batch_size=args.batch_size,
                                   workers=args.workers, progress=False).map
         runs[f"darknet_torch {mode}"] = timed(run)
-    peers: dict = {}
+    peers = None
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         if not args.no_pytorchyolo:
-            from peers.pytorchyolo_peer import PytorchyoloProcess, peer_cfg
+            from peers.pytorchyolo_peer import PeerSettings, peer_cfg
 
             image_list = Path(tmp) / "coco128.txt"
             image_list.write_text("".join(f"{path.resolve()}\n" for path in images))
             official = peer_cfg(SHARED / "darknet" / "cfg" / f"{args.cfg.stem}.cfg", Path(tmp) / "peer.cfg")
-            for n_cpu in args.peer_workers:
-                peer = PytorchyoloProcess(torch.get_num_threads())
-                peer.call("load", cfg=str(official), weights=str(args.weights))
-                peers[f"pytorchyolo n_cpu={n_cpu}"] = (peer, n_cpu)
-
-            def peer_run(name: str) -> Callable[[], float]:
-                def run() -> float:
-                    peer, n_cpu = peers[name]
-                    answer = peer.call("evaluate", list=str(image_list), batch_size=args.batch_size, n_cpu=n_cpu,
-                                       conf_thres=0.01, nms_thres=0.4, iou_thres=0.5, classes=names)
-                    maps[name] = answer["map50"]
-                    return answer["seconds"]
-                return run
-            runs.update((name, peer_run(name)) for name in peers)
+            peers = PeerSettings(torch.get_num_threads(), args.peer_workers)
+            peers.call_all("load", cfg=str(official), weights=str(args.weights))
+            runs.update(peers.runs("evaluate", lambda name, answer: maps.__setitem__(name, answer["map50"]),
+                                   list=str(image_list), batch_size=args.batch_size, conf_thres=0.01,
+                                   nms_thres=0.4, iou_thres=0.5, classes=names))
         times = interleaved(runs, args.repeats, args.warmup)
-        for peer, _ in peers.values():
-            peer.close()
+        if peers is not None:
+            peers.close()
 
     peer_times = [median(values) for name, values in times.items() if name.startswith("pytorchyolo")]
     reference = min(peer_times) if peer_times else None  # the peer at its best setting
     exact_map = maps.get("exact")
     rows, results = [], []
     for engine, values in times.items():
-        mode = engine if engine.startswith("pytorchyolo") else engine.split()[-1]
+        is_peer = engine.startswith("pytorchyolo")
+        mode = engine if is_peer else engine.split()[-1]
         seconds = median(values)
         speedup = f"{reference / seconds:.2f}" if reference else "-"
-        delta = "-" if exact_map is None or engine.startswith("pytorchyolo") else f"{100 * (maps[mode] - exact_map):+.2f}"
+        delta = "-" if exact_map is None or is_peer else f"{100 * (maps[mode] - exact_map):+.2f}"
         rows.append([engine, f"{seconds:.2f}", f"{len(images) / seconds:.1f}", speedup, f"{100 * maps[mode]:.2f}",
                      delta])
         results.append({"engine": engine, "median_seconds": seconds, "seconds": values, "map50": maps[mode]})

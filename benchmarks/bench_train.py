@@ -80,32 +80,21 @@ def main() -> int:
                 return timed(lambda: trainer.run(stop_at=args.iterations))()
             return run
 
-        peers: dict = {}
         runs = {"darknet_torch": ours(False), "darknet_torch --amp (bf16)": ours(True)}
         images.update(dict.fromkeys(runs, args.iterations * args.batch))
+        peers = None
         if not args.no_pytorchyolo:
-            from peers.pytorchyolo_peer import PytorchyoloProcess, peer_cfg
+            from peers.pytorchyolo_peer import PeerSettings, peer_cfg
 
-            threads = torch.get_num_threads()
-            peers = {f"pytorchyolo n_cpu={n}": (PytorchyoloProcess(threads), n) for n in args.peer_workers}
-            if args.peer_keeps_freed_memory:
-                peers.update({f"pytorchyolo n_cpu={n}, glibc keeps freed memory": (PytorchyoloProcess(threads, True), n)
-                              for n in args.peer_workers})
+            peers = PeerSettings(torch.get_num_threads(), args.peer_workers, args.peer_keeps_freed_memory)
             official = peer_cfg(SHARED / "darknet" / "cfg" / f"{args.cfg.stem}.cfg", out / "peer.cfg",
                                 batch=args.batch)
-
-            def pytorchyolo(name: str) -> Callable[[], float]:
-                def run() -> float:
-                    peer, n_cpu = peers[name]
-                    answer = peer.call("train", cfg=str(official), weights=str(args.weights), list=str(image_list),
-                                       iterations=args.iterations, n_cpu=n_cpu, seed=0)
-                    images[name] = answer["images"]
-                    return answer["seconds"]
-                return run
-            runs.update((name, pytorchyolo(name)) for name in peers)
+            runs.update(peers.runs("train", lambda name, answer: images.__setitem__(name, answer["images"]),
+                                   cfg=str(official), weights=str(args.weights), list=str(image_list),
+                                   iterations=args.iterations, seed=0))
         times = interleaved(runs, args.repeats, args.warmup)
-        for peer, _ in peers.values():
-            peer.close()
+        if peers is not None:
+            peers.close()
 
     rate = {name: images[name] / median(values) for name, values in times.items()}
     peer_rates = [value for name, value in rate.items() if name.startswith("pytorchyolo")]

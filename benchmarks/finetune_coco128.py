@@ -69,7 +69,7 @@ def cpu_cfg(text: str, args: argparse.Namespace) -> str:
 
 def map50(cfg: Path, weights: Path, images: list[Path], names: list[str], workers: int | None) -> float:
     model = load_model(cfg, weights)
-    return evaluate(model, images, names, len(names), workers=2 if workers is None else workers, progress=False).map
+    return evaluate(model, images, names, len(names), workers=workers, progress=False).map
 
 
 def main() -> int:

@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from darknet_torch.model.fast import FAST_MODES  # noqa: E402
+
 HOST = "127.0.0.1"
 
 
@@ -151,7 +154,7 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--queue-size", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--fast", choices=("exact", "bf16", "int8", "compile"), help="serve --fast MODE")
+    parser.add_argument("--fast", choices=FAST_MODES, help="serve --fast MODE")
     args = parser.parse_args()
     data = args.image.read_bytes()
     port = free_port()

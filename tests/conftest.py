@@ -1,9 +1,11 @@
 """Shared fixtures: where the reference material lives, and skipping cleanly without it."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
@@ -43,3 +45,12 @@ def official_cfg_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def coco128_dir(shared_dir: Path) -> Path:
     return _require(shared_dir / "coco128")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for small tensors (faster, and immune to a busy machine); the count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,39 @@ class PytorchyoloProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PeerSettings:
+    """One pytorchyolo worker process per setting (its ``n_cpu`` loader processes, optionally glibc keeping freed
+    memory), each offered to ``interleaved`` as a named run of one request; the benchmarks compare against the
+    fastest."""
+
+    def __init__(self, threads: int, n_cpus: list[int], keep_freed_memory: bool = False) -> None:
+        variants = [False, True] if keep_freed_memory else [False]
+        self.processes = {f"pytorchyolo n_cpu={n}" + (", glibc keeps freed memory" if keep else ""):
+                          (PytorchyoloProcess(threads, keep), n) for keep in variants for n in n_cpus}
+
+    def call_all(self, cmd: str, **arguments: Any) -> None:
+        """The same request (e.g. ``load``) in every process."""
+        for process, _ in self.processes.values():
+            process.call(cmd, **arguments)
+
+    def runs(self, cmd: str, on_answer: Callable[[str, dict], None],
+             **arguments: Any) -> dict[str, Callable[[], float]]:
+        """name -> a run sending ``cmd`` with ``arguments`` and that process's ``n_cpu``; returns the seconds the
+        worker measured, after handing the answer to ``on_answer(name, answer)``."""
+        def run(name: str) -> Callable[[], float]:
+            def once() -> float:
+                process, n_cpu = self.processes[name]
+                answer = process.call(cmd, n_cpu=n_cpu, **arguments)
+                on_answer(name, answer)
+                return answer["seconds"]
+            return once
+        return {name: run(name) for name in self.processes}
+
+    def close(self) -> None:
+        for process, _ in self.processes.values():
+            process.close()
 
 
 def peer_cfg(official: Path, out: Path, batch: int = 1, subdivisions: int = 1, tiny_mask123: bool = True) -> Path:

@@ -522,15 +522,6 @@ num=6
 """
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds synchronisation (and is slow on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_overfits_one_image(tmp_path, one_thread):
     torch.manual_seed(0)
     cfg = tmp_path / "tiny.cfg"

@@ -19,12 +19,7 @@ from darknet_torch.train.loop import LoopOptions, Trainer
 from darknet_torch.train.optim import TrainSettings
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def run_trainer(cfg: Path, backup: Path, stream_factory, criterion, stop_at=None, ema_alpha=None, **loop) -> Trainer:

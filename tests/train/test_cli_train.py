@@ -14,12 +14,7 @@ from darknet_torch.model.darknet import Darknet
 from darknet_torch.train.run import build_trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def options(*argv: str):

@@ -59,6 +59,7 @@ def darknet_multi_gpu(cfg, data, iterations: int) -> Darknet:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # for the in-process reference; torchrun's processes set their own
 def test_two_processes_train_as_darknets_two_gpus(synthetic_data, cfg_factory, tmp_path):
     # No batch norm: through a channel whose batch variance is tiny, BN makes the first conv's gradient so
     # ill-conditioned that 1e-7 differences in the weights (the all-reduce's summation order) grow to 1e-4 in two
@@ -74,7 +75,6 @@ def test_two_processes_train_as_darknets_two_gpus(synthetic_data, cfg_factory, t
     trained = Darknet(cfg).load_darknet_weights(tmp_path / "ddp" / "tiny_final.weights")
     assert trained.header.seen == 3 * NET["batch"]  # Darknet's first GPU writes iteration * its batch
 
-    torch.set_num_threads(1)
     expected = darknet_multi_gpu(cfg, synthetic_data, 3)
     initial = Darknet(cfg)
     darknet_init_(initial, torch.Generator().manual_seed(SEED))

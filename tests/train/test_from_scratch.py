@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from darknet_torch.config.data_files import read_image_list
 from darknet_torch.evaluate.runner import evaluate
@@ -27,8 +26,8 @@ def map50(cfg, weights, image_list) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_tiny_detector_learns_rectangles(synthetic_data, cfg_factory):
-    torch.set_num_threads(1)
     cfg = cfg_factory(net=NET, yolo={"jitter": 0})
     images = synthetic_data.parent / "train.txt"
     backup = synthetic_data.parent / "backup"

@@ -19,13 +19,7 @@ from darknet_torch.train.optim import TrainSettings, build_optimizer, keys_not_a
 QUIET = dict(save_every=10**6, save_last_every=10**6, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def make_trainer(cfg: Path, tmp_path: Path, stream_factory, criterion=None, **loop) -> Trainer:

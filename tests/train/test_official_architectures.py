@@ -17,12 +17,7 @@ MINI = golden_runs("mini")
 TARGETS = torch.tensor([[0, 0, 0.5, 0.5, 0.6, 0.7], [0, 1, 0.3, 0.6, 0.2, 0.25], [1, 0, 0.7, 0.3, 0.08, 0.1]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_golden_minis_are_present(golden_dir):

@@ -23,12 +23,7 @@ NET = {"batch": 8, "subdivisions": 2, "max_batches": 12, "learning_rate": 0.002,
 YOLO = {"jitter": 0.2, "random": 1}  # multi-scale: a new network size every 10 iterations
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def assert_same_state(a: dict, b: dict, path: str = "") -> None:
