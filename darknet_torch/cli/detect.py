@@ -21,6 +21,7 @@ from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError
+from darknet_torch.files import STDOUT
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.loading import load_model
 from darknet_torch.ops.nms import NMS_KINDS
@@ -63,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
     p.add_argument("--save-labels", action="store_true",
                    help="write Darknet label files (class cx cy w h, relative) to OUTPUT/labels/")
-    p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file (default: OUTPUT/results.json)")
+    p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file; '-' for standard output "
+                   "(default: OUTPUT/results.json)")
     p.add_argument("--no-json", action="store_true", help="do not write the JSON files")
     p.add_argument("--ext-output", action="store_true",
                    help="print Darknet's -ext_output lines (name: prob%% and box in pixels) for every image")
@@ -138,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
     done = len(report.results) - len(report.failed)
     boxes = sum(len(r.detections) for r in report.results)
     rate = len(report.results) / report.seconds if report.seconds > 0 else 0.0
+    summary = sys.stderr if args.json == STDOUT else sys.stdout  # keep stdout pure JSON for a pipe
     print(f"{done} of {len(report.results)} images detected ({boxes} detections) in {report.seconds:.1f} s "
-          f"({rate:.1f} images/s); results in {report.output_dir}")
+          f"({rate:.1f} images/s); results in {report.output_dir}", file=summary)
     if not report.ok:
         print(f"{len(report.failed)} image(s) failed, {len(report.write_errors)} file(s) not written "
               "(see the errors above)", file=sys.stderr)

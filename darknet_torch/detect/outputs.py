@@ -31,7 +31,7 @@ from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import label_lines
 from darknet_torch.detect.predictor import Detection
 from darknet_torch.errors import DarknetError, DataError
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 
 # Source suffix -> (Pillow format, save options) for annotated images; anything else is written as PNG.
 _SAVE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -21,6 +21,7 @@ from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_i
                                                  darknet_json_frame)
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.detect.sources import expand_sources
+from darknet_torch.files import is_stream
 from darknet_torch.model.loading import load_model
 from darknet_torch.runtime import select_device
 
@@ -71,7 +72,8 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
 
     Outputs (see :mod:`darknet_torch.detect.outputs`): annotated images (``save_images``), Darknet label files
     (``save_labels``), Darknet ``-out`` JSON at ``json_path`` (default ``output_dir/results.json``; ``save_json``)
-    and ``coco_results.json`` beside it when every image name carries a numeric COCO id.
+    and ``coco_results.json`` beside it (in ``output_dir`` when ``json_path`` is ``-``, a pipe or a device) when every
+    image name carries a numeric COCO id.
     ``progress``: show a progress bar (None: when there are several images and stderr is a terminal).
     ``on_result`` is called for each image as soon as its detections are known (in input order), e.g. to print.
 
@@ -142,7 +144,8 @@ def _write_json_files(report: DetectReport, json_path: Path, num_classes: int) -
     ids = [coco_image_id(r.path) for _, r in good]
     if good and all(i is not None for i in ids):
         categories = COCO_CATEGORY_IDS if num_classes == len(COCO_CATEGORY_IDS) else None
-        files[json_path.with_name("coco_results.json")] = [
+        coco_folder = report.output_dir if is_stream(json_path) else json_path.parent
+        files[coco_folder / "coco_results.json"] = [
             rec for image_id, (_, r) in zip(ids, good)
             for rec in coco_records(image_id, r.detections, r.width, r.height, categories)]
     errors = []

@@ -40,9 +40,9 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import Connected, ConvBlock
-from darknet_torch.model.weights import write_atomic
 
 log = logging.getLogger(__name__)
 

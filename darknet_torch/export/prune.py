@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from darknet_torch.config import parse_cfg_text, type_sections
 from darknet_torch.config.custom import CfgLineEditor
 from darknet_torch.errors import CfgError
+from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
-from darknet_torch.model.weights import write_atomic
 
 #: Layers whose output channel c depends only on input channel c and maps a constant map to a constant map.
 _PASS_THROUGH = frozenset({"maxpool", "local_avgpool", "avgpool", "upsample", "dropout", "empty", "activation"})

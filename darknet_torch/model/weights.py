@@ -8,8 +8,6 @@ layer, unless the caller asks for a prefix (``cutoff``) or a partial backbone (`
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.errors import WeightsError
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: changing the process umask later, from threads, would race
 
 
 @dataclass
@@ -186,19 +176,3 @@ def save_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
                 array = array.T
             chunks.append(np.ascontiguousarray(array, "<f4").tobytes())
     write_atomic(path, b"".join(chunks))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one, never a torn write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 
 
 @dataclass

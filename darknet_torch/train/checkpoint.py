@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from darknet_torch.errors import DarknetError
+from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.weights import write_atomic
 
 STATE_FORMAT = "darknet_torch.train_state"
 STATE_VERSION = 1
