@@ -4,9 +4,11 @@ Darknet keeps a yolo box when its objectness is ``> thresh`` and sets ``prob[j] 
 else 0; ``[region]`` heads keep every box.  Rows come in Darknet's order (heads in cfg order, cells row-major, anchor
 inner), which only matters for breaking exact ties in NMS but keeps us identical to Darknet there too.  Boxes are
 relative to the original image after ``correct_yolo_boxes`` (the letterbox undo, with Darknet's float offset).
+Rows holding NaN or inf (diverged weights) are dropped with a warning, where Darknet would keep the inf ones.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,6 +16,8 @@ import torch
 from torch import Tensor
 
 from darknet_torch.data.images import LetterboxInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +78,11 @@ def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]],
                           for (a, h, w), flag in zip(grids, keep_all_heads)])[order]
     batch = decoded[:, order]
     selected = keep_all | (batch[:, :, 4] > thresh)
+    finite = torch.isfinite(batch).all(dim=2)
+    dropped = int((selected & ~finite).sum())
+    if dropped:  # Darknet would keep them; they would crash drawing and write 'inf' into label files
+        log.warning("dropped %d detection(s) with NaN/inf values (diverged or damaged weights?)", dropped)
+        selected &= finite
     return [_image_detections(rows[keep], keep_all[keep], info, thresh)
             for rows, keep, info in zip(batch, selected, infos)]
 

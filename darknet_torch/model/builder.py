@@ -6,8 +6,9 @@ section and key when the cfg cannot work (Darknet itself would often run on and 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
@@ -20,6 +21,12 @@ from darknet_torch.model.layers.pooling import GlobalAvgPool, LocalAvgPool, MaxP
 from darknet_torch.model.layers.reshape import Reorg3d, ReorgOld, Upsample
 from darknet_torch.model.layers.routing import Route, Sam, ScaleChannels, Shortcut
 from darknet_torch.model.layers.simple import ActivationLayer, BatchNormLayer, Identity, Softmax, dropout
+
+log = logging.getLogger(__name__)
+
+# Largest [net] width/height we build: 8192x8192 already needs ~0.8 GB for the input of one image and tens of GB for
+# the first layers' activations; anything larger is a typo (e.g. width=100000 tried to allocate 120 GB).
+MAX_INPUT_SIDE = 8192
 
 Shape = tuple[int, int, int]  # channels, height, width
 
@@ -257,9 +264,24 @@ def build_empty(sec: Section, ctx: BuildContext) -> Built:
     return Identity(), ctx.in_shape, 0.0
 
 
-def _anchors(sec: Section, count: int) -> tuple[tuple[float, float], ...]:
-    """The first ``count`` anchor pairs; missing values are 0 as in Darknet's zeroed ``biases``."""
-    values = list(sec.get("anchors", []))[: 2 * count]
+def _anchors(sec: Section, count: int, used: Sequence[int]) -> tuple[tuple[float, float], ...]:
+    """The first ``count`` anchor pairs; missing values are 0 as in Darknet's zeroed ``biases``.
+
+    Darknet reads the values in order into ``biases[0 .. 2*count-1]``, so an odd count leaves the last anchor's
+    height 0 and a short list leaves whole anchors 0x0: zero-size boxes for every anchor ``used`` by the head.  We
+    refuse that (naming the anchors); an odd count that only touches unused anchors or ignored extras is a warning.
+    """
+    values = list(sec.get("anchors", []))
+    if sec.has("anchors"):
+        incomplete = [i for i in used if 2 * i + 1 >= len(values)]
+        if incomplete:
+            raise sec.error(f"{len(values)} values make {len(values) // 2} width,height pairs but num={count} and "
+                            f"anchor(s) {incomplete} are used: Darknet would read their missing values as 0 "
+                            f"(zero-size boxes)", "anchors")
+        if len(values) % 2:
+            log.warning("%s: an odd number of values (%d); anchors are width,height pairs (the unpaired value is "
+                        "not used by this head)", sec.where("anchors"), len(values))
+    values = values[: 2 * count]
     values += [0.0] * (2 * count - len(values))
     return tuple((values[2 * i], values[2 * i + 1]) for i in range(count))
 
@@ -285,7 +307,7 @@ def build_yolo(sec: Section, ctx: BuildContext) -> Built:
     gaussian = sec.name == "Gaussian_yolo"
     entries = (9 if gaussian else 5) + classes
     _check_head_input(sec, ctx, len(mask) * entries, f"classes={classes} with {len(mask)} masked anchors")
-    config = YoloConfig.from_section(sec, _anchors(sec, total), mask)
+    config = YoloConfig.from_section(sec, _anchors(sec, total, mask), mask)
     if sec["nms_kind"] not in ("default", "greedynms", "diounms", "cornersnms"):
         raise sec.error(f"nms_kind={sec['nms_kind']} must be default, greedynms or diounms", "nms_kind")
     if sec["iou_loss"] not in ("mse", "iou", "giou", "diou", "ciou"):
@@ -299,7 +321,7 @@ def build_region(sec: Section, ctx: BuildContext) -> Built:
         raise sec.error("only coords=4 is supported", "coords")
     num, classes = _positive(sec, "num", sec["num"]), sec["classes"]
     _check_head_input(sec, ctx, num * (5 + classes), f"classes={classes} with num={num}")
-    return RegionLayer(num, classes, _anchors(sec, num), bool(sec["softmax"])), ctx.in_shape, 0.0
+    return RegionLayer(num, classes, _anchors(sec, num, range(num)), bool(sec["softmax"])), ctx.in_shape, 0.0
 
 
 BUILDERS: dict[str, Callable[[Section, BuildContext], Built]] = {
@@ -317,6 +339,11 @@ def input_shape(net: Section) -> Shape:
     shape = (net["channels"], net["height"], net["width"])
     if not all(shape):
         raise net.error("width=, height= and channels= must all be set (and > 0) in [net]")
+    for key in ("width", "height"):
+        if net[key] > MAX_INPUT_SIDE:
+            raise net.error(f"{key}={net[key]} is larger than {MAX_INPUT_SIDE}, the largest input darknet_torch builds "
+                            f"(one image alone would need {net['width'] * net['height'] * net['channels'] * 4 / 1e9:.1f} "
+                            f"GB as input)", key)
     return shape
 
 

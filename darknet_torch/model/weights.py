@@ -147,7 +147,38 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
             loaded += 1
     log.info("loaded %s: %d of %d weighted layers, %d of %d floats (header %d.%d.%d, seen %d)", path, loaded,
              len(slots), offset, len(values), header.major, header.minor, header.revision, header.seen)
+    warn_suspicious_values(module_list, labels, path)
     return header
+
+
+def suspicious_values(module_list: nn.ModuleList, labels: list[str]) -> list[str]:
+    """One line per layer holding NaN/inf weights or negative batch-norm variances (``labels[i]`` names layer i).
+
+    A file of the right size can still be garbage (random bytes, a diverged training run): it loads, but every
+    detection is NaN or empty.  This is what tells the user why.
+    """
+    problems = []
+    for index, module in enumerate(module_list):
+        found = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        issues = [f"NaN/inf in {', '.join(found)}"] if found else []
+        negative = [name for name, sub in module.named_modules()
+                    if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.running_var is not None
+                    and bool((sub.running_var < 0).any())]
+        issues += [f"negative batch-norm variance in {name or 'bn'}" for name in negative]
+        if issues:
+            problems.append(f"layer {index} ({labels[index]}): {'; '.join(issues)}")
+    return problems
+
+
+def warn_suspicious_values(module_list: nn.ModuleList, labels: list[str], source: str | Path) -> None:
+    """Log :func:`suspicious_values` as warnings (the first five layers, then a count)."""
+    problems = suspicious_values(module_list, labels)
+    for line in problems[:5]:
+        log.warning("%s: suspicious weights: %s", source, line)
+    if len(problems) > 5:
+        log.warning("%s: suspicious weights in %d more layers; the file is damaged or from a diverged run", source,
+                    len(problems) - 5)
 
 
 def _is_transposed(header: WeightsHeader, position: int, tensor: Tensor) -> bool:

@@ -24,7 +24,8 @@ from darknet_torch.export.prune import bn_l1_subgradient, prunable_bn_layers
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import YOLOLayer
 from darknet_torch.train.chart import TrainingHistory, write_chart
-from darknet_torch.train.checkpoint import CheckpointPaths, restore_rng, rng_state, save_state, save_weights
+from darknet_torch.train.checkpoint import (CheckpointPaths, restore_rng, rng_state, save_state, save_weights,
+                                           stopping_on_write_error)
 from darknet_torch.train.distributed import DistContext, barrier, broadcast_value, mean_over_ranks, wrap_model
 from darknet_torch.train.ema import DarknetEma
 from darknet_torch.train.optim import TrainSettings, build_optimizer
@@ -342,22 +343,33 @@ class Trainer:
             self._save("last")
 
     def _save(self, tag: str | int) -> None:
-        """Write ``<cfg>_<tag>.weights``; with ``last``/``final`` also the EMA weights and the training state."""
-        seen = self.progress.iteration * self.settings.batch
-        save_weights(self.model, self.paths.weights(tag), seen)
+        """Write ``<cfg>_<tag>.weights``; with ``last``/``final`` also the EMA weights and the training state.
+
+        Raises:
+            CheckpointWriteError: a file cannot be written (stops training; earlier checkpoints are unchanged)."""
+        k = self.progress.iteration
+        seen = k * self.settings.batch
+        with stopping_on_write_error(self.paths.weights(tag), k):
+            save_weights(self.model, self.paths.weights(tag), seen)
         if tag in ("last", "final"):
             if self.ema is not None and self.ema.initialized:
-                with self.ema.swapped_in():
+                with self.ema.swapped_in(), stopping_on_write_error(self.paths.weights("ema"), k):
                     save_weights(self.model, self.paths.weights("ema"), seen)
-            save_state(self.paths.state, self.state_dict())
+            with stopping_on_write_error(self.paths.state, k):
+                save_state(self.paths.state, self.state_dict())
             self._maybe_chart(force=True)
 
     def _maybe_chart(self, force: bool) -> None:
+        """Redraw the loss chart; a chart that cannot be written is a warning (it never stops training)."""
         now = time.monotonic()
         if force or now - self._last_chart >= self.options.chart_seconds:
             self._last_chart = now
-            write_chart(self.paths.chart, self.history, self.settings.max_batches, self.options.max_chart_loss,
-                        self.paths.base)
+            try:
+                write_chart(self.paths.chart, self.history, self.settings.max_batches, self.options.max_chart_loss,
+                            self.paths.base)
+            except OSError as exc:
+                log.warning("%s: cannot write the chart (%s); training goes on", self.paths.chart,
+                            exc.strerror or exc)
 
     def _result(self) -> TrainResult:
         p = self.progress

@@ -16,6 +16,7 @@ import torch
 
 from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names
 from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.files import remove_stale_temps
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.runtime import loader_workers, select_device
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
@@ -104,6 +105,8 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     else:
         trainer.start_at(start)
     if ctx.is_main:
+        for stale in remove_stale_temps(paths.backup):
+            log.info("removed %s, left by an interrupted save", stale)
         log.info("training %s: batch %d (%d x %d) on %d process(es), iterations %d..%d, backup %s", options.cfg,
                  settings.batch, settings.subdivisions, settings.mini_batch, ctx.world_size, trainer.iteration,
                  settings.max_batches, paths.backup)

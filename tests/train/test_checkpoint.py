@@ -122,7 +122,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_bad_state_files_are_reported(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(DarknetError, match="junk.pt: not a readable darknet_torch training state"):
+    with pytest.raises(DarknetError, match="junk.pt: not a darknet_torch training state"):
         load_state(junk)
     plain = tmp_path / "plain.pt"
     torch.save({"model": {}}, plain)

@@ -140,7 +140,7 @@ def test_bad_input_is_reported_clearly(case, synthetic_data, cfg_factory, tmp_pa
         expected = "--map needs"
     elif case == "region_head":
         text = cfg.read_text()
-        cfg = _write(tmp_path / "r.cfg", text[: text.index("[yolo]")] + "[region]\nanchors=1,1\nclasses=3\nnum=3\n")
+        cfg = _write(tmp_path / "r.cfg", text[: text.index("[yolo]")] + "[region]\nanchors=1,1,2,2,3,3\nclasses=3\nnum=3\n")
         expected = "r.cfg:"
     assert main(["train", "--data", str(data), "--cfg", str(cfg), "--workers", "0", "--quiet", *extra]) == 2
     err = capsys.readouterr().err
