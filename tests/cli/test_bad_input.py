@@ -263,12 +263,18 @@ def disk_full_at_save(files: Files, monkeypatch: pytest.MonkeyPatch) -> list[str
     return []
 
 
+def chart_unwritable(files: Files, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    (files["backup"] / "chart_tiny.png").mkdir(parents=True)  # the chart path is taken by a folder
+    return []
+
+
 TRAIN: list[tuple[str, Setup, int, str]] = [
     ("cfg_with_bom", bom("cfg"), 0, "trained to iteration 2"),
     ("stale_temp_removed", stale_temp, 0, "left by an interrupted save"),
     ("huge_net_size", edit_cfg("width=64", "width=100000"), 2, "width: width=100000 is larger than 8192"),
     ("odd_anchor_count", edit_cfg("anchors=14,14, 22,22, 30,30", "anchors=14,14, 22,22, 30"), 2,
      "anchors: 5 values make 2 width,height pairs but num=3 and anchor(s) [2] are used"),
+    ("chart_unwritable", chart_unwritable, 0, "cannot write the chart (is a folder, not a file); training goes on"),
     ("disk_full_at_save", disk_full_at_save, 2, "tiny_final.weights: cannot write (No space left on device); "
                                                 "training stopped at iteration 2"),
 ]
@@ -279,7 +285,7 @@ def test_train_bad_input(setup, code, fragment, tiny_set, capsys, caplog, monkey
     caplog.set_level("INFO")
     backup = tiny_set["backup"]
     extra = setup(tiny_set, monkeypatch)
-    before = {p.name: p.read_bytes() for p in backup.glob("*") if not p.name.endswith(".tmp")}
+    before = {p.name: p.read_bytes() for p in backup.glob("*") if p.is_file() and not p.name.endswith(".tmp")}
     status, seen = run(capsys, caplog, ["train", "--data", str(tiny_set["data"]), "--cfg", str(tiny_set["cfg"]),
                                         "--workers", "0", "--quiet", *extra])
     monkeypatch.undo()
