@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -96,8 +96,9 @@ def note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
-def translate_flags(tokens: Sequence[str], known: Collection[str]) -> list[str]:
-    """A command's arguments with Darknet's flags turned into its options (``known``: its option strings).
+def translate_flags(tokens: Sequence[str], known: Mapping[str, bool]) -> list[str]:
+    """A command's arguments with Darknet's flags turned into its options (``known``: its option strings, each
+    mapped to whether it takes a value).
 
     Tokens the command knows (``--thresh``, ``-points``) pass unchanged, and so do the values of its options.
     """
@@ -107,8 +108,9 @@ def translate_flags(tokens: Sequence[str], known: Collection[str]) -> list[str]:
         token = tokens[i]
         following = tokens[i + 1] if i + 1 < len(tokens) else None
         if token in known or not is_darknet_word(token):
-            out.append(token)
-            i += 1
+            consumed = 2 if known.get(token) and following is not None else 1
+            out += tokens[i:i + consumed]
+            i += consumed
             continue
         consumed = 2 if takes_value(token, following) else 1
         flag = DARKNET_FLAGS.get(token)

@@ -48,7 +48,7 @@ def with_darknet_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list
     position = next((i for i, token in enumerate(argv) if token in commands), None)
     if position is None or argv[position] in RAW_ARGUMENTS:
         return argv
-    known = commands[argv[position]]._option_string_actions
+    known = {option: action.nargs != 0 for option, action in commands[argv[position]]._option_string_actions.items()}
     return [*argv[:position + 1], *translate_flags(argv[position + 1:], known)]
 
 
