@@ -19,7 +19,7 @@ from darknet_torch.config.data_files import read_data_file, read_names
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.predictor import Predictor
-from darknet_torch.detect.sources import expand_sources
+from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.loading import load_model
@@ -125,11 +125,12 @@ def _printer(ext_output: bool, print_lines: bool, thresh: float):
 
 def take_darknet_files(args: argparse.Namespace) -> None:
     """Darknet's short form ``detect CFG WEIGHTS [IMAGE]``: leading SOURCE arguments naming a ``.cfg`` and its
-    weights set --cfg/--weights (when those are not given)."""
+    weights set --cfg/--weights (when those are not given); without IMAGE, as in Darknet, the image paths come from
+    standard input."""
     sources = args.sources
     if (len(sources) >= 2 and sources[0].endswith(".cfg") and sources[1].endswith((".weights", ".pt"))
             and args.cfg == DEFAULT_CFG and args.weights == DEFAULT_WEIGHTS):
-        args.cfg, args.weights, args.sources = sources[0], sources[1], sources[2:]
+        args.cfg, args.weights, args.sources = sources[0], sources[1], sources[2:] or [STDIN_SOURCE]
 
 
 def run(args: argparse.Namespace) -> int:

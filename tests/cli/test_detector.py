@@ -116,6 +116,16 @@ def test_detect_takes_darknets_flags_and_short_form_directly(yolov3_tiny, shared
     assert printed_images(out)[image][0].startswith("bird: ") and (tmp_path / "r.json").is_file()
 
 
+def test_detect_short_form_without_image_reads_stdin(yolov3_tiny, shared_dir, tmp_path, capsys, monkeypatch):
+    image = str(shared_dir / "images" / "eagle.jpg")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(image + "\n"))
+    code = main(["detect", *yolov3_tiny, "-dont_show", "--print", "--output", str(tmp_path / "out"),
+                 "--no-progress", "--workers", "0", "--no-save-img"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert list(printed_images(out)) == [image]
+
+
 @pytest.fixture()
 def coco128_subset(coco128_dir: Path, repo_root: Path, tmp_path: Path) -> Path:
     """coco128's first 4 images as a .data file (valid= and train= both)."""
