@@ -162,6 +162,7 @@ DETECT: list[tuple[str, Setup, int, str]] = [
     ("names_with_bom", bom("names"), 0, "2 of 2 images detected"),
     ("image_list_with_bom", image_list_with_bom, 0, "2 of 2 images detected"),
     ("huge_net_size", edit_cfg("width=128", "width=100000"), 2, "width: width=100000 is larger than 8192"),
+    ("huge_img_size", lambda files, monkeypatch: ["--img-size", "100032"], 2, "larger than 8192"),
     ("odd_anchor_count", edit_cfg("344,319\n", "344\n"), 2,
      "anchors: 11 values make 5 width,height pairs but num=6 and anchor(s) [5] are used"),
     ("unused_unpaired_anchor_value", edit_cfg("344,319\n", "344,319, 400\n"), 0, "an odd number of values (13)"),
