@@ -3,6 +3,9 @@
 Exit status: 0 when every image was detected and every file written, 1 when any image or file failed (the others
 are still processed and written), 2 for a usage or configuration error (bad cfg, missing weights, no images, an
 output folder that cannot be written), reported before any image is processed.
+
+Under ``torchrun --nproc_per_node=N -m darknet_torch detect ...`` each process detects whole batches of the images
+and writes their files; rank 0 prints every line in input order and writes the JSON files, exactly as one process.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.fast_option import apply_fast_mode
 from darknet_torch.cli.options import add_inference_options
 from darknet_torch.config.data_files import read_data_file, read_names
@@ -20,11 +24,11 @@ from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.sources import expand_sources
+from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.loading import load_model
 from darknet_torch.ops.nms import NMS_KINDS
-from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +124,14 @@ def _printer(ext_output: bool, thresh: float):
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_on_every_rank(_detect, args)
+
+
+def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
     paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
-    model = load_model(args.cfg, args.weights, select_device(args.device))
+    model = load_model(args.cfg, args.weights, ctx.device)
     input_size = resolve_input_size(args.img_size, model)
     names = resolve_names(args, model.num_classes)
     model = apply_fast_mode(model, args.fast, paths, args.letter_box, input_size)
@@ -132,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
         json_path=args.json, progress=False if args.no_progress else None,
-        on_result=_printer(args.ext_output, args.thresh))
+        on_result=_printer(args.ext_output, args.thresh), ctx=ctx)
+    if not ctx.is_main:
+        return 0 if report.ok else 1
     for message in report.write_errors:
         print(f"error: {message}", file=sys.stderr)
     done = len(report.results) - len(report.failed)

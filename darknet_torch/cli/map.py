@@ -7,6 +7,9 @@ Darknet's positional order ``darknet_torch map coco128.data yolov3-tiny.cfg yolo
 
 Exit status: 0 when every image was read (missing label files are only reported, as Darknet does), 1 when some
 images could not be read (their objects count as missed), 2 for a usage or configuration error.
+
+Under ``torchrun --nproc_per_node=N -m darknet_torch map ...`` each process detects its share of the images and rank 0
+scores them all and prints the one-process printout.
 """
 from __future__ import annotations
 
@@ -14,13 +17,14 @@ import argparse
 import logging
 import sys
 
+from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.fast_option import apply_fast_mode
 from darknet_torch.cli.options import add_inference_options
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.runner import MAP_DETECTION_THRESH, evaluate
 from darknet_torch.model.loading import load_model
-from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_on_every_rank(_map, args)
+
+
+def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     _check_options(args)
     data_path, cfg, weights = _files(args)
     data = read_data_file(data_path)
@@ -88,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     images = read_image_list(data.valid)
     if weights is None:
         log.warning("no weights given: evaluating the cfg's initial (random) weights")
-    model = load_model(cfg, weights, select_device(args.device))
+    model = load_model(cfg, weights, ctx.device)
     if data.classes is not None and data.classes != model.num_classes:
         raise CfgError(f"{data_path}: classes={data.classes} but {cfg} has classes={model.num_classes} "
                        "in its last head")
@@ -99,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(model, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
                       letterbox=args.letter_box, batch_size=args.batch_size, workers=args.workers,
                       decoder=args.decoder, coco=args.coco, progress=not args.no_progress,
-                      conf_thresh=args.thresh, det_thresh=args.det_thresh)
+                      conf_thresh=args.thresh, det_thresh=args.det_thresh, ctx=ctx)
+    if report is None:  # another rank than 0: rank 0 reports for all
+        return 0
     for message in report.labels.messages():
         print(f"warning: {message}", file=sys.stderr)
     for path, error in report.failed:

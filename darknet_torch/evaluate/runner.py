@@ -7,7 +7,8 @@ Two steps, so one inference pass can be scored several ways (``-points 0/11/101`
   from ``[net] letter_box``), reads every label file Darknet would read, and keeps the rows in Darknet's order;
 * :func:`score_detections` scores them with :func:`~darknet_torch.evaluate.ap.compute_map` (and pycocotools).
 
-:func:`evaluate` does both; training's ``--map`` calls it with the in-memory model.
+:func:`evaluate` does both; training's ``--map`` calls it with the in-memory model.  Under ``torchrun`` each
+process detects its share of the images and rank 0 scores them all (:mod:`darknet_torch.evaluate.sharding`).
 """
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ from darknet_torch.data.images import Decoder
 from darknet_torch.data.labels import LabelFile, LabelIssue, label_path_for, read_labels
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
 from darknet_torch.detect.predictor import Predictor
+from darknet_torch.distributed import DistContext, batch_shard
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
 from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
+from darknet_torch.evaluate.sharding import gather_detections
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.runtime import loader_workers
 
@@ -170,7 +173,8 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
                        letterbox: bool | None = None, batch_size: int = 8, workers: int | None = None,
                        decoder: Decoder = "auto", det_thresh: float = MAP_DETECTION_THRESH,
                        nms_thresh: float = MAP_NMS_THRESH, progress: bool = True,
-                       batches: Iterable[InferenceBatch] | None = None) -> DatasetDetections:
+                       batches: Iterable[InferenceBatch] | None = None,
+                       ctx: DistContext | None = None) -> DatasetDetections | None:
     """Detections and ground truth of every image, as ``detector map`` gathers them.
 
     ``letterbox=None`` follows the cfg's ``[net] letter_box`` (Darknet's map ignores its ``-letter_box`` flag).
@@ -180,6 +184,8 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
     repeated evaluations, or shared by models that differ only in their heads); default: read with
     :func:`~darknet_torch.data.loaders.inference_loader` (``batch_size``, ``workers``, ``decoder``; ``workers=None``:
     2 with CUDA, 0 on the CPU, see :func:`~darknet_torch.runtime.loader_workers`).
+    ``ctx``: distributed (torchrun), each rank detects whole batches of the images and rank 0 returns the
+    detections of all of them (identical to one process's); the other ranks return None.
 
     Raises:
         DataError: a label file exists but cannot be read, or an image has an extension Darknet cannot map to
@@ -188,16 +194,25 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
     paths = tuple(Path(p) for p in image_paths)
     label_files, label_report = read_truths(paths, num_classes)
     predictor = Predictor(model, thresh=det_thresh, nms_thresh=nms_thresh, letterbox=letterbox)
+    ctx = ctx or DistContext()
+    if batches is not None and ctx.enabled:
+        raise ValueError("prepared batches cannot be shared out between processes")
+    mine = batch_shard(len(paths), batch_size, ctx)
     was_training = model.training
     model.eval()
     try:
         if batches is None:
             if workers is None:
                 workers = loader_workers(predictor.device, 2)
-            batches = inference_loader(paths, predictor.preparer, batch_size, workers, decoder)
-        rows, sizes, failed = detect_batches(predictor, batches, len(paths), progress)
+            batches = inference_loader([paths[i] for i in mine], predictor.preparer, batch_size, workers, decoder)
+        rows, sizes, failed = detect_batches(predictor, batches, len(mine), progress and ctx.is_main)
     finally:
         model.train(was_training)
+    if ctx.enabled:
+        gathered = gather_detections(rows, sizes, failed, mine, len(paths), ctx)
+        if gathered is None:
+            return None
+        rows, sizes, failed = gathered
     empty = np.zeros((0, 6), np.float32)
     return DatasetDetections(
         paths=paths,
@@ -223,7 +238,7 @@ def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], name
              num_classes: int, iou_thresh: float = 0.5, points: int = 0, letterbox: bool | None = None,
              batch_size: int = 8, workers: int | None = None, decoder: Decoder = "auto", coco: bool = False,
              progress: bool = True, conf_thresh: float = 0.25,
-             det_thresh: float = MAP_DETECTION_THRESH) -> EvalReport:
+             det_thresh: float = MAP_DETECTION_THRESH, ctx: DistContext | None = None) -> EvalReport | None:
     """``darknet detector map`` for an in-memory model: one inference pass, then :func:`score_detections`.
 
     Args:
@@ -237,6 +252,8 @@ def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], name
         coco: also compute pycocotools' metrics (checked before inference).
         conf_thresh: Darknet's ``-thresh``: the confidence of the precision/recall/TP/FP/avg-IoU summary.
         det_thresh: detection threshold (Darknet's map hard-codes 0.005).
+        ctx: distributed (torchrun): every rank detects its share, rank 0 scores and returns the report of the
+            whole list (the one-process report); the other ranks return None.
 
     Raises:
         CfgError: the class counts disagree.
@@ -246,5 +263,7 @@ def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], name
     if coco:
         require_pycocotools()
     data = collect_detections(model, image_paths, num_classes, letterbox=letterbox, batch_size=batch_size,
-                              workers=workers, decoder=decoder, det_thresh=det_thresh, progress=progress)
+                              workers=workers, decoder=decoder, det_thresh=det_thresh, progress=progress, ctx=ctx)
+    if data is None:
+        return None
     return score_detections(data, iou_thresh, points, conf_thresh, coco)

@@ -19,13 +19,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from darknet_torch.distributed import DistContext, barrier, broadcast_value
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.prune import bn_l1_subgradient, prunable_bn_layers
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import YOLOLayer
 from darknet_torch.train.chart import TrainingHistory, write_chart
 from darknet_torch.train.checkpoint import CheckpointPaths, restore_rng, rng_state, save_state, save_weights
-from darknet_torch.train.distributed import DistContext, barrier, broadcast_value, mean_over_ranks, wrap_model
+from darknet_torch.train.distributed import mean_over_ranks, wrap_model
 from darknet_torch.train.ema import DarknetEma
 from darknet_torch.train.optim import TrainSettings, build_optimizer
 from darknet_torch.train.schedule import set_lr

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names
+from darknet_torch.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.runtime import loader_workers, select_device
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
-from darknet_torch.train.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
     darknet_save_every
 from darknet_torch.train.optim import TrainSettings, darknet_init_, keys_not_applied
