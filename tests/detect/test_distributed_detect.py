@@ -1,14 +1,19 @@
-"""``detect`` scaled out: two CPU processes under torchrun (gloo) write exactly what one process writes."""
+"""``detect`` scaled out: two CPU processes (gloo) write exactly what one process writes."""
 from __future__ import annotations
 
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from darknet_torch.cli.main import main
-from tests.torchrun import torchrun
+from darknet_torch.detect.pipeline import detect_images
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.model.loading import load_model
+from tests.multiprocess import in_forked_ranks, torchrun
 
 # Per-image timings differ from run to run; everything else must be identical.
 TIMING = re.compile(r"Predicted in [0-9.]+ milli-seconds|in [0-9.]+ s \([0-9.]+ images/s\)")
@@ -16,6 +21,36 @@ TIMING = re.compile(r"Predicted in [0-9.]+ milli-seconds|in [0-9.]+ s \([0-9.]+ 
 
 def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ranks_detect_their_batches_and_rank_0_reports_all(golden_dir, tmp_path):
+    folder = golden_dir / "mini" / "yolov3-tiny"
+    predictor = Predictor(load_model(folder / "yolov3-tiny.cfg", folder / "yolov3-tiny.weights"), thresh=0.05)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, stem in enumerate("abacb"):  # batches of 2: rank 0 gets 0, 1, 4, 5; rank 1 gets 2 (a_2) and 3 (empty)
+        paths.append(tmp_path / "images" / str(i) / f"{stem}.png")
+        paths[-1].parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (90 + 10 * i, 120, 3), dtype=np.uint8)).save(paths[-1])
+    paths.insert(3, tmp_path / "images" / "empty.png")
+    paths[3].write_bytes(b"")
+    options = dict(batch_size=2, workers=0, save_labels=True, progress=False)
+
+    one = detect_images(predictor, paths, tmp_path / "one", **options)
+    shown = []
+    rank0, rank1 = in_forked_ranks(lambda ctx: (detect_images(predictor, paths, tmp_path / "two", ctx=ctx,
+                                                              on_result=shown.append, **options), shown),
+                                   tmp_path / "store")
+
+    assert sum(len(r.detections) for r in one.results) > 10 and not one.results[3].ok
+    strip = [(r.path, r.width, r.height, r.detections, r.error) for r in one.results]
+    assert [(r.path, r.width, r.height, r.detections, r.error) for r in rank0[0].results] == strip
+    assert [r.path for r in rank0[1]] == paths  # on_result: rank 0, every image, input order
+    assert [r.path for r in rank1[0].results] == paths[2:4] and rank1[1] == []
+    files = _files(tmp_path / "one")
+    assert {"a_2.png", "labels/a_2.txt", "b_2.png", "results.json"} <= set(files)
+    assert _files(tmp_path / "two") == files
 
 
 @pytest.fixture()
@@ -33,6 +68,7 @@ def image_list(tmp_path: Path, coco128_dir: Path) -> Path:
     return listing
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")  # the in-process reference; the torchrun processes run one thread each
 def test_two_processes_write_the_one_process_outputs(image_list, tmp_path, repo_root, real_weights, capsys):
     args = [str(image_list), "--cfg", str(repo_root / "cfg" / "yolov3-tiny.cfg"), "--weights", str(real_weights),

@@ -11,7 +11,7 @@ from darknet_torch.model.darknet import Darknet
 from darknet_torch.train.distributed import wrap_model
 from darknet_torch.train.loop import DetectionLoss
 from darknet_torch.train.optim import TrainSettings, darknet_init_
-from tests.torchrun import torchrun
+from tests.multiprocess import torchrun
 
 WORLD = 2
 SEED = 7
