@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from darknet_torch.cli.main import main
+from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.pipeline import detect_images
-from darknet_torch.detect.predictor import Predictor
-from darknet_torch.model.loading import load_model
+from darknet_torch.detect.settings import DETECTOR_TEST
 from tests.multiprocess import in_forked_ranks, torchrun
 
 # Per-image timings differ from run to run; everything else must be identical.
@@ -26,7 +26,8 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.mark.usefixtures("one_thread")
 def test_ranks_detect_their_batches_and_rank_0_reports_all(golden_dir, tmp_path):
     folder = golden_dir / "mini" / "yolov3-tiny"
-    predictor = Predictor(load_model(folder / "yolov3-tiny.cfg", folder / "yolov3-tiny.weights"), thresh=0.05)
+    predictor = build_predictor(folder / "yolov3-tiny.cfg", DETECTOR_TEST.replace(thresh=0.05),
+                                weights=folder / "yolov3-tiny.weights", device="cpu")
     rng = np.random.default_rng(0)
     paths = []
     for i, stem in enumerate("abacb"):  # batches of 2: rank 0 gets 0, 1, 4, 5; rank 1 gets 2 (a_2) and 3 (empty)
