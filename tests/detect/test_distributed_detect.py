@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darknet_torch.cli.main import main
+from darknet_torch.cli.detect import _detect
+from darknet_torch.cli.main import build_parser, main
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.pipeline import detect_images
 from darknet_torch.detect.settings import DETECTOR_TEST
+from darknet_torch.distributed import DistContext
+from darknet_torch.errors import CfgError
 from tests.multiprocess import in_forked_ranks, torchrun
 
 # Per-image timings differ from run to run; everything else must be identical.
@@ -91,3 +94,9 @@ def test_two_processes_write_the_one_process_outputs(image_list, tmp_path, repo_
     assert sorted(two_files) == sorted(one_files)
     for name, content in one_files.items():
         assert two_files[name] == content, f"{name} differs from the one-process run"
+
+
+def test_paths_from_standard_input_are_refused_under_torchrun():
+    args = build_parser().parse_args(["detect", "cfg/yolov4-tiny.cfg", "weights/yolov4-tiny.weights"])
+    with pytest.raises(CfgError, match="every process would read standard input"):
+        _detect(args, DistContext(rank=0, world_size=2))
