@@ -110,6 +110,8 @@ def resolve_input_size(img_size: list[int] | None, model: Darknet) -> tuple[int,
 
 def _printer(ext_output: bool, thresh: float):
     def show(result: ImageResult) -> None:
+        if result.warning:
+            tqdm.write(f"warning: {result.warning}", file=sys.stderr)
         if not result.ok:
             tqdm.write(f"error: {result.error}", file=sys.stderr)
         elif ext_output:

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                       conf_thresh=args.thresh, det_thresh=args.det_thresh)
     for message in report.labels.messages():
         print(f"warning: {message}", file=sys.stderr)
+    for message in report.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     for path, error in report.failed:
         print(f"error: {error}" if str(path) in error else f"error: {path}: {error}", file=sys.stderr)
     print(report.format(names))

@@ -92,6 +92,8 @@ class DatasetDetections:
     #: Images that could not be read, with the reason; their objects count as missed (never silently dropped).
     failed: tuple[tuple[Path, str], ...]
     num_classes: int
+    #: Images used despite a problem, one message each naming the file (a truncated JPEG stb_image grey-filled).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class EvalReport:
     labels: LabelReport
     failed: tuple[tuple[Path, str], ...]
     coco: CocoStats | None = None
+    #: See :attr:`DatasetDetections.warnings`.
+    warnings: tuple[str, ...] = ()
 
     @property
     def map(self) -> float:
@@ -144,15 +148,18 @@ def _check_classes(model: Darknet, names: Sequence[str], num_classes: int) -> No
 
 
 def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], count: int,
-                   progress: bool = True) -> tuple[list[np.ndarray | None], np.ndarray, list[tuple[Path, str]]]:
+                   progress: bool = True
+                   ) -> tuple[list[np.ndarray | None], np.ndarray, list[tuple[Path, str]], list[str]]:
     """Run :func:`detect_in_darknet_order` over ``batches`` covering images ``0..count-1`` (any batching).
 
-    Returns per-image rows (None for images that failed to load), (count, 2) original sizes, and the failures.
+    Returns per-image rows (None for images that failed to load), (count, 2) original sizes, the failures, and the
+    warnings of images used despite a problem (see :attr:`DatasetDetections.warnings`).
     Useful to score several models on batches prepared once (same input size and fitting mode).
     """
     detections: list[np.ndarray | None] = [None] * count
     sizes = np.zeros((count, 2), np.int64)
     failed: list[tuple[Path, str]] = []
+    warnings: list[str] = []
     with tqdm(total=count, unit="img", desc="mAP", dynamic_ncols=True, disable=not progress) as bar:
         for batch in batches:
             good = batch.good
@@ -162,8 +169,9 @@ def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], coun
                     detections[item.index] = image_rows
                     sizes[item.index] = (item.info.orig_w, item.info.orig_h)
             failed += [(item.path, item.error) for item in batch.failed]
+            warnings += [item.warning for item in good if item.warning]
             bar.update(len(batch.items))
-    return detections, sizes, failed
+    return detections, sizes, failed, warnings
 
 
 def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], num_classes: int, *,
@@ -195,7 +203,7 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
             if workers is None:
                 workers = loader_workers(predictor.device, 2)
             batches = inference_loader(paths, predictor.preparer, batch_size, workers, decoder)
-        rows, sizes, failed = detect_batches(predictor, batches, len(paths), progress)
+        rows, sizes, failed, warnings = detect_batches(predictor, batches, len(paths), progress)
     finally:
         model.train(was_training)
     empty = np.zeros((0, 6), np.float32)
@@ -207,6 +215,7 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
         labels=label_report,
         failed=tuple(failed),
         num_classes=num_classes,
+        warnings=tuple(warnings),
     )
 
 
@@ -216,7 +225,7 @@ def score_detections(data: DatasetDetections, iou_thresh: float = 0.5, points: i
     with ``coco``, COCO's mAP@[.5:.95] / @0.5 of the same detections (needs the ``coco`` extra)."""
     result = compute_map(data.detections, data.truths, data.num_classes, iou_thresh, points, conf_thresh)
     stats = coco_evaluate(data.detections, data.truths, data.image_sizes, data.num_classes) if coco else None
-    return EvalReport(result, data.labels, data.failed, stats)
+    return EvalReport(result, data.labels, data.failed, stats, data.warnings)
 
 
 def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],
