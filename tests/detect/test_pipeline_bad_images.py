@@ -17,6 +17,7 @@ from darknet_torch.cli.main import main
 from darknet_torch.data.images import preprocess, stb_available
 from darknet_torch.detect.pipeline import detect_images
 from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.model.loading import load_model
 
 needs_stb = pytest.mark.skipif(not stb_available(),
@@ -85,7 +86,8 @@ class FragilePredictor(Predictor):
 
 
 def test_an_image_that_cannot_be_prepared_fails_alone(odd_folder: Path, repo_root: Path, real_weights: Path) -> None:
-    predictor = FragilePredictor(load_model(repo_root / "cfg" / "yolov3-tiny.cfg", real_weights), letterbox=True)
+    predictor = FragilePredictor(load_model(repo_root / "cfg" / "yolov3-tiny.cfg", real_weights),
+                                 settings=DETECTOR_TEST.replace(letterbox=True))
     paths = sorted(odd_folder.glob("*.png")) + [odd_folder / "dog.jpg"]  # tall, wide, dog: one batch
     report = detect_images(predictor, paths, batch_size=3, workers=0, decoder="pil")
     assert [r.ok for r in report.results] == [True, False, True]

@@ -142,7 +142,7 @@ def test_capped_detections_are_the_highest_scores(servers: dict[str, str], dog_j
                                                   predictor: Predictor) -> None:
     data = dog_jpg.read_bytes()
     reply = _post(data, "image/jpeg", "?thresh=0&nms=1")(servers["pil"])
-    everything = Predictor(predictor.model, predictor.names, thresh=0.0, nms_thresh=1.0)
+    everything = predictor.with_settings(thresh=0.0, nms=1.0)
     scores = sorted((d.score for d in everything.predict([decode_image_bytes(data)])[0]), reverse=True)
     served = sorted((d["score"] for d in reply.json["detections"]), reverse=True)
     assert len(scores) > 150_000 and reply.json["dropped"] == len(scores) - MAX_DETECTIONS
