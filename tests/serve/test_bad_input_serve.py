@@ -115,6 +115,8 @@ def _cases(dog: bytes) -> dict[str, tuple[str, Callable[[str], Reply], int, str 
                                          "field 'image' must be a file"),
         # item 3: request heads that are malformed or never complete get JSON, not plain text or silence
         "malformed request head": ("pil", _raw(b"NOT HTTP AT ALL\r\n\r\n"), 400, "malformed HTTP request"),
+        "oversized request head": ("pil", _raw(b"GET /health HTTP/1.1\r\nX-Filler: " + b"x" * 20_000 + b"\r\n\r\n"),
+                                   400, "malformed HTTP request"),
         "half-sent request head": ("pil", _raw(b"POST /predict HTTP/1.1\r\nHost: x\r\n"), 408,
                                    f"the request head did not arrive within {HEADER_TIMEOUT:g} s"),
     }
