@@ -15,6 +15,7 @@ from PIL import Image
 
 from darknet_torch.cli.main import main
 from darknet_torch.data.images import preprocess, stb_available
+from darknet_torch.detect.outputs import annotated_image_path, output_names
 from darknet_torch.detect.pipeline import detect_images
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
@@ -52,23 +53,42 @@ def odd_folder(tmp_path: Path, shared_dir: Path) -> Path:
     return folder
 
 
+#: file of ``odd_folder`` -> (size detect reports, the stderr line it gets: a warning naming it, or none).
+ODD_IMAGES = {
+    "dog.jpg": ((768, 576), None),
+    "cut.jpg": ((768, 576), "warning: {path}: truncated JPEG (no end-of-image marker): decoded as Darknet does, the "
+                            "missing part grey (the pil decoder refuses such files)"),
+    "wide.png": ((5000, 1), None),
+    "tall.png": ((1, 5000), None),
+    "photo.webp": ((64, 48), None),
+    "photo.tif": ((48, 64), None),
+}
+
+
 @needs_stb
 def test_detect_handles_every_odd_image_and_warns_about_the_truncated_one(
         odd_folder: Path, repo_root: Path, real_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """One ``detect`` run over the folder (as Darknet: stb decoding, letterbox), then the table row by row: every
+    file is detected (exit 0), boxes are finite, and only the truncated JPEG gets a line on stderr, naming it."""
     output = tmp_path / "out"
     status = main(["detect", str(odd_folder), "--cfg", str(repo_root / "cfg" / "yolov3-tiny.cfg"), "--weights",
                    str(real_weights), "--letter-box", "--decoder", "stb", "--workers", "0", "--output", str(output),
-                   "--no-progress"])
-    err = capsys.readouterr().err
-    assert status == 0, err
-    assert f"warning: {odd_folder / 'cut.jpg'}: truncated JPEG (no end-of-image marker)" in err
-    assert "error" not in err
-    frames = json.loads((output / "results.json").read_text())
-    assert sorted(Path(f["filename"]).name for f in frames) == sorted(p.name for p in odd_folder.iterdir())
-    for frame in frames:
-        for obj in frame["objects"]:
-            assert all(math.isfinite(v) for v in obj["relative_coordinates"].values())
-    assert {o["name"] for f in frames if f["filename"].endswith("dog.jpg") for o in f["objects"]} >= {"dog"}
+                   "--ext-output", "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert sorted(p.name for p in odd_folder.iterdir()) == sorted(ODD_IMAGES)  # folder scan picks up all six
+    frames = {Path(f["filename"]).name: f for f in json.loads((output / "results.json").read_text())}
+    paths = sorted(odd_folder.iterdir())
+    annotated = {p.name: annotated_image_path(output, n, p) for p, n in zip(paths, output_names(paths))}
+    err_lines = captured.err.splitlines()
+    for name, (size, line) in ODD_IMAGES.items():
+        path = odd_folder / name
+        assert name in frames and annotated[name].exists(), name
+        assert all(math.isfinite(v) for o in frames[name]["objects"] for v in o["relative_coordinates"].values())
+        assert f"{path}: Predicted in" in captured.out
+        assert [x for x in err_lines if str(path) in x] == ([line.format(path=path)] if line else []), name
+        assert Image.open(annotated[name]).size == size  # the annotated copy has the original's size
+    assert {o["name"] for o in frames["dog.jpg"]["objects"]} >= {"dog", "bicycle"}
 
 
 class FragilePredictor(Predictor):
