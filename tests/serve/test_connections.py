@@ -25,8 +25,8 @@ def gated(yolo_cfg: Path, real_weights: Path) -> GatedPredictor:
     return GatedPredictor(load_model(yolo_cfg, real_weights))
 
 
-def serve(predictor: GatedPredictor, config: ServeConfig):
-    return thread_server(create_app(predictor, config), **uvicorn_options(config))
+def serve(predictor: GatedPredictor, config: ServeConfig, app=None):
+    return thread_server(app or create_app(predictor, config), **uvicorn_options(config))
 
 
 def open_sockets(base: str, count: int, head: bytes) -> list[socket.socket]:
@@ -99,15 +99,18 @@ def test_a_head_that_does_not_arrive_in_time_closes_the_connection(gated: GatedP
 def test_when_every_connection_is_busy_a_new_request_gets_json_503(gated: GatedPredictor, dog_jpg: Path) -> None:
     data = dog_jpg.read_bytes()
     config = ServeConfig(max_connections=2, queue_size=4, max_batch=1, timeout=60)
-    with serve(gated, config) as base, ThreadPoolExecutor(2) as pool:
+    app = create_app(gated, config)
+    with serve(gated, config, app) as base, ThreadPoolExecutor(2) as pool:
         gated.close_gate()
-        running = pool.submit(post_image, base, data)   # held by the model thread
-        assert gated.entered.wait(20)
-        waiting = pool.submit(post_image, base, data)   # queued: the second busy connection
-        # both connections busy: any new request, /health included, is refused
-        wait_until(lambda: http_request(base, "GET", "/health").status == 503)
-        reply = http_request(base, "POST", "/predict", data, {"Content-Type": "image/jpeg"})
-        gated.gate.set()
+        try:
+            running = pool.submit(post_image, base, data)   # held by the model thread
+            assert gated.entered.wait(20)
+            waiting = pool.submit(post_image, base, data)   # queued: the second busy connection
+            wait_until(lambda: app.state.batcher.waiting == 1)  # watched without a request, which would be a third
+            assert http_request(base, "GET", "/health").status == 503  # any new request is refused, /health too
+            reply = http_request(base, "POST", "/predict", data, {"Content-Type": "image/jpeg"})
+        finally:
+            gated.gate.set()
         assert reply.status == 503 and reply.headers["content-type"] == "application/json"
         assert reply.json == {"error": "the service is busy (2 connections are all running requests); retry shortly"}
         assert reply.headers["retry-after"] == "1"
