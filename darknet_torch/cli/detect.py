@@ -96,6 +96,8 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
 
 def _printer(ext_output: bool, print_lines: bool, thresh: float):
     def show(result: ImageResult) -> None:
+        if result.warning:
+            tqdm.write(f"warning: {result.warning}", file=sys.stderr)
         if not result.ok:
             tqdm.write(f"error: {result.error}", file=sys.stderr)
         elif ext_output or print_lines:

@@ -116,6 +116,8 @@ def _map(args: argparse.Namespace, ctx: DistContext) -> int:
         return 0
     for message in report.labels.messages():
         print(f"warning: {message}", file=sys.stderr)
+    for message in report.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     for path, error in report.failed:
         print(f"error: {error}" if str(path) in error else f"error: {path}: {error}", file=sys.stderr)
     print(report.format(names))

@@ -39,6 +39,8 @@ class ImageResult:
     error: str | None = None
     #: This image's share of its batch's forward + post-processing time.
     seconds: float = 0.0
+    #: A problem that did not stop detection (a truncated JPEG stb_image grey-filled, as Darknet does); names the path.
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,7 +157,8 @@ def _detect_batch(predictor: Predictor, batch: InferenceBatch) -> list[tuple[int
         if item.error is not None:
             result = ImageResult(item.path, 0, 0, [], item.error)
         else:
-            result = ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index], seconds=per_image)
+            result = ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index], seconds=per_image,
+                                 warning=item.warning)
         results.append((item.index, result))
     return results
 

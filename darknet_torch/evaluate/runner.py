@@ -26,7 +26,7 @@ from darknet_torch.data.labels import LabelFile, LabelIssue, label_path_for, rea
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_MAP
-from darknet_torch.distributed import DistContext, batch_shard
+from darknet_torch.distributed import DistContext, batch_shard, gather_lists
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
 from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
@@ -91,6 +91,8 @@ class DatasetDetections:
     #: Images that could not be read, with the reason; their objects count as missed (never silently dropped).
     failed: tuple[tuple[Path, str], ...]
     num_classes: int
+    #: Images used despite a problem, one message each naming the file (a truncated JPEG stb_image grey-filled).
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class EvalReport:
     labels: LabelReport
     failed: tuple[tuple[Path, str], ...]
     coco: CocoStats | None = None
+    #: See :attr:`DatasetDetections.warnings`.
+    warnings: tuple[str, ...] = ()
 
     @property
     def map(self) -> float:
@@ -155,15 +159,18 @@ def _check_classes(model: Darknet, names: Sequence[str], num_classes: int) -> No
 
 
 def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], count: int,
-                   progress: bool = True) -> tuple[list[np.ndarray | None], np.ndarray, list[tuple[Path, str]]]:
+                   progress: bool = True
+                   ) -> tuple[list[np.ndarray | None], np.ndarray, list[tuple[Path, str]], list[str]]:
     """Run :func:`detect_in_darknet_order` over ``batches`` covering images ``0..count-1`` (any batching).
 
-    Returns per-image rows (None for images that failed to load), (count, 2) original sizes, and the failures.
+    Returns per-image rows (None for images that failed to load), (count, 2) original sizes, the failures, and the
+    warnings of images used despite a problem (see :attr:`DatasetDetections.warnings`).
     Useful to score several models on batches prepared once (same input size and fitting mode).
     """
     detections: list[np.ndarray | None] = [None] * count
     sizes = np.zeros((count, 2), np.int64)
     failed: list[tuple[Path, str]] = []
+    warnings: list[str] = []
     with tqdm(total=count, unit="img", desc="mAP", dynamic_ncols=True, disable=not progress) as bar:
         for batch in batches:
             good = batch.good
@@ -173,8 +180,9 @@ def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], coun
                     detections[item.index] = image_rows
                     sizes[item.index] = (item.info.orig_w, item.info.orig_h)
             failed += [(item.path, item.error) for item in batch.failed]
+            warnings += [item.warning for item in good if item.warning]
             bar.update(len(batch.items))
-    return detections, sizes, failed
+    return detections, sizes, failed, warnings
 
 
 def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike[str]], num_classes: int,
@@ -215,11 +223,12 @@ def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | o
             if workers is None:
                 workers = loader_workers(predictor.device, 2)
             batches = inference_loader([paths[i] for i in mine], predictor.preparer, batch_size, workers, decoder)
-        rows, sizes, failed = detect_batches(predictor, batches, len(mine), progress and ctx.is_main)
+        rows, sizes, failed, warnings = detect_batches(predictor, batches, len(mine), progress and ctx.is_main)
     finally:
         model.train(was_training)
     if ctx.enabled:
         gathered = gather_detections(rows, sizes, failed, mine, len(paths), ctx)
+        warnings = gather_lists(warnings, ctx)  # every rank takes part; rank order (the messages name their images)
         if gathered is None:
             return None
         rows, sizes, failed = gathered
@@ -232,6 +241,7 @@ def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | o
         labels=label_report,
         failed=tuple(failed),
         num_classes=num_classes,
+        warnings=tuple(warnings),
     )
 
 
@@ -241,7 +251,7 @@ def score_detections(data: DatasetDetections, iou_thresh: float = 0.5, points: i
     with ``coco``, COCO's mAP@[.5:.95] / @0.5 of the same detections (needs the ``coco`` extra)."""
     result = compute_map(data.detections, data.truths, data.num_classes, iou_thresh, points, conf_thresh)
     stats = coco_evaluate(data.detections, data.truths, data.image_sizes, data.num_classes) if coco else None
-    return EvalReport(result, data.labels, data.failed, stats)
+    return EvalReport(result, data.labels, data.failed, stats, data.warnings)
 
 
 def evaluate(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],
