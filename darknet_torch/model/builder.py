@@ -16,6 +16,7 @@ from darknet_torch.errors import CfgError
 from darknet_torch.model.activations import ACTIVATIONS
 from darknet_torch.model.heads import GaussianYOLOLayer, RegionLayer, YoloConfig, YOLOLayer
 from darknet_torch.model.layers.conv import Connected, ConvBlock
+from darknet_torch.model.layers.legacy import ContrastiveLayer, CostLayer, CropLayer, DetectionLayer, LocalLayer
 from darknet_torch.model.layers.pooling import GlobalAvgPool, LocalAvgPool, MaxPool, MaxPoolDepth
 from darknet_torch.model.layers.reshape import Reorg3d, ReorgOld, Upsample
 from darknet_torch.model.layers.routing import Route, Sam, ScaleChannels, Shortcut
@@ -40,6 +41,7 @@ class BuildContext:
     index: int
     in_shape: Shape
     shapes: tuple[Shape, ...]  # output shapes of layers 0..index-1
+    sections: tuple[Section, ...] = ()  # sections of layers 0..index-1
 
 
 Built = tuple[nn.Module, Shape, float]
@@ -55,7 +57,7 @@ def _activation(sec: Section, key: str = "activation") -> str:
 def _refuse(sec: Section, keys: tuple[str, ...], why: str) -> None:
     for key in keys:
         if sec.has(key) and sec[key]:
-            raise sec.error(f"{key}={sec[key]} is not supported ({why})", key)
+            raise sec.refusal(f"{key}={sec[key]} is not supported ({why})", key, reason=key)
 
 
 def _positive(sec: Section, key: str, value: int) -> int:
@@ -279,7 +281,9 @@ def build_yolo(sec: Section, ctx: BuildContext) -> Built:
     mask = tuple(sec.get("mask", range(total)))
     bad = [m for m in mask if not 0 <= m < total]
     if bad:
-        raise sec.error(f"mask refers to anchors {bad} but num={total} (Darknet reads out of bounds here)", "mask")
+        raise sec.refusal(f"mask refers to anchors {bad} but num={total}: Darknet keeps only num anchors and reads "
+                          f"undefined memory for these (set num= to the number of anchors listed)", "mask",
+                          reason="mask")
     if not sec.has("anchors"):
         raise sec.error("missing anchors=", "anchors")
     gaussian = sec.name == "Gaussian_yolo"
@@ -302,13 +306,71 @@ def build_region(sec: Section, ctx: BuildContext) -> Built:
     return RegionLayer(num, classes, _anchors(sec, num), bool(sec["softmax"])), ctx.in_shape, 0.0
 
 
+def build_local(sec: Section, ctx: BuildContext) -> Built:
+    c, h, w = _need_image(sec, ctx)
+    filters = _positive(sec, "filters", sec["filters"])
+    size = _positive(sec, "size", sec["size"])
+    stride = _positive(sec, "stride", sec["stride"])
+    pad = sec["pad"]
+    if pad < 0:
+        raise sec.error(f"pad={pad} must be >= 0", "pad")
+    # local_out_height: (h - 1)/stride + 1 with any pad, (h - size)/stride + 1 without; im2col pads by pad pixels.
+    out_h, out_w = ((h - 1) // stride + 1, (w - 1) // stride + 1) if pad else ((h - size) // stride + 1,
+                                                                                (w - size) // stride + 1)
+    col_h, col_w = (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1
+    if (col_h, col_w) != (out_h, out_w):
+        raise sec.error(f"pad={pad} with size={size} gives {col_w}x{col_h} columns but Darknet sizes the output "
+                        f"{out_w}x{out_h} (its [local] layer then reads the wrong columns); use pad=(size-1)/2", "pad")
+    if out_h < 1 or out_w < 1:
+        raise sec.error(f"output would be {out_w}x{out_h} for a {w}x{h} input", "size")
+    module = LocalLayer(c, filters, size, stride, pad, (out_h, out_w), _activation(sec))
+    return module, (filters, out_h, out_w), 0.0  # make_local_layer sets no bflops: Darknet counts 0
+
+
+def build_crop(sec: Section, ctx: BuildContext) -> Built:
+    c, h, w = _need_image(sec, ctx)
+    crop_h = _positive(sec, "crop_height", sec["crop_height"])
+    crop_w = _positive(sec, "crop_width", sec["crop_width"])
+    if crop_h > h or crop_w > w:
+        raise sec.error(f"a {crop_w}x{crop_h} crop does not fit the {w}x{h} input (Darknet reads out of bounds)",
+                        "crop_height" if crop_h > h else "crop_width")
+    module = CropLayer((crop_h, crop_w), ((h - crop_h) // 2, (w - crop_w) // 2), bool(sec["noadjust"]))
+    return module, (c, crop_h, crop_w), 0.0
+
+
+def build_cost(sec: Section, ctx: BuildContext) -> Built:
+    return CostLayer(), ctx.in_shape, 0.0
+
+
+def build_contrastive(sec: Section, ctx: BuildContext) -> Built:
+    ref = _layer_ref(sec, "yolo_layer", sec["yolo_layer"], ctx) if sec["yolo_layer"] else None
+    if ref is None or ctx.sections[ref].name != "yolo":
+        raise sec.error("yolo_layer= must point to a [yolo] layer (Darknet: '[contrastive] layer should point to "
+                        "the [yolo] layer')", "yolo_layer")
+    return ContrastiveLayer(), ctx.in_shape, 0.0
+
+
+def build_detection(sec: Section, ctx: BuildContext) -> Built:
+    c, h, w = ctx.in_shape
+    side, num, classes, coords = (_positive(sec, k, sec[k]) for k in ("side", "num", "classes", "coords"))
+    needed = side * side * ((1 + coords) * num + classes)
+    if c * h * w != needed:
+        raise sec.error(f"the layer before outputs {c * h * w} values but side={side}, num={num}, classes={classes}, "
+                        f"coords={coords} need side*side*((1+coords)*num+classes) = {needed}")
+    if coords < 4:
+        raise sec.error(f"coords={coords}: boxes need at least 4 coordinates", "coords")
+    module = DetectionLayer(side, num, classes, coords, bool(sec["softmax"]), bool(sec["sqrt"]))
+    return module, ctx.in_shape, 0.0
+
+
 BUILDERS: dict[str, Callable[[Section, BuildContext], Built]] = {
     "convolutional": build_convolutional, "maxpool": build_maxpool, "local_avgpool": build_local_avgpool,
     "avgpool": build_avgpool, "route": build_route, "shortcut": build_shortcut, "upsample": build_upsample,
     "reorg3d": build_reorg3d, "reorg": build_reorg, "dropout": build_dropout, "sam": build_sam,
     "scale_channels": build_scale_channels, "softmax": build_softmax, "connected": build_connected,
     "batchnorm": build_batchnorm, "activation": build_activation, "empty": build_empty, "yolo": build_yolo,
-    "Gaussian_yolo": build_yolo, "region": build_region,
+    "Gaussian_yolo": build_yolo, "region": build_region, "local": build_local, "crop": build_crop,
+    "cost": build_cost, "contrastive": build_contrastive, "detection": build_detection,
 }
 
 
@@ -327,7 +389,7 @@ def create_modules(module_defs: list[Section]) -> tuple[nn.ModuleList, list[Laye
     infos: list[LayerInfo] = []
     shapes: list[Shape] = []
     for index, sec in enumerate(module_defs[1:]):
-        ctx = BuildContext(index=index, in_shape=shape, shapes=tuple(shapes))
+        ctx = BuildContext(index=index, in_shape=shape, shapes=tuple(shapes), sections=tuple(module_defs[1:index + 1]))
         try:
             module, out_shape, bflops = BUILDERS[sec.name](sec, ctx)
         except CfgError:
