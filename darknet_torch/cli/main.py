@@ -14,6 +14,7 @@ COMMANDS = {
     "summary": "darknet_torch.cli.summary",
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
+    "classify": "darknet_torch.cli.classify",
     "map": "darknet_torch.cli.map",
     "export": "darknet_torch.cli.export",
     "calc_anchors": "darknet_torch.cli.calc_anchors",
