@@ -289,9 +289,14 @@ def build_yolo(sec: Section, ctx: BuildContext) -> Built:
     gaussian = sec.name == "Gaussian_yolo"
     entries = (9 if gaussian else 5) + classes
     _check_head_input(sec, ctx, len(mask) * entries, f"classes={classes} with {len(mask)} masked anchors")
+    counters = sec.get("counters_per_class")
+    if counters is not None and len(counters) != classes:  # Darknet exits here too (get_classes_multipliers)
+        raise sec.error(f"counters_per_class has {len(counters)} values but classes={classes}", "counters_per_class")
     config = YoloConfig.from_section(sec, _anchors(sec, total), mask)
     if sec["nms_kind"] not in ("default", "greedynms", "diounms", "cornersnms"):
         raise sec.error(f"nms_kind={sec['nms_kind']} must be default, greedynms or diounms", "nms_kind")
+    if sec["iou_thresh_kind"] not in ("iou", "giou", "diou", "ciou"):
+        raise sec.error(f"iou_thresh_kind={sec['iou_thresh_kind']} must be iou, giou, diou or ciou", "iou_thresh_kind")
     if sec["iou_loss"] not in ("mse", "iou", "giou", "diou", "ciou"):
         raise sec.error(f"iou_loss={sec['iou_loss']} must be mse, giou, diou or ciou", "iou_loss")
     return (GaussianYOLOLayer if gaussian else YOLOLayer)(config), ctx.in_shape, 0.0

@@ -51,6 +51,11 @@ _NET_KEYS_NOT_APPLIED = {
 }
 # Per-layer training keys (parse_network_cfg_custom) darknet_torch does not apply.
 _LAYER_KEYS_NOT_APPLIED = ("dont_update", "burnin_update", "train_only_bn", "clip", "onlyforward")
+# Head keys Darknet's loss reads that darknet_torch's does not.
+_HEAD_KEYS_NOT_APPLIED = {
+    "counters_per_class": "the per-class multipliers of the class and box deltas are not implemented",
+    "map": "remapping truth class ids through a .map file is not implemented",
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,10 @@ def keys_not_applied(model: Darknet) -> list[str]:
             if sec.has(key) and sec[key]:
                 messages.append(f"{sec.where(key)}={sec[key]}: not applied (per-layer update control is not "
                                 f"implemented)")
+        for key, why in _HEAD_KEYS_NOT_APPLIED.items():
+            if sec.name in ("yolo", "Gaussian_yolo", "region") and sec.has(key):
+                value = ",".join(map(str, sec[key])) if isinstance(sec[key], list) else sec[key]
+                messages.append(f"{sec.where(key)}={value}: not applied ({why})")
         if sec.has("stopbackward") and sec["stopbackward"] > 1:
             messages.append(f"{sec.where('stopbackward')}={sec['stopbackward']}: only stopbackward=1 (freeze the "
                             f"layers before) is applied")

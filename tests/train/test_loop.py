@@ -254,6 +254,24 @@ def test_keys_that_cannot_apply_are_reported(cfg_factory):
     assert all("tiny.cfg:" in m for m in messages)
 
 
+def test_head_training_keys_that_cannot_apply_are_reported(cfg_factory):
+    cfg = cfg_factory(yolo={"counters_per_class": "100,20,5", "map": "data/coco9k.map", "iou_thresh_kind": "giou",
+                            "iou_thresh": 0.2})
+    messages = keys_not_applied(Darknet(cfg))
+    assert len(messages) == 2  # iou_thresh_kind is applied (yolo_loss), so it is not reported
+    assert any(m.endswith("[yolo] counters_per_class=100,20,5: not applied (the per-class multipliers of the "
+                          "class and box deltas are not implemented)") for m in messages)
+    assert any("[yolo] map=data/coco9k.map: not applied" in m for m in messages)
+    assert keys_not_applied(Darknet(cfg_factory(yolo={"iou_thresh_kind": "iou"}))) == []
+
+
+def test_head_training_keys_are_checked_like_darknet(cfg_factory):
+    with pytest.raises(CfgError, match=r"\[yolo\] counters_per_class: counters_per_class has 2 values but classes=3"):
+        Darknet(cfg_factory(yolo={"counters_per_class": "1,2"}))
+    with pytest.raises(CfgError, match=r"\[yolo\] iou_thresh_kind: iou_thresh_kind=mse must be iou, giou"):
+        Darknet(cfg_factory(yolo={"iou_thresh_kind": "mse"}))
+
+
 def test_ema_follows_darknets_schedule(tiny_cfg):
     model = Darknet(tiny_cfg)
     ema = DarknetEma(model, alpha=0.5, max_batches=2008)  # starts at 1004, applied at 1008
