@@ -42,6 +42,7 @@ class BuildContext:
     in_shape: Shape
     shapes: tuple[Shape, ...]  # output shapes of layers 0..index-1
     sections: tuple[Section, ...] = ()  # sections of layers 0..index-1
+    modules: tuple[nn.Module, ...] = ()  # modules of layers 0..index-1
 
 
 Built = tuple[nn.Module, Shape, float]
@@ -86,7 +87,6 @@ def build_convolutional(sec: Section, ctx: BuildContext) -> Built:
     _refuse(sec, ("binary", "xnor", "bin_output"), "XNOR/binary convolutions give build-dependent results in Darknet")
     _refuse(sec, ("antialiasing", "sway", "rotate", "stretch", "stretch_sway", "coordconv", "flipped"),
             "not implemented")
-    _refuse(sec, ("share_index",), "weight sharing between layers is not implemented")
     c, h, w = _need_image(sec, ctx)
     filters = _positive(sec, "filters", sec["filters"])
     size = _positive(sec, "size", sec["size"])
@@ -110,8 +110,25 @@ def build_convolutional(sec: Section, ctx: BuildContext) -> Built:
         raise sec.error(f"output would be {out_w}x{out_h} for a {w}x{h} input", "size")
     module = ConvBlock(c, filters, size, (stride_y, stride_x), padding, dilation, groups,
                        bool(sec["batch_normalize"] or sec["cbn"]), _activation(sec))
+    if sec.has("share_index"):
+        _share_weights(sec, ctx, module)
     bflops = 2.0 * (c // groups) * filters * size * size * out_h * out_w / 1e9
     return module, (filters, out_h, out_w), bflops
+
+
+def _share_weights(sec: Section, ctx: BuildContext, module: ConvBlock) -> None:
+    """``share_index``: use another convolution's weights, biases and batch-norm (Darknet points at the same arrays;
+    the layer keeps its own stride, padding and dilation, and stores nothing in ``.weights``)."""
+    ref = _layer_ref(sec, "share_index", sec["share_index"], ctx)
+    source = ctx.modules[ref]
+    if not isinstance(source, ConvBlock) or source.shared_with is not None:
+        raise sec.error(f"share_index={sec['share_index']} must point to a [convolutional] layer with its own "
+                        f"weights, got layer {ref} [{ctx.sections[ref].name}]", "share_index")
+    if source.conv.weight.shape != module.conv.weight.shape or (source.bn is None) != (module.bn is None):
+        raise sec.error(f"share_index={sec['share_index']}: layer {ref} has filters/size/channels/batch_normalize "
+                        f"{tuple(source.conv.weight.shape)} bn={source.bn is not None}, this layer "
+                        f"{tuple(module.conv.weight.shape)} bn={module.bn is not None}; they must match", "share_index")
+    module.share(source, ref)
 
 
 def _pooled(sec: Section, ctx: BuildContext) -> tuple[int, tuple[int, int], int, Shape, float]:
@@ -394,7 +411,7 @@ def create_modules(module_defs: list[Section]) -> tuple[nn.ModuleList, list[Laye
     infos: list[LayerInfo] = []
     shapes: list[Shape] = []
     for index, sec in enumerate(module_defs[1:]):
-        ctx = BuildContext(index=index, in_shape=shape, shapes=tuple(shapes), sections=tuple(module_defs[1:index + 1]))
+        ctx = BuildContext(index=index, in_shape=shape, shapes=tuple(shapes), sections=tuple(module_defs[1:index + 1]), modules=tuple(modules))
         try:
             module, out_shape, bflops = BUILDERS[sec.name](sec, ctx)
         except CfgError:

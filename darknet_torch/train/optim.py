@@ -147,6 +147,8 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
     frozen = frozen_layer_count(model)
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for info, module in zip(model.layer_infos, model.module_list):
+        if getattr(module, "shared_with", None) is not None:  # share_index: the parameters are another layer's
+            continue
         scale = float(info.section.get("learning_rate", 1.0))
         for param in module.parameters():
             if info.index < frozen:
@@ -171,7 +173,7 @@ def darknet_init_(model: Darknet, generator: torch.Generator) -> None:
     """Initialise for training from scratch as Darknet does: kernels ``uniform(-s, s)`` with ``s = sqrt(2/fan_in)``
     (make_convolutional_layer / make_connected_layer), biases 0, batch-norm scales 1 (rolling statistics reset)."""
     for module in model.modules():
-        if isinstance(module, (ConvBlock, Connected)):
+        if isinstance(module, (ConvBlock, Connected)) and getattr(module, "shared_with", None) is None:
             layer = module.conv if isinstance(module, ConvBlock) else module.linear
             fan_in = layer.weight[0].numel()
             bound = math.sqrt(2.0 / fan_in)

@@ -267,3 +267,60 @@ def test_unsupported_keys_are_named_refusals(body, reason):
     with pytest.raises(UnsupportedCfgError) as caught:
         _net(f"[net]\nwidth=8\nheight=8\nchannels=3\n{body}\n")
     assert caught.value.reason == reason
+
+
+SHARED_CFG = """[net]
+width=12
+height=12
+channels=3
+[convolutional]
+filters=4
+size=3
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=leaky
+[route]
+layers=0
+[convolutional]
+share_index={share}
+dilation=2
+batch_normalize=1
+filters=4
+size=3
+pad=1
+activation=leaky
+"""
+
+
+def test_share_index_reuses_the_parameters_with_its_own_dilation(tmp_path):
+    """TridentNet (resnet152_trident.cfg): a conv with share_index uses that layer's arrays, stores no weights."""
+    net = _net(SHARED_CFG.format(share=1))
+    source, shared = net.module_list[1], net.module_list[3]
+    assert shared.conv.weight is source.conv.weight and shared.bn is source.bn
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+        source.bn.running_var.uniform_(0.5, 2)
+    x = torch.rand(1, 3, 12, 12)
+    layers = _layers(net, x)
+    bn = source.bn
+    expected = torch.nn.functional.conv2d(layers[0], source.conv.weight, None, 1, 2, 2)
+    expected = (expected - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None] + 1e-5) \
+        * bn.weight[:, None, None] + bn.bias[:, None, None]
+    torch.testing.assert_close(layers[3], torch.nn.functional.leaky_relu(expected, 0.1), rtol=0, atol=1e-5)
+    path = tmp_path / "shared.weights"
+    net.save_darknet_weights(path)
+    assert path.stat().st_size == 20 + 4 * ((4 + 4 * 27) + (4 * 4 + 4 * 36))  # layer 3 stores nothing
+    again = _net(SHARED_CFG.format(share=-2)).load_darknet_weights(path)
+    torch.testing.assert_close(_layers(again.eval(), x)[3], layers[3], rtol=0, atol=0)
+    with pytest.raises(CfgError, match=r"\[convolutional\] share_index: share_index=2 must point to a "
+                                       r"\[convolutional\]"):
+        _net(SHARED_CFG.format(share=2))
+    with pytest.raises(CfgError, match=r"share_index=0: layer 0 has filters/size/channels/batch_normalize"):
+        _net(SHARED_CFG.format(share=0))

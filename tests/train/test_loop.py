@@ -317,3 +317,15 @@ def test_sparsity_adds_the_bn_scale_subgradient(cfg_factory, stream_factory, squ
     assert before
     for g0, gp, gs in zip(before, after_plain, after_sparse):
         assert torch.allclose(gs, gp - rate * 0.01 * torch.sign(g0), atol=1e-6)
+
+
+def test_shared_convolutions_are_one_parameter_set(tmp_path):
+    """share_index (TridentNet): the shared kernel is optimised once, under the layer that owns it."""
+    from tests.model.test_legacy_layers import SHARED_CFG
+    cfg = tmp_path / "shared.cfg"
+    cfg.write_text(SHARED_CFG.format(share=1).replace("[net]\n", "[net]\nbatch=2\nmax_batches=10\n"))
+    model = Darknet(cfg)
+    settings = TrainSettings.from_net(model.hyperparams)
+    params = [p for group in param_groups(model, settings) for p in group["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
+    build_optimizer(model, settings)  # torch refuses a parameter listed twice
