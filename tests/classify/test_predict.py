@@ -156,6 +156,9 @@ def test_classify_data_file_gives_names_and_top(classifier_files, tmp_path, caps
     assert main(["classify", str(image), "--cfg", str(cfg), "--weights", str(weights), "--data", str(data)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and all(line.split(":")[0] in NAMES for line in lines[1:])
+    assert main(["classify", str(image), "--cfg", str(cfg), "--weights", str(weights), "--data", str(data),
+                 "-t", "4"]) == 0  # Darknet's -t flag
+    assert len(capsys.readouterr().out.splitlines()) == 5
 
 
 def test_classify_errors(classifier_files, tmp_path, capsys):
