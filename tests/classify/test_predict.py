@@ -13,6 +13,7 @@ from PIL import Image
 from darknet_torch.classify import Classifier, top_k
 from darknet_torch.cli.main import main
 from darknet_torch.data.images import center_crop_min, crop_image, load_image, resize_image, resize_min
+from darknet_torch.detect.predictor import Predictor
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 
@@ -178,3 +179,9 @@ def test_classify_errors(classifier_files, tmp_path, capsys):
 def test_detector_cfg_is_refused():
     with pytest.raises(CfgError, match="is a detector"):
         Classifier(Darknet(Path(__file__).resolve().parents[2] / "cfg" / "yolov3-tiny.cfg"))
+
+
+def test_detect_refuses_a_classifier(classifier_files):
+    cfg, _, _ = classifier_files
+    with pytest.raises(CfgError, match="no \\[yolo\\]/\\[region\\] head.*use 'darknet_torch classify'"):
+        Predictor(Darknet(cfg))
