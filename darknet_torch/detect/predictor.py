@@ -75,8 +75,10 @@ class Predictor:
     def __init__(self, model: Darknet, names: Sequence[str] | None = None,
                  settings: InferenceSettings = DETECTOR_TEST) -> None:
         if not model.head_indices:
-            raise CfgError(f"{model.cfg_path}: no [yolo]/[region] head, so nothing to detect: this cfg is a "
-                           f"classifier; use 'darknet_torch classify'")
+            last = model.module_defs[-1].name
+            why = ("YOLOv1's [detection] layer is not decoded by detect (DetectionLayer.boxes gives its boxes)"
+                   if last == "detection" else "this cfg is a classifier; use 'darknet_torch classify'")
+            raise CfgError(f"{model.cfg_path}: no [yolo]/[region] head, so nothing to detect: {why}")
         self.model = model
         self.names = list(names) if names is not None else [str(i) for i in range(model.num_classes)]
         self.keep_all_heads = [isinstance(h, RegionLayer) for h in model.heads]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from darknet_torch.config import parse_cfg_text, type_sections
+from darknet_torch.detect.predictor import Predictor
 from darknet_torch.errors import CfgError, UnsupportedCfgError, WeightsError
 from darknet_torch.model.darknet import Darknet
 
@@ -204,6 +205,11 @@ def test_detection_matches_darknet_loops(softmax, sqrt):
         np.testing.assert_allclose(layers[3][b].double().numpy().ravel(), expected, rtol=0, atol=1e-6)
         np.testing.assert_allclose(boxes[b].double().numpy(), _detection_boxes(expected, 2, 2, 3, bool(sqrt), 8, 8),
                                    rtol=0, atol=1e-5)
+
+
+def test_detect_names_the_undecoded_detection_layer():
+    with pytest.raises(CfgError, match=r"YOLOv1's \[detection\] layer is not decoded by detect"):
+        Predictor(_net(YOLOV1_MINI.format(outputs=52, softmax=0, sqrt=0)))
 
 
 def test_detection_checks_its_input_size():
