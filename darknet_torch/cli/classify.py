@@ -42,8 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_names_and_top(args: argparse.Namespace) -> tuple[list[str] | None, int]:
-    """Names from --names or the .data's names=/labels= (Darknet's order); top from --top, .data top=, or 5."""
-    top = args.top
+    """Names from --names or the .data's names=/labels= (Darknet's order); top from --top, .data top=, or 5, at most
+    the .data's classes= (predict_classifier: ``if (top > classes) top = classes``)."""
+    top, classes = args.top, None
     names_path = Path(args.names) if args.names else None
     if args.data:
         config = read_data_file(args.data)
@@ -55,7 +56,9 @@ def resolve_names_and_top(args: argparse.Namespace) -> tuple[list[str] | None, i
                 top = int(config.extra["top"])
             except ValueError:
                 raise CfgError(f"{args.data}: top={config.extra['top']!r} is not an integer") from None
-    return (read_names(names_path) if names_path else None), (DEFAULT_TOP if top is None else top)
+        classes = config.classes
+    top = DEFAULT_TOP if top is None else top
+    return (read_names(names_path) if names_path else None), top if classes is None else min(top, classes)
 
 
 def run(args: argparse.Namespace) -> int:

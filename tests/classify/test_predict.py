@@ -160,6 +160,9 @@ def test_classify_data_file_gives_names_and_top(classifier_files, tmp_path, caps
     assert main(["classify", str(image), "--cfg", str(cfg), "--weights", str(weights), "--data", str(data),
                  "-t", "4"]) == 0  # Darknet's -t flag
     assert len(capsys.readouterr().out.splitlines()) == 5
+    data.write_text(f"classes=3\nnames={names}\n")  # top is capped at the .data's classes, as Darknet does
+    assert main(["classify", str(image), "--cfg", str(cfg), "--weights", str(weights), "--data", str(data)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
 
 
 def test_classify_errors(classifier_files, tmp_path, capsys):
