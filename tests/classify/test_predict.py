@@ -165,6 +165,22 @@ def test_classify_data_file_gives_names_and_top(classifier_files, tmp_path, caps
     assert len(capsys.readouterr().out.splitlines()) == 4
 
 
+def test_darknet_classifier_predict_command_line(classifier_files, tmp_path, capsys):
+    """``classifier predict DATA CFG WEIGHTS IMAGE -t 3`` word for word prints classify's lines."""
+    cfg, weights, names = classifier_files
+    data = tmp_path / "mini.data"
+    data.write_text(f"classes=7\nnames={names}\n")
+    image = _image(tmp_path / "a.png", 26, 21, 5)
+    assert main(["classifier", "predict", str(data), str(cfg), str(weights), str(image), "-t", "3"]) == 0
+    darknet = capsys.readouterr().out.splitlines()
+    assert main(["classify", str(image), "--data", str(data), "--cfg", str(cfg), "--weights", str(weights),
+                 "--top", "3"]) == 0
+    ours = capsys.readouterr().out.splitlines()
+    assert len(darknet) == 4 and darknet[1:] == ours[1:]
+    assert main(["classifier", "predict", str(data), str(cfg)]) == 2
+    assert "classifier predict takes DATA CFG WEIGHTS [IMAGE]" in capsys.readouterr().err
+
+
 def test_classify_errors(classifier_files, tmp_path, capsys):
     cfg, weights, names = classifier_files
     good = _image(tmp_path / "a.png", 24, 24, 4)
