@@ -296,3 +296,31 @@ def preprocess(img: torch.Tensor, w: int, h: int, letterbox: bool) -> tuple[torc
         return letterbox_image(img, w, h)
     in_h, in_w = img.shape[-2], img.shape[-1]
     return resize_image(img, w, h), LetterboxInfo(in_w, in_h, w, h, w, h, 0, 0)
+
+
+def resize_min(img: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Darknet's ``resize_min``: resize so the shorter side is ``min_side`` (integer arithmetic, the other side
+    ``side * min_side / shorter`` rounded down); the image itself when already that size."""
+    h, w = img.shape[-2], img.shape[-1]
+    if w < h:
+        new_w, new_h = min_side, (h * min_side) // w
+    else:
+        new_w, new_h = (w * min_side) // h, min_side
+    return img if (new_w, new_h) == (w, h) else resize_image(img, new_w, new_h)
+
+
+def crop_image(img: torch.Tensor, dx: int, dy: int, w: int, h: int) -> torch.Tensor:
+    """Darknet's ``crop_image``: the ``w x h`` window at (dx, dy); pixels outside repeat the nearest edge pixel
+    (``constrain_int`` on the row and column)."""
+    in_h, in_w = img.shape[-2], img.shape[-1]
+    rows = (torch.arange(h) + dy).clamp(0, in_h - 1)
+    cols = (torch.arange(w) + dx).clamp(0, in_w - 1)
+    return img[..., rows[:, None], cols[None, :]]
+
+
+def center_crop_min(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """``classifier predict``'s input: ``resize_min(im, w)`` then ``crop_image`` centred at
+    ``((rw - w)/2, (rh - h)/2)`` with C's truncating division."""
+    resized = resize_min(img, w)
+    rh, rw = resized.shape[-2], resized.shape[-1]
+    return crop_image(resized, int((rw - w) / 2), int((rh - h) / 2), w, h)

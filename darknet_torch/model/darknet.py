@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import Section, load_cfg
+from darknet_torch.errors import DarknetError
 from darknet_torch.model.builder import create_modules
 from darknet_torch.model.heads import HEAD_TYPES
 from darknet_torch.model.layers.conv import ConvBlock
@@ -23,6 +24,8 @@ class Darknet(nn.Module):
     ``forward(x)`` takes ``x``: float ``B x 3 x H x W``, RGB in [0, 1] and returns ``B x N x (5+C)``: cx, cy, w, h in
     input pixels, objectness, class probabilities; heads in cfg order, within a head row ``anchor*H*W + row*W + col``.
     ``forward(x, targets)`` returns ``(loss, outputs)`` as in the classic PyTorch-YOLOv3 training flow.
+    A cfg without detection heads (a classifier) returns Darknet's network output instead: ``B x N``, the last
+    layer's values (``[cost]`` passes its input on), e.g. the softmax probabilities.
     """
 
     def __init__(self, cfg: str | Path | list[Section]) -> None:
@@ -35,7 +38,8 @@ class Darknet(nn.Module):
         self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, HEAD_TYPES)]
         needed = {s for m in self.module_list for s in getattr(m, "sources", ())}
         # Heads and their inputs (the loss takes both, for exact gradients) stay available after the loop.
-        self._keep = frozenset(needed) | frozenset(self.head_indices) | frozenset(i - 1 for i in self.head_indices)
+        self._keep = frozenset(needed) | frozenset(self.head_indices) | frozenset(i - 1 for i in self.head_indices) \
+            | {len(self.module_list) - 1}
         self.header = WeightsHeader()
 
     # ----------------------------------------------------------------------------------------------- properties
@@ -90,6 +94,10 @@ class Darknet(nn.Module):
 
     def forward(self, x: Tensor, targets: Tensor | None = None):
         outputs = self._run(x)
+        if not self.head_indices:  # a classifier: Darknet's network output, the last layer's values per image
+            if targets is not None:
+                raise DarknetError("this cfg has no [yolo] head: only detectors can be trained")
+            return outputs[-1].flatten(1)
         net_hw = (x.shape[2], x.shape[3])
         decoded = torch.cat([self.module_list[i].decode(outputs[i], net_hw) for i in self.head_indices], dim=1)
         if targets is None:

@@ -51,6 +51,11 @@ _NET_KEYS_NOT_APPLIED = {
 }
 # Per-layer training keys (parse_network_cfg_custom) darknet_torch does not apply.
 _LAYER_KEYS_NOT_APPLIED = ("dont_update", "burnin_update", "train_only_bn", "clip", "onlyforward")
+# Head keys Darknet's loss reads that darknet_torch's does not.
+_HEAD_KEYS_NOT_APPLIED = {
+    "counters_per_class": "the per-class multipliers of the class and box deltas are not implemented",
+    "map": "remapping truth class ids through a .map file is not implemented",
+}
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,10 @@ def keys_not_applied(model: Darknet) -> list[str]:
             if sec.has(key) and sec[key]:
                 messages.append(f"{sec.where(key)}={sec[key]}: not applied (per-layer update control is not "
                                 f"implemented)")
+        for key, why in _HEAD_KEYS_NOT_APPLIED.items():
+            if sec.name in ("yolo", "Gaussian_yolo", "region") and sec.has(key):
+                value = ",".join(map(str, sec[key])) if isinstance(sec[key], list) else sec[key]
+                messages.append(f"{sec.where(key)}={value}: not applied ({why})")
         if sec.has("stopbackward") and sec["stopbackward"] > 1:
             messages.append(f"{sec.where('stopbackward')}={sec['stopbackward']}: only stopbackward=1 (freeze the "
                             f"layers before) is applied")
@@ -138,6 +147,8 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
     frozen = frozen_layer_count(model)
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for info, module in zip(model.layer_infos, model.module_list):
+        if getattr(module, "shared_with", None) is not None:  # share_index: the parameters are another layer's
+            continue
         scale = float(info.section.get("learning_rate", 1.0))
         for param in module.parameters():
             if info.index < frozen:
@@ -162,7 +173,7 @@ def darknet_init_(model: Darknet, generator: torch.Generator) -> None:
     """Initialise for training from scratch as Darknet does: kernels ``uniform(-s, s)`` with ``s = sqrt(2/fan_in)``
     (make_convolutional_layer / make_connected_layer), biases 0, batch-norm scales 1 (rolling statistics reset)."""
     for module in model.modules():
-        if isinstance(module, (ConvBlock, Connected)):
+        if isinstance(module, (ConvBlock, Connected)) and getattr(module, "shared_with", None) is None:
             layer = module.conv if isinstance(module, ConvBlock) else module.linear
             fan_in = layer.weight[0].numel()
             bound = math.sqrt(2.0 / fan_in)

@@ -41,6 +41,7 @@ class YoloConfig:
     jitter: float
     resize: float
     focal_loss: bool
+    iou_thresh_kind: str = "iou"  # box_iou_kind for the iou_thresh extra anchors: iou, giou, diou or ciou
 
     @classmethod
     def from_section(cls, sec: Section, anchors: tuple[tuple[float, float], ...], mask: tuple[int, ...]) -> "YoloConfig":
@@ -52,7 +53,8 @@ class YoloConfig:
                    cls_normalizer=sec["cls_normalizer"], delta_normalizer=sec["delta_normalizer"],
                    max_delta=sec["max_delta"], label_smooth_eps=sec["label_smooth_eps"],
                    objectness_smooth=bool(sec["objectness_smooth"]), random=sec["random"], jitter=sec["jitter"],
-                   resize=sec["resize"], focal_loss=bool(sec.get("focal_loss", False)))
+                   resize=sec["resize"], focal_loss=bool(sec.get("focal_loss", False)),
+                   iou_thresh_kind=sec["iou_thresh_kind"])
 
     @property
     def masked_anchors(self) -> tuple[tuple[float, float], ...]:
