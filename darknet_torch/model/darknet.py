@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from darknet_torch.config import Section, load_cfg
 from darknet_torch.model.builder import create_modules
 from darknet_torch.model.heads import HEAD_TYPES
+from darknet_torch.model.losses import head_loss
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
 
@@ -100,7 +101,11 @@ class Darknet(nn.Module):
 
     def _loss(self, outputs: list[Tensor | None], targets: Tensor,
               net_hw: tuple[int, int]) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        results = [self.module_list[i].loss(outputs[i], targets, net_hw, outputs[i - 1]) for i in self.head_indices]
+        results = []
+        for i in self.head_indices:
+            head = self.module_list[i]
+            loss = head_loss(head, self.layer_infos[i].section.where())
+            results.append(loss(head, outputs[i], targets, net_hw, outputs[i - 1]))
         return torch.stack([loss for loss, _ in results]).sum(), [parts for _, parts in results]
 
     def forward_layers(self, x: Tensor) -> list[Tensor]:
