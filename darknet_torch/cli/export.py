@@ -67,9 +67,7 @@ def _check_shapes(model: Darknet, size: tuple[int, int], args: argparse.Namespac
     if args.dynamic_batch:
         shapes.append((args.batch_size + 1, 3, h, w))
     if args.dynamic_size:
-        net_h = model.input_size[0]
-        stride = max(net_h // grid_h for _, grid_h, _ in model.head_grids())
-        shapes.append((args.batch_size, 3, h + stride, w + 2 * stride))
+        shapes.append((args.batch_size, 3, h + model.stride, w + 2 * model.stride))
     return shapes
 
 

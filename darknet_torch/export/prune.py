@@ -118,7 +118,7 @@ class ChannelGraph:
 def channel_graph(model: Darknet) -> ChannelGraph:
     """Trace channel classes and structural constraints through ``model`` (see the module docstring)."""
     slots = _Slots()
-    image = slots.new(model.hyperparams["channels"], "network input")
+    image = slots.new(model.net.channels, "network input")
     outputs: list[np.ndarray] = []
     bn_convs: list[int] = []
     equal_chunks: list[tuple[int, int]] = []
@@ -296,7 +296,7 @@ def apply_pruning(model: Darknet, plan: PruningPlan, cfg_text: str | None = None
     path = f"{model.cfg_path or '<cfg>'} (pruned)"
     pruned = Darknet(type_sections(parse_cfg_text(text, path)))
     values = _removed_values(model, masks) if fold else [torch.zeros(len(m)) for m in masks]
-    image = np.ones(model.hyperparams["channels"], bool)
+    image = np.ones(model.net.channels, bool)
     with torch.no_grad():
         for index, (old, new) in enumerate(zip(model.module_list, pruned.module_list)):
             if isinstance(old, ConvBlock):

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import Section, load_cfg
+from darknet_torch.config.net import NetSettings
 from darknet_torch.model.builder import create_modules
 from darknet_torch.model.heads import HEAD_TYPES
 from darknet_torch.model.losses import head_loss
@@ -31,6 +32,7 @@ class Darknet(nn.Module):
         sections = cfg if isinstance(cfg, list) else load_cfg(cfg)
         self.cfg_path = None if isinstance(cfg, list) else Path(cfg)
         self.hyperparams: Section = sections[0]
+        self.net = NetSettings.of(sections[0])  # [net] interpreted once, for training, data and inference
         self.module_defs: list[Section] = sections[1:]
         self.module_list, self.layer_infos = create_modules(sections)
         self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, HEAD_TYPES)]
@@ -43,7 +45,14 @@ class Darknet(nn.Module):
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the network input as the cfg's ``[net]`` sets it."""
-        return self.hyperparams["height"], self.hyperparams["width"]
+        return self.net.input_size
+
+    @property
+    def stride(self) -> int:
+        """The largest head stride (input height / grid height): input sizes and multi-scale steps must be multiples
+        of it; 1 for a network without heads."""
+        net_h = self.net.height
+        return max((net_h // self.layer_infos[i].out_shape[1] for i in self.head_indices), default=1)
 
     @property
     def heads(self) -> list[nn.Module]:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from darknet_torch.config.net import schema_default
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.losses import trainable
@@ -80,7 +81,7 @@ class LoopOptions:
     sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (train.sparsity)
     progress: bool = True
     seed: int = 0
-    max_chart_loss: float = 20.0
+    max_chart_loss: float = schema_default("max_chart_loss")  # [net] max_chart_loss: the chart's loss axis
     chart_seconds: float = 10.0  # redraw the chart at most this often (and after every mAP, and at the end)
 
 

@@ -83,7 +83,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     options = dataclasses.replace(options, seed=seed, workers=workers)
     torch.manual_seed(seed)
     model = Darknet(options.cfg)
-    settings = TrainSettings.from_net(model.hyperparams)
+    settings = TrainSettings.from_net(model.net)
     if ctx.is_main:
         for message in keys_not_applied(model):
             log.warning(message)
@@ -96,7 +96,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
         amp=ctx.device.type == "cuda" if options.amp is None else options.amp,
         channels_last=ctx.device.type == "cpu" if options.channels_last is None else options.channels_last,
         progress=options.progress,
-        seed=seed, max_chart_loss=model.hyperparams["max_chart_loss"], sparsity=options.sparsity)
+        seed=seed, max_chart_loss=model.net.max_chart_loss, sparsity=options.sparsity)
     trainer = Trainer(model, settings, _batch_source(data, model, options, ctx), paths, loop_options, ctx,
                       evaluator, ema_alpha=options.ema_alpha)
     if state is not None:
@@ -141,11 +141,9 @@ def _batch_source(data: DataConfig, model: Darknet, options: TrainOptions, ctx: 
     if ctx.is_main:
         log.info("%s", report.format())
     report.check()
-    net_h = model.input_size[0]
-    stride = max(net_h // grid_h for _, grid_h, _ in model.head_grids())
     heads = [model.layer_infos[i].section for i in model.head_indices]
-    return lambda start: build_train_loader(data, model.hyperparams, heads, options.workers, options.seed, start,
-                                            ctx.rank, ctx.world_size, report=report, stride=stride)
+    return lambda start: build_train_loader(data, model.net, heads, options.workers, options.seed, start,
+                                            ctx.rank, ctx.world_size, report=report, stride=model.stride)
 
 
 def _evaluator(data: DataConfig, model: Darknet, options: TrainOptions,
