@@ -48,13 +48,6 @@ class Darknet(nn.Module):
         return self.net.input_size
 
     @property
-    def stride(self) -> int:
-        """The largest head stride (input height / grid height): input sizes and multi-scale steps must be multiples
-        of it; 1 for a network without heads."""
-        net_h = self.net.height
-        return max((net_h // self.layer_infos[i].out_shape[1] for i in self.head_indices), default=1)
-
-    @property
     def heads(self) -> list[nn.Module]:
         return [self.module_list[i] for i in self.head_indices]
 
@@ -66,6 +59,12 @@ class Darknet(nn.Module):
     def seen(self) -> int:
         """Images seen in training, as stored in the ``.weights`` header."""
         return self.header.seen
+
+    @property
+    def stride(self) -> int:
+        """The largest head stride (input pixels per grid cell): input sizes must be multiples of it."""
+        net_h, _ = self.input_size
+        return max((net_h // grid_h for _, grid_h, _ in self.head_grids()), default=1)
 
     def head_grids(self, input_hw: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
         """(anchors, H, W) of every head for an input of ``input_hw`` (default: the cfg size)."""

@@ -155,7 +155,7 @@ def build_optimizer(model: Darknet, settings: TrainSettings, world_size: int = 1
     """Darknet's SGD for ``model`` (see the module docstring); the lr is set per iteration with ``set_lr``."""
     groups = param_groups(model, settings, world_size)
     if not groups:
-        raise CfgError(f"{model.hyperparams.where()}: nothing to train (no parameters, or stopbackward freezes all)")
+        raise CfgError(f"{model.net.where()}: nothing to train (no parameters, or stopbackward freezes all)")
     return torch.optim.SGD(groups, lr=0.0, momentum=settings.momentum, dampening=0.0, nesterov=False)
 
 
