@@ -8,7 +8,7 @@ network size from ``(seed, iteration)`` alone, and the dataset derives each samp
 ``(seed, sample_seed)``; so the batches from iteration ``k`` on are identical whether the run started at 0 or resumed
 at ``k``, with any number of workers.
 
-Bad input: the training set is checked up front by ``data_report`` (missing images stop training, bad label lines
+Bad input: the training set is checked up front (``DarknetDataset.training_report``) (missing images stop training, bad label lines
 are listed and skipped). An image that exists but fails to decode during training is logged once per worker process
 (path and reason) and replaced by another image chosen from ``(seed, sample_seed, index)``, so a run never dies on
 one corrupt file hours in and the replacement is the same on resume.
@@ -27,21 +27,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names, resolve_relative
+from darknet_torch.config.data_files import DataConfig
 from darknet_torch.config.net import NetSettings
 from darknet_torch.config.sections import Section
 from darknet_torch.data.augment import AugmentConfig, augment, draw_source_count
+from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
 from darknet_torch.data.labels import label_path_for, read_labels
 from darknet_torch.data.loaders import make_loader
 from darknet_torch.data.multiscale import MultiScale
-from darknet_torch.data.report import DataReport, data_report
+from darknet_torch.data.report import DataReport
 from darknet_torch.errors import CfgError, DataError
 
 log = logging.getLogger(__name__)
 
-#: ``train_detector``'s list when the ``.data`` file has no ``train`` key.
-DARKNET_DEFAULT_TRAIN_LIST = "data/train.txt"
 #: Unreadable images replaced in a row before the sample gives up (then the data set is mostly broken).
 MAX_REPLACEMENTS = 10
 # Stream tags: independent generators from one seed for sample order, sample augmentation and replacements.
@@ -174,33 +173,12 @@ class TrainBatchSampler(Sampler):
             iteration += 1
 
 
-def _as_data_config(data_cfg: DataConfig | str | os.PathLike[str]) -> DataConfig:
-    return data_cfg if isinstance(data_cfg, DataConfig) else read_data_file(data_cfg)
+def training_report(data: DarknetDataset | DataConfig | str | os.PathLike[str], num_classes: int) -> DataReport:
+    """The ``.data`` file's training list scanned and checked (:meth:`DarknetDataset.training_report`)."""
+    return DarknetDataset.of(data).training_report(num_classes)
 
 
-def training_report(data_cfg: DataConfig | str | os.PathLike[str], num_classes: int) -> DataReport:
-    """Read the ``train`` list (Darknet's default ``data/train.txt`` if absent) and ``names`` of a ``.data`` file
-    and check every image and label (:func:`data_report`).
-
-    Raises:
-        DataError: the list file does not exist or is empty, or listed images are missing (path:line).
-        CfgError: the ``.data`` or ``names`` file is malformed or unreadable; ``classes`` differs from the cfg's.
-    """
-    data = _as_data_config(data_cfg)
-    if data.classes is not None and data.classes != num_classes:
-        raise CfgError(f"{data.path}: classes={data.classes}, but the cfg's last detection layer has "
-                       f"classes={num_classes}")
-    key = "train" if data.train is not None else f"train (not set; Darknet's default {DARKNET_DEFAULT_TRAIN_LIST})"
-    list_path = data.train or resolve_relative(DARKNET_DEFAULT_TRAIN_LIST, data.path)
-    if not list_path.is_file():
-        raise DataError(f"{data.path}: {key} = {list_path}: image list not found (relative paths are looked up from "
-                        f"the working directory, then beside the .data file)")
-    images = read_image_list(list_path)
-    names = read_names(data.names) if data.names is not None else None
-    return data_report(images, num_classes, names, warnings=data.warnings)
-
-
-def build_train_loader(data_cfg: DataConfig | str | os.PathLike[str], net: NetSettings | Section,
+def build_train_loader(data: DarknetDataset | DataConfig | str | os.PathLike[str], net: NetSettings | Section,
                        head_sections: Sequence[Section], workers: int, seed: int, start_iteration: int = 0,
                        rank: int = 0, world_size: int = 1, *, report: DataReport | None = None,
                        stride: int | None = None, decoder: Decoder = "auto") -> DataLoader:
@@ -221,7 +199,7 @@ def build_train_loader(data_cfg: DataConfig | str | os.PathLike[str], net: NetSe
     head = head_sections[-1]
     num_classes = head["classes"]
     if report is None:
-        report = training_report(data_cfg, num_classes)
+        report = training_report(data, num_classes)
         log.info("\n%s", report.format())
     report.check()
     if net.dynamic_minibatch:
