@@ -140,7 +140,7 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
     frozen = frozen_layer_count(model)
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for info, module in zip(model.layer_infos, model.module_list):
-        scale = float(info.section.get("learning_rate", 1.0))
+        scale = float(info.section["learning_rate"])  # every layer has it (COMMON_LAYER_KEYS)
         for param in module.parameters():
             if info.index < frozen:
                 param.requires_grad_(False)
