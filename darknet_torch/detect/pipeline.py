@@ -163,7 +163,7 @@ def detect(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], c
     ``names``: class names (default: class indices).  ``settings``: thresholds, NMS, letterbox, input size, fast
     mode (default: Darknet's ``detector test``).  Other keyword ``options`` go to :func:`detect_images`.
     Example: ``[ (r.path, [(d.name, d.score, d.xyxy(r.width, r.height)) for d in r.detections])
-    for r in detect("data/samples", "cfg/yolov3-tiny.cfg", "weights/yolov3-tiny.weights").results ]``.
+    for r in detect("data/samples", "cfg/yolov4-tiny.cfg", "weights/yolov4-tiny.weights").results ]``.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
