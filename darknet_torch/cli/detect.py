@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import add_detection_options, add_inference_options, inference_settings
-from darknet_torch.config.data_files import read_data_file, read_names
+from darknet_torch.config.data_files import read_names
+from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
@@ -74,10 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | None:
     """Class names from --names, --data, or the default COCO names for 80-class models (else None: numbers)."""
     if args.data:
-        config = read_data_file(args.data)
-        if config.names is None:
-            raise CfgError(f"{args.data}: no 'names =' entry; pass --names")
-        names_path = config.names
+        names_path = DarknetDataset.from_data_file(args.data).require("names", "pass --names, or add it")
     elif args.names:
         names_path = Path(args.names)
     elif num_classes == 80 and Path(DEFAULT_NAMES).is_file():

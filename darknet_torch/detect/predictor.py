@@ -53,7 +53,7 @@ def resolve_settings(model: Darknet, settings: InferenceSettings) -> InferenceSe
     ``letterbox`` (``[net] letter_box``) and ``input_size`` (``[net] height/width``)."""
     return settings.replace(
         nms_kind=settings.nms_kind or nms_settings(model)[0],
-        letterbox=bool(model.hyperparams["letter_box"]) if settings.letterbox is None else settings.letterbox,
+        letterbox=model.net.letter_box if settings.letterbox is None else settings.letterbox,
         input_size=settings.input_size or model.input_size)
 
 

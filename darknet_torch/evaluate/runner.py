@@ -22,8 +22,9 @@ import torch
 from tqdm import tqdm
 
 from darknet_torch.data.images import Decoder
-from darknet_torch.data.labels import LabelFile, LabelIssue, label_path_for, read_labels
+from darknet_torch.data.labels import LabelIssue
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
+from darknet_torch.data.report import DataReport, data_report
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.distributed import DistContext, batch_shard, gather_lists
@@ -45,6 +46,11 @@ class LabelReport:
     issues: tuple[LabelIssue, ...]
     #: Ground-truth boxes used for scoring.
     boxes: int
+
+    @classmethod
+    def of(cls, scan: DataReport) -> "LabelReport":
+        return cls(images=len(scan.image_paths), missing=scan.missing_labels, issues=scan.issues,
+                   boxes=len(scan.boxes))
 
     @property
     def found(self) -> int:
@@ -128,16 +134,19 @@ def detect_in_darknet_order(predictor: Predictor, inputs: torch.Tensor, infos: S
     return [expand_detections(d.boxes.numpy(), d.probs.numpy()) for d in predictor.detect_batch(inputs, infos)]
 
 
-def read_truths(image_paths: Sequence[Path], num_classes: int) -> tuple[list[LabelFile], LabelReport]:
-    """The label file of every image (Darknet's ``replace_image_to_label`` + ``read_boxes``) and a report."""
-    files = [read_labels(label_path_for(path), num_classes) for path in image_paths]
-    report = LabelReport(
-        images=len(files),
-        missing=tuple(f.path for f in files if f.missing),
-        issues=tuple(issue for f in files if not f.missing for issue in f.issues),
-        boxes=sum(len(f.boxes) for f in files),
-    )
-    return files, report
+def read_truths(image_paths: Sequence[str | os.PathLike[str]], num_classes: int,
+                scan: DataReport | None = None) -> tuple[tuple[np.ndarray, ...], LabelReport]:
+    """Every image's ground truth rows (Darknet's ``replace_image_to_label`` + ``read_boxes``) and a report.
+
+    ``scan``: the same images already scanned with ``num_classes`` (e.g. ``DarknetDataset.scan``); default: scanned
+    here with :func:`~darknet_torch.data.report.data_report`.
+    """
+    paths = tuple(Path(p) for p in image_paths)
+    report = data_report(paths, num_classes) if scan is None else scan
+    if report.image_paths != paths or report.num_classes != num_classes:
+        raise ValueError("the label scan describes other images or another class count")
+    report.check_label_paths()
+    return tuple(report.labels_of(i) for i in range(len(paths))), LabelReport.of(report)
 
 
 def map_predictor(model: Darknet | Predictor, letterbox: bool | None = None,
@@ -152,7 +161,8 @@ def map_predictor(model: Darknet | Predictor, letterbox: bool | None = None,
     return Predictor(model, settings=DETECTOR_MAP.replace(**changes))
 
 
-def _check_classes(model: Darknet, names: Sequence[str], num_classes: int) -> None:
+def check_class_counts(model: Darknet, names: Sequence[str], num_classes: int) -> None:
+    """The names, ``num_classes`` and the network's last head must agree (Darknet's detector map refuses too)."""
     if not (len(names) == num_classes == model.num_classes):
         raise CfgError(f"class counts disagree: {len(names)} names, num_classes={num_classes}, the network's last "
                        f"head has classes={model.num_classes} (Darknet's detector map refuses this too)")
@@ -189,14 +199,14 @@ def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | o
                        *, letterbox: bool | None = None, batch_size: int = 8, workers: int | None = None,
                        decoder: Decoder = "auto", det_thresh: float | None = None, progress: bool = True,
                        batches: Iterable[InferenceBatch] | None = None,
-                       ctx: DistContext | None = None) -> DatasetDetections | None:
+                       scan: DataReport | None = None, ctx: DistContext | None = None) -> DatasetDetections | None:
     """Detections and ground truth of every image, as ``detector map`` gathers them.
 
     ``model``: a network (run with :data:`DETECTOR_MAP`, ``letterbox`` and ``det_thresh`` where given) or a
     :class:`Predictor` built with its own settings (e.g. ``build_predictor(model, DETECTOR_MAP.replace(fast=...))``).
     ``letterbox=None`` follows the cfg's ``[net] letter_box`` (Darknet's map ignores its ``-letter_box`` flag).
-    The model is switched to eval mode for the pass and restored afterwards. Labels are read first, so a
-    broken label path fails before the (long) inference.
+    The model is switched to eval mode for the pass and restored afterwards. Labels are read first (or taken from
+    ``scan``, see :func:`read_truths`), so a broken label path fails before the (long) inference.
     ``batches``: these images already prepared for this network size and fitting mode (e.g. kept across
     repeated evaluations, or shared by models that differ only in their heads); default: read with
     :func:`~darknet_torch.data.loaders.inference_loader` (``batch_size``, ``workers``, ``decoder``; ``workers=None``:
@@ -209,7 +219,7 @@ def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | o
             a label file.
     """
     paths = tuple(Path(p) for p in image_paths)
-    label_files, label_report = read_truths(paths, num_classes)
+    truths, label_report = read_truths(paths, num_classes, scan)
     predictor = map_predictor(model, letterbox, det_thresh)
     model = predictor.model
     ctx = ctx or DistContext()
@@ -236,7 +246,7 @@ def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | o
     return DatasetDetections(
         paths=paths,
         detections=tuple(empty if r is None else r for r in rows),
-        truths=tuple(f.boxes for f in label_files),
+        truths=truths,
         image_sizes=sizes,
         labels=label_report,
         failed=tuple(failed),
@@ -258,7 +268,7 @@ def evaluate(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike
              num_classes: int, iou_thresh: float = 0.5, points: int = 0, letterbox: bool | None = None,
              batch_size: int = 8, workers: int | None = None, decoder: Decoder = "auto", coco: bool = False,
              progress: bool = True, conf_thresh: float = 0.25, det_thresh: float | None = None,
-             ctx: DistContext | None = None) -> EvalReport | None:
+             scan: DataReport | None = None, ctx: DistContext | None = None) -> EvalReport | None:
     """``darknet detector map`` for an in-memory model: one inference pass, then :func:`score_detections`.
 
     Args:
@@ -273,6 +283,7 @@ def evaluate(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike
         coco: also compute pycocotools' metrics (checked before inference).
         conf_thresh: Darknet's ``-thresh``: the confidence of the precision/recall/TP/FP/avg-IoU summary.
         det_thresh: detection threshold (None: Darknet's map's hard-coded 0.005).
+        scan: the images' labels already scanned (``DarknetDataset.scan``); default: read here.
         ctx: distributed (torchrun): every rank detects its share, rank 0 scores and returns the report of the
             whole list (the one-process report); the other ranks return None.
 
@@ -281,11 +292,11 @@ def evaluate(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike
         DarknetError: ``coco`` without pycocotools installed.
     """
     predictor = map_predictor(model, letterbox, det_thresh)
-    _check_classes(predictor.model, names, num_classes)
+    check_class_counts(predictor.model, names, num_classes)
     if coco:
         require_pycocotools()
     data = collect_detections(predictor, image_paths, num_classes, batch_size=batch_size, workers=workers,
-                              decoder=decoder, progress=progress, ctx=ctx)
+                              decoder=decoder, progress=progress, scan=scan, ctx=ctx)
     if data is None:
         return None
     return score_detections(data, iou_thresh, points, conf_thresh, coco)

@@ -7,9 +7,11 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import Section, load_cfg
+from darknet_torch.config.net import NetSettings
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.builder import create_modules
 from darknet_torch.model.heads import HEAD_TYPES
+from darknet_torch.model.losses import head_loss
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
 
@@ -33,6 +35,7 @@ class Darknet(nn.Module):
         sections = cfg if isinstance(cfg, list) else load_cfg(cfg)
         self.cfg_path = None if isinstance(cfg, list) else Path(cfg)
         self.hyperparams: Section = sections[0]
+        self.net = NetSettings.of(sections[0])  # [net] interpreted once, for training, data and inference
         self.module_defs: list[Section] = sections[1:]
         self.module_list, self.layer_infos = create_modules(sections)
         self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, HEAD_TYPES)]
@@ -46,7 +49,7 @@ class Darknet(nn.Module):
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the network input as the cfg's ``[net]`` sets it."""
-        return self.hyperparams["height"], self.hyperparams["width"]
+        return self.net.input_size
 
     @property
     def heads(self) -> list[nn.Module]:
@@ -114,7 +117,11 @@ class Darknet(nn.Module):
 
     def _loss(self, outputs: list[Tensor | None], targets: Tensor,
               net_hw: tuple[int, int]) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        results = [self.module_list[i].loss(outputs[i], targets, net_hw, outputs[i - 1]) for i in self.head_indices]
+        results = []
+        for i in self.head_indices:
+            head = self.module_list[i]
+            loss = head_loss(head, self.layer_infos[i].section.where())
+            results.append(loss(head, outputs[i], targets, net_hw, outputs[i - 1]))
         return torch.stack([loss for loss, _ in results]).sum(), [parts for _, parts in results]
 
     def forward_layers(self, x: Tensor) -> list[Tensor]:
