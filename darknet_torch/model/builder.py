@@ -425,9 +425,9 @@ def input_shape(net: Section) -> Shape:
         raise net.error("width=, height= and channels= must all be set (and > 0) in [net]")
     for key in ("width", "height"):
         if net[key] > MAX_INPUT_SIDE:
+            gigabytes = net["width"] * net["height"] * net["channels"] * 4 / 1e9
             raise net.error(f"{key}={net[key]} is larger than {MAX_INPUT_SIDE}, the largest input darknet_torch builds "
-                            f"(one image alone would need {net['width'] * net['height'] * net['channels'] * 4 / 1e9:.1f} "
-                            f"GB as input)", key)
+                            f"(one image alone would need {gigabytes:.1f} GB as input)", key)
     return shape
 
 

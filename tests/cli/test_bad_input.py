@@ -179,7 +179,7 @@ DETECT: list[tuple[str, Setup, int, str]] = [
     ("weights_negative_variance", edit_weights(_negative_variance), 0, "negative batch-norm variance"),
     ("diverged_weights_inf_boxes", edit_weights(_diverged_heads), 0, "with NaN/inf values"),
     ("output_is_a_file", output_is_a_file, 2, "output path exists and is not a folder"),
-    ("missing_weights", lambda files, monkeypatch: files.update(weights=files["weights"].with_name("gone.weights")) or [], 2,
+    ("missing_weights", lambda files, _: files.update(weights=files["weights"].with_name("gone.weights")) or [], 2,
      "weights file not found"),
 ]
 
@@ -291,7 +291,8 @@ def test_train_bad_input(setup, code, fragment, tiny_set, capsys, caplog, monkey
                                         "--workers", "0", "--quiet", *extra])
     monkeypatch.undo()
     assert (status, fragment in seen) == (code, True), seen
-    assert "Traceback" not in seen and "ufeff" not in seen and not [p.name for p in backup.glob("*.tmp")] + [p.name for p in backup.glob(".*")]
+    assert "Traceback" not in seen and "ufeff" not in seen
+    assert not [p.name for p in backup.glob("*.tmp")] + [p.name for p in backup.glob(".*")]  # no temp left
     if status != 0:  # what an earlier run saved is untouched
         assert {name: (backup / name).read_bytes() for name in before} == before
 
