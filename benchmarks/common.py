@@ -1,14 +1,16 @@
 """Shared benchmark plumbing: interleaved timing, medians and ratios, machine description, result files."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -99,3 +101,26 @@ def save(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def finish(name: str, info: dict, rows: list[list[str]], header: list[str], results: list[dict]) -> Path:
+    """The closing report: the load average at the end, every row in one table, the raw results saved."""
+    info["load_average_end"] = [round(x, 2) for x in load_average()]
+    print(f"\n# load average at the end: {info['load_average_end']}")
+    print(table(rows, header))
+    path = save(name, {"machine": info, "results": results})
+    print(f"results: {path}")
+    return path
+
+
+@contextlib.contextmanager
+def background_load(processes: int) -> Iterator[None]:
+    """``processes`` busy-loop processes (pure Python, one core each) for the duration: a reproducible stand-in for
+    the other jobs of a shared machine.  Stopped (by their process ids) on exit."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from darknet_torch.errors import DarknetError
+from darknet_torch.openmp import available_cores
 from darknet_torch.runtime import select_device
 
 T = TypeVar("T")
@@ -70,8 +71,7 @@ def init_distributed(device_name: str | None = None) -> DistContext:
 
 def cpu_threads_per_process(local_world_size: int) -> int:
     """This machine's cores (those this process may run on) shared evenly by the processes on it, at least one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, local_world_size))
+    return max(1, available_cores() // max(1, local_world_size))
 
 
 def shutdown(ctx: DistContext) -> None:

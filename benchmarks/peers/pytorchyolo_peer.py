@@ -6,51 +6,26 @@ pytorchyolo parses cfgs with ``line.split("=")`` (no inline comments), so it get
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from peers.pytorchyolo_env import ensure_venv
+from peers.worker_process import WorkerProcess
 
 WORKER = Path(__file__).with_name("pytorchyolo_worker.py")
 
 
-class PytorchyoloProcess:
+class PytorchyoloProcess(WorkerProcess):
     """``call(cmd, **arguments) -> dict`` runs one request in the worker (see pytorchyolo_worker.py)."""
 
     def __init__(self, threads: int, keep_freed_memory: bool = False) -> None:
         env = dict(os.environ)
         if keep_freed_memory:  # what darknet_torch.runtime.keep_freed_memory does in-process, via glibc's tunables
             env["GLIBC_TUNABLES"] = f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={1 << 30}"
-        self.process = subprocess.Popen([str(ensure_venv()), str(WORKER), str(threads)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-
-    def call(self, cmd: str, **arguments: Any) -> dict:
-        self.process.stdin.write(json.dumps({"cmd": cmd, **arguments}) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"pytorchyolo worker exited (status {self.process.wait()}) during {cmd!r}")
-        answer = json.loads(line)
-        if "error" in answer:
-            raise RuntimeError(f"pytorchyolo {cmd}: {answer['error']}")
-        return answer
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.process.stdin.close()
-            self.process.wait(timeout=60)
-
-    def __enter__(self) -> "PytorchyoloProcess":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__([str(ensure_venv()), str(WORKER), str(threads)], env, "pytorchyolo")
 
 
 class PeerSettings:

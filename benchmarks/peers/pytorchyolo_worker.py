@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import os
 import sys
 import time
+
+from worker_process import serve_requests  # peers/ is this script's sys.path[0]
 
 
 def _quiet():
@@ -124,23 +124,7 @@ class Worker:
 
 
 def main() -> int:
-    # Answers go to the original stdout; anything else printed (pytorchyolo, imgaug, loader workers) to stderr.
-    answers = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    worker = Worker(int(sys.argv[1]) if len(sys.argv) > 1 else 1)
-    for line in sys.stdin:
-        request = json.loads(line)
-        cmd = request.pop("cmd")
-        if cmd == "quit":
-            break
-        try:
-            answer = getattr(worker, cmd)(**request)
-        except Exception as exc:  # reported to the parent, which raises it there
-            answer = {"error": f"{type(exc).__name__}: {exc}"}
-        answers.write(json.dumps(answer) + "\n")
-        answers.flush()
-    return 0
+    return serve_requests(Worker(int(sys.argv[1]) if len(sys.argv) > 1 else 1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""darknet_torch's engines and the in-process peers of ``bench_inference.py`` in a subprocess, so that each runs with
+its own environment (OpenMP settings are read once, when torch loads) and the parent interleaves their runs.
+
+Requests (``{"cmd": ..., **arguments}``, JSON lines; see :mod:`peers.worker_process`):
+  ``setup`` engines, model, batch, size, images, threads, workdir -> {torch_threads, openmp}: loads every engine
+  ``run`` engine                                                  -> {seconds}: one forward, measured here
+  ``evaluate`` mode, data, batch_size                             -> {seconds, map}: coco128 as ``darknet_torch map``
+  ``quit``
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(BENCHMARKS.parent), str(BENCHMARKS)]
+
+import darknet_torch  # noqa: E402,F401  first, as in the CLI: its thread settings apply before torch loads
+import torch  # noqa: E402
+
+from peers.worker_process import serve_requests  # noqa: E402
+
+OPENMP_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.runs: dict = {}
+        self.models: dict = {}
+
+    def setup(self, engines: list[str], model: str, batch: int, size: int, images: str, threads: int,
+              workdir: str) -> dict:
+        from bench_inference import CALIBRATION_DIR, model_files, network_inputs, prepare_engines
+        from darknet_torch.detect.sources import expand_sources
+
+        cfg, official, weights = model_files(model, Path(workdir))
+        inputs = network_inputs(expand_sources([Path(images)])[:batch], size)
+        calibration = network_inputs(expand_sources([CALIBRATION_DIR]), size) if "int8" in engines else None
+        self.runs = prepare_engines(engines, cfg, official, weights, inputs, calibration, threads, Path(workdir),
+                                    None)
+        self.models = {"cfg": cfg, "weights": weights}
+        return {"torch_threads": torch.get_num_threads(),
+                "openmp": {name: os.environ.get(name) for name in OPENMP_VARIABLES}}
+
+    def run(self, engine: str) -> dict:
+        return {"seconds": self.runs[engine]()}
+
+    def evaluate(self, mode: str, data: str, batch_size: int) -> dict:
+        """coco128 from image paths to mAP, as ``darknet_torch map [--fast mode]`` (``eager``: no --fast)."""
+        from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+        from darknet_torch.evaluate.runner import evaluate
+        from darknet_torch.model.fast import optimize_for_inference
+        from darknet_torch.model.loading import load_model
+        from darknet_torch.runtime import keep_freed_memory
+
+        keep_freed_memory()  # as `darknet_torch map` does
+        if mode not in self.models:
+            model = load_model(self.models["cfg"], self.models["weights"])
+            self.models[mode] = model if mode == "eager" else optimize_for_inference(model, mode)
+        settings = read_data_file(Path(data))
+        images, names = read_image_list(settings.valid), read_names(settings.names)
+        started = time.perf_counter()
+        report = evaluate(self.models[mode], images, names, len(names), batch_size=batch_size, progress=False)
+        return {"seconds": time.perf_counter() - started, "map": report.map}
+
+
+if __name__ == "__main__":
+    sys.exit(serve_requests(Worker()))
