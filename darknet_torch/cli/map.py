@@ -17,7 +17,9 @@ import sys
 from darknet_torch.cli.fast_option import apply_fast_mode
 from darknet_torch.cli.options import add_inference_options
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.errors import CfgError
+from darknet_torch.evaluate.plots import write_evaluation_plots
 from darknet_torch.evaluate.runner import MAP_DETECTION_THRESH, evaluate
 from darknet_torch.model.loading import load_model
 from darknet_torch.runtime import select_device
@@ -47,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write PR / F1 / precision / recall curves, confusion matrices at --thresh and "
+                        "per-class CSV tables to DIR (the numbers of the printout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -77,6 +82,8 @@ def _check_options(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
     data_path, cfg, weights = _files(args)
+    if args.plots:
+        prepare_output_dir(args.plots)  # a folder that cannot be written fails before the inference
     data = read_data_file(data_path)
     for warning in data.warnings:
         log.warning(warning)
@@ -105,4 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for path, error in report.failed:
         print(f"error: {error}" if str(path) in error else f"error: {path}: {error}", file=sys.stderr)
     print(report.format(names))
+    if args.plots:
+        files = write_evaluation_plots(report.matched, report.darknet, names, args.plots)
+        print(f"{len(files)} plots and tables written to {args.plots}")
     return 1 if report.failed else 0
