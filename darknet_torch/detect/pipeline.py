@@ -66,11 +66,11 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
                   | None = None, *, batch_size: int = 4, workers: int = 1, decoder: Decoder = "auto",
                   save_images: bool = True, save_labels: bool = False, save_json: bool = True,
                   json_path: str | os.PathLike[str] | None = None, progress: bool | None = None,
-                  on_result: Callable[[ImageResult], None] | None = None) -> DetectReport:
+                  on_result: Callable[[ImageResult], None] | None = None, save_crops: bool = False) -> DetectReport:
     """Run ``predictor`` on ``paths`` (in order) and, if ``output_dir`` is given, write the results there.
 
     Outputs (see :mod:`darknet_torch.detect.outputs`): annotated images (``save_images``), Darknet label files
-    (``save_labels``), Darknet ``-out`` JSON at ``json_path`` (default ``output_dir/results.json``; ``save_json``)
+    (``save_labels``), crops of the detections in ``crops/<class>/`` (``save_crops``), Darknet ``-out`` JSON at ``json_path`` (default ``output_dir/results.json``; ``save_json``)
     and ``coco_results.json`` beside it when every image name carries a numeric COCO id.
     ``progress``: show a progress bar (None: when there are several images and stderr is a terminal).
     ``on_result`` is called for each image as soon as its detections are known (in input order), e.g. to print.
@@ -81,9 +81,9 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
     paths = [Path(p) for p in paths]
     folder = prepare_output_dir(output_dir) if output_dir is not None else None
     writer = None
-    if folder is not None and (save_images or save_labels):
+    if folder is not None and (save_images or save_labels or save_crops):
         writer = OutputWriter(folder, predictor.model.num_classes, predictor.thresh, save_images, save_labels,
-                              decoder)
+                              decoder, save_crops=save_crops)
     names = output_names(paths)
     results: list[ImageResult] = []
     start = time.perf_counter()
