@@ -13,24 +13,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from darknet_torch.cli.fast_option import apply_fast_mode
-from darknet_torch.cli.options import add_inference_options
+from darknet_torch.cli.options import add_detection_options, add_inference_options, inference_settings
 from darknet_torch.config.data_files import read_data_file, read_names
+from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
-from darknet_torch.detect.predictor import Predictor
-from darknet_torch.detect.sources import expand_sources
+from darknet_torch.detect.settings import DETECTOR_TEST
+from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
 from darknet_torch.errors import CfgError
-from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.loading import load_model
-from darknet_torch.ops.nms import NMS_KINDS
 from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE = "data/samples"
-DEFAULT_CFG = "cfg/yolov3-tiny.cfg"
-DEFAULT_WEIGHTS = "weights/yolov3-tiny.weights"
+DEFAULT_CFG = "cfg/yolov4-tiny.cfg"
+DEFAULT_WEIGHTS = "weights/yolov4-tiny.weights"
 DEFAULT_NAMES = "data/coco.names"
 DEFAULT_OUTPUT = "runs/detect"
 
@@ -40,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Darknet's 'detector test' with its exact boxes: annotated images, label files "
                                    "and JSON in an output folder.")
     p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help=f"image, folder, .txt list of image paths, or glob (default: {DEFAULT_SOURCE})")
+                   help=f"image, folder, .txt list of image paths, glob, or - for paths on standard input "
+                        f"(default: {DEFAULT_SOURCE})")
     p.add_argument("--source", action="append", default=[], help="same as SOURCE (may be repeated)")
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of folders")
     p.add_argument("--cfg", default=DEFAULT_CFG, help="Darknet .cfg (default: %(default)s)")
@@ -50,13 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     names.add_argument("--names", help=f"class names, one per line (default: {DEFAULT_NAMES} for 80-class models, "
                                        "else class numbers)")
     names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
-    p.add_argument("--thresh", "--conf-thres", type=float, default=0.25,
-                   help="report (box, class) pairs with probability > THRESH (default: %(default)s)")
-    p.add_argument("--nms", "--iou-thres", type=float, default=0.45, help="NMS IoU threshold (default: %(default)s)")
-    p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default (Darknet's rule); "
-                   "'plain' is a class-wise greedy NMS")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"),
-                   help="network input height [width] (default: [net] height/width)")
+    add_detection_options(p, DETECTOR_TEST)
     add_inference_options(p, batch_size=4, workers=1,
                           letter_box_help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
@@ -69,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-json", action="store_true", help="do not write the JSON files")
     p.add_argument("--ext-output", action="store_true",
                    help="print Darknet's -ext_output lines (name: prob%% and box in pixels) for every image")
+    p.add_argument("--print", action="store_true", dest="print_lines",
+                   help="print Darknet's lines for every image (path: Predicted in ..., name: prob%%), as "
+                        "'detector test' does; --ext-output adds the boxes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -96,45 +92,40 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
     return names
 
 
-def resolve_input_size(img_size: list[int] | None, model: Darknet) -> tuple[int, int] | None:
-    """(h, w) from --img-size (one value: square), checked against the network's largest stride."""
-    if not img_size:
-        return None
-    if len(img_size) > 2:
-        raise CfgError(f"--img-size takes H or H W, got {len(img_size)} numbers")
-    h, w = (img_size * 2)[:2]
-    net_h, _ = model.input_size
-    stride = max((net_h // grid_h for _, grid_h, _ in model.head_grids()), default=1)
-    if h <= 0 or w <= 0 or h % stride or w % stride:
-        raise CfgError(f"--img-size {h} {w}: must be positive multiples of {stride} (this network's stride)")
-    return h, w
-
-
-def _printer(ext_output: bool, thresh: float):
+def _printer(ext_output: bool, print_lines: bool, thresh: float):
     def show(result: ImageResult) -> None:
         if not result.ok:
             tqdm.write(f"error: {result.error}", file=sys.stderr)
-        elif ext_output:
+        elif ext_output or print_lines:
             lines = [f"{result.path}: Predicted in {result.seconds * 1000:f} milli-seconds."]
-            lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output=True)
+            lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output)
             tqdm.write("\n".join(lines))
     return show
+
+
+def take_darknet_files(args: argparse.Namespace) -> None:
+    """Darknet's short form ``detect CFG WEIGHTS [IMAGE]``: leading SOURCE arguments naming a ``.cfg`` and its
+    weights set --cfg/--weights (when those are not given); without IMAGE, as in Darknet, the image paths come from
+    standard input."""
+    sources = args.sources
+    if (len(sources) >= 2 and sources[0].endswith(".cfg") and sources[1].endswith((".weights", ".pt"))
+            and args.cfg == DEFAULT_CFG and args.weights == DEFAULT_WEIGHTS):
+        args.cfg, args.weights, args.sources = sources[0], sources[1], sources[2:] or [STDIN_SOURCE]
 
 
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
+    take_darknet_files(args)
+    settings = inference_settings(args, DETECTOR_TEST)
     paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
     model = load_model(args.cfg, args.weights, select_device(args.device))
-    input_size = resolve_input_size(args.img_size, model)
-    names = resolve_names(args, model.num_classes)
-    model = apply_fast_mode(model, args.fast, paths, args.letter_box, input_size)
-    predictor = Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
+    predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
         json_path=args.json, progress=False if args.no_progress else None, save_crops=args.crop,
-        on_result=_printer(args.ext_output, args.thresh))
+        on_result=_printer(args.ext_output, args.print_lines, args.thresh))
     for message in report.write_errors:
         print(f"error: {message}", file=sys.stderr)
     done = len(report.results) - len(report.failed)
