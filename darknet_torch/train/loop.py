@@ -89,7 +89,7 @@ class LoopOptions:
     max_chart_loss: float = 20.0
     chart_seconds: float = 10.0  # redraw the chart at most this often (and after every mAP, and at the end)
     log_every: int = 1  # a results.csv row every N iterations (and at every mAP evaluation)
-    tensorboard: bool = True  # mirror results.csv to TensorBoard when it is installed
+    tensorboard: bool = False  # mirror results.csv to TensorBoard when it is installed (train() turns it on)
 
 
 def darknet_save_every(max_batches: int) -> int:

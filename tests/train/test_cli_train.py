@@ -62,7 +62,7 @@ def test_argument_errors(argv, message, capsys):
 
 def test_train_end_to_end(synthetic_data, cfg_factory, capsys):
     cfg = cfg_factory(net={"max_batches": 3})
-    assert main(["train", str(synthetic_data), str(cfg), "--workers", "0", "--quiet", "-show_imgs"]) == 0
+    assert main(["train", str(synthetic_data), str(cfg), "--workers", "0", "--quiet", "-show_imgs", "--no-tensorboard"]) == 0
     assert "trained to iteration 3" in capsys.readouterr().out
     backup = synthetic_data.parent / "backup"
     assert sorted(p.name for p in backup.iterdir()) == ["batches_tiny", "chart_tiny.png", "results_tiny.csv",

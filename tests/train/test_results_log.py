@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from darknet_torch.train import results_log
 from darknet_torch.train.results_log import ResultsLog
 
@@ -57,6 +59,20 @@ def test_tensorboard_gets_the_same_scalars(tmp_path, monkeypatch):
     log.close()
     assert calls == [("train/loss", 2.5, 1), ("train/box_0", 1.0, 1), ("train/loss", 2.0, 2),
                      ("train/box_0", 0.5, 2), ("metrics/mAP50", 0.4, 2), "closed"]
+
+
+def test_real_tensorboard_event_files_hold_the_csv_values(tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard not installed (pip install '.[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = ResultsLog(tmp_path / "results.csv", tensorboard_dir=tmp_path / "tb")
+    log.log(1, {"loss": 2.5, "map": None})
+    log.log(2, {"loss": 2.0, "map": 0.375}, evaluated=True)
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(1, 2.5), (2, 2.0)]
+    assert [(e.step, e.value) for e in events.Scalars("metrics/mAP50")] == [(2, 0.375)]
 
 
 def test_without_tensorboard_installed_only_the_csv_is_written(tmp_path, monkeypatch):
