@@ -64,12 +64,21 @@ def confidence_curves(matched: MatchedDetections, thresholds: Sequence[float] = 
                       ) -> ConfidenceCurves:
     """TP/FP per class at each threshold, counted as the map summary counts them (thresholds compared in float32)."""
     t = np.asarray(thresholds, np.float64)
-    above = matched.prob[:, None] > t.astype(np.float32)[None, :]  # (R, K)
-    tp = np.zeros((matched.num_classes, len(t)), np.int64)
-    fp = np.zeros_like(tp)
-    np.add.at(tp, matched.class_id, above & matched.first_match[:, None])
-    np.add.at(fp, matched.class_id, above & ~matched.first_match[:, None])
+    first = matched.first_match
+    tp = _counts_above(matched.prob[first], matched.class_id[first], matched.num_classes, t.astype(np.float32))
+    fp = _counts_above(matched.prob[~first], matched.class_id[~first], matched.num_classes, t.astype(np.float32))
     return ConfidenceCurves(t, tp, fp, matched.truths_per_class)
+
+
+def _counts_above(prob: np.ndarray, class_id: np.ndarray, num_classes: int, thresholds: np.ndarray) -> np.ndarray:
+    """(C, K) number of rows of each class with prob > each threshold (sorted once per class, then searched)."""
+    order = np.lexsort((prob, class_id))  # by class, then prob ascending
+    bounds = np.searchsorted(class_id[order], np.arange(num_classes + 1))
+    counts = np.zeros((num_classes, len(thresholds)), np.int64)
+    for c in np.flatnonzero(np.diff(bounds)):
+        ranked = prob[order[bounds[c]:bounds[c + 1]]]
+        counts[c] = len(ranked) - np.searchsorted(ranked, thresholds, side="right")
+    return counts
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,8 @@ def test_synthetic_files(tmp_path, synthetic):
     rows = read_csv(tmp_path / "plots" / "per_class.csv")
     assert [(r["name"], float(r["ap"]), int(r["truths"]), int(r["tp"]), int(r["fp"]), float(r["precision"]),
              float(r["recall"])) for r in rows] == [("cat", 0.5, 2, 1, 2, 1 / 3, 0.5), ("dog", 0.5, 2, 1, 1, 0.5, 0.5)]
-    matrix = list(csv.reader((tmp_path / "plots" / "confusion_matrix.csv").open()))
+    with (tmp_path / "plots" / "confusion_matrix.csv").open() as handle:
+        matrix = list(csv.reader(handle))
     assert matrix == [["predicted \\ true", "cat", "dog", "background"], ["cat", "1", "1", "1"],
                       ["dog", "0", "1", "1"], ["background", "1", "0", "0"]]
 
@@ -115,7 +116,15 @@ def check_against_report(folder: Path, matched, result, names) -> None:
     assert float(at_thresh["precision"]) == pytest.approx(result.precision, abs=1e-6)
     assert float(at_thresh["recall"]) == pytest.approx(result.recall, abs=1e-6)
 
-    matrix = np.array([[int(v) for v in row[1:]] for row in list(csv.reader((folder / "confusion_matrix.csv").open()))[1:]])
+    # at other thresholds too, the curves count what the printout would print with that -thresh
+    curves = confidence_curves(matched, [0.1, 0.5, 0.9])
+    for k, thresh in enumerate((0.1, 0.5, 0.9)):
+        printout = score_matched(matched, result.iou_thresh, result.points, thresh)
+        assert curves.tp[:, k].tolist() == printout.tp_per_class.tolist()
+        assert curves.fp[:, k].tolist() == printout.fp_per_class.tolist()
+
+    with (folder / "confusion_matrix.csv").open() as handle:
+        matrix = np.array([[int(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]])
     assert np.diag(matrix)[:-1].tolist() == result.tp_per_class.tolist()
     assert matrix[:-1].sum(axis=1).tolist() == (result.tp_per_class + result.fp_per_class).tolist()
     assert matrix[:, :-1].sum(axis=0).tolist() == result.truths_per_class.tolist()
