@@ -67,8 +67,9 @@ class DetectionLoss(nn.Module):
         sums = {name: torch.zeros((), device=images.device) for name in _LOGGED_PARTS}
         per_head = {}
         for head, parts in enumerate(head_parts):
-            iou_sum = parts["iou"] * parts["count"]
-            for name, value in (*((n, parts[n]) for n in ("box", "obj", "cls", "count")), ("iou_sum", iou_sum)):
+            own = {name: parts[name] for name in ("box", "obj", "cls", "count")}
+            own["iou_sum"] = parts["iou"] * parts["count"]
+            for name, value in own.items():
                 sums[name] += value
                 per_head[f"{name}/{head}"] = value
         return total, {**sums, **per_head}
@@ -296,14 +297,13 @@ class Trainer:
         loss, *means = mean_over_ranks(values, self.ctx).tolist()
         sums = dict(zip(parts, means))
         line = {}
-        for suffix in ["", *sorted({"/" + name.split("/")[1] for name in parts if "/" in name},
-                                     key=lambda suffix: int(suffix[1:]))]:
-            label = suffix.replace("/", "_")
+        heads = sorted({int(name.split("/")[1]) for name in parts if "/" in name})
+        for suffix, label in [("", ""), *((f"/{head}", f"_{head}") for head in heads)]:
             line.update({f"{name}{label}": sums[name + suffix] for name in ("box", "obj", "cls")
                          if name + suffix in sums})
-            count, iou_sum = sums.get("count" + suffix, 0.0), sums.get("iou_sum" + suffix, 0.0)
-            if count > 0:
-                line[f"iou{label}"] = iou_sum / count
+            if "count" + suffix in sums:  # NaN when nothing was assigned (keeps results.csv's columns fixed)
+                count = sums["count" + suffix]
+                line[f"iou{label}"] = sums["iou_sum" + suffix] / count if count > 0 else math.nan
         return loss, line
 
     def _after_iteration(self, loss: float, parts: dict[str, float], images: int, seconds: float, bar: tqdm) -> None:
@@ -324,7 +324,8 @@ class Trainer:
             self.results.log(k, {"loss": loss, "avg_loss": p.avg_loss, **parts, "lr": self.rate,
                                  "images_per_s": images / max(seconds, 1e-9),
                                  "map": p.last_map if evaluated else None}, evaluated)
-            shown = " ".join(f"{name} {value:.3f}" for name, value in parts.items() if "_" not in name)
+            shown = " ".join(f"{name} {value:.3f}" for name, value in parts.items()
+                             if "_" not in name and math.isfinite(value))
             best = f" best mAP {100 * p.best_map:.1f}%" if p.best_map >= 0 else ""
             bar.set_postfix_str(f"loss {loss:.3f} avg {p.avg_loss:.3f} {shown} lr {self.rate:.3g} "
                                 f"{images / max(seconds, 1e-9):.1f} img/s{best}", refresh=False)

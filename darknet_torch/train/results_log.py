@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from pathlib import Path
 
 from darknet_torch.model.weights import write_atomic
@@ -28,14 +29,15 @@ def _tensorboard_writer(folder: Path):
 
 
 class ResultsLog:
-    """Appends rows to a CSV file (columns fixed by the first row; ``map`` always last) and mirrors them to
-    TensorBoard when ``tensorboard_dir`` is given and TensorBoard is importable."""
+    """Appends rows to a CSV file (columns fixed by the first row, ``map`` last; a missing or NaN value is an empty
+    cell) and mirrors them to TensorBoard when ``tensorboard_dir`` is given and TensorBoard is importable."""
 
     def __init__(self, path: Path, start_iteration: int = 0, every: int = 1, tensorboard_dir: Path | None = None):
         if every < 1:
             raise ValueError(f"log every {every} iterations: must be >= 1")
         self.path, self.every = path, every
-        self.columns: list[str] | None = None
+        self.columns: list[str] | None = None  # fixed by the file's header or the first row; missing values: empty
+        self._warned = False
         self._keep_rows_up_to(start_iteration)
         self.tensorboard = _tensorboard_writer(tensorboard_dir) if tensorboard_dir is not None else None
 
@@ -61,18 +63,19 @@ class ResultsLog:
         if not evaluated and iteration % self.every:
             return
         row = {"iteration": iteration, **values}
-        if self.columns is None or set(self.columns) != set(row) | {"map"}:
-            if self.columns is not None:
-                log.warning("%s: the logged columns changed; starting the file again", self.path)
+        if self.columns is None:
             self.columns = [*[k for k in row if k != "map"], "map"]
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, (",".join(self.columns) + "\n").encode())
+        unknown = set(row) - set(self.columns)
+        if unknown and not self._warned:
+            self._warned = True
+            log.warning("%s: not logging %s (not among the file's columns)", self.path, ", ".join(sorted(unknown)))
         with self.path.open("a", newline="") as handle:
             csv.writer(handle, lineterminator="\n").writerow(
                 [_cell(row.get(column)) for column in self.columns])
         if self.tensorboard is not None:
             for name, value in values.items():
-                if value is not None:
+                if value is not None and math.isfinite(value):
                     self.tensorboard.add_scalar(f"train/{name}" if name != "map" else "metrics/mAP50", value,
                                                 iteration)
             self.tensorboard.flush()
@@ -83,6 +86,6 @@ class ResultsLog:
 
 
 def _cell(value: float | int | None) -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value) if isinstance(value, int) else repr(float(value))  # repr: reads back as the same float

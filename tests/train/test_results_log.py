@@ -26,6 +26,16 @@ def test_rows_every_n_and_at_evaluations(tmp_path):
     assert list(got[0]) == ["iteration", "loss", "lr", "map"]
 
 
+def test_missing_and_nan_values_are_empty_cells_and_new_keys_are_not_logged(tmp_path, caplog):
+    log = ResultsLog(tmp_path / "results.csv")
+    log.log(1, {"loss": 1.0, "iou_1": 0.5, "map": None})
+    log.log(2, {"loss": 2.0, "iou_1": float("nan"), "map": None})  # head 1 had no assignment
+    log.log(3, {"loss": 3.0, "extra": 1.0, "map": None})
+    assert [(r["loss"], r["iou_1"]) for r in rows(tmp_path / "results.csv")] == [("1.0", "0.5"), ("2.0", ""),
+                                                                               ("3.0", "")]
+    assert "not logging extra" in caplog.text
+
+
 def test_resume_drops_rows_after_the_start_and_a_torn_line(tmp_path):
     path = tmp_path / "results.csv"
     log = ResultsLog(path)
