@@ -42,6 +42,7 @@ DARKNET_FLAGS: dict[str, DarknetFlag] = {
     "-num_of_clusters": DarknetFlag(True, "--num-of-clusters"),
     "-width": DarknetFlag(True, "--width"),
     "-height": DarknetFlag(True, "--height"),
+    "-t": DarknetFlag(True, "--top"),  # classifier predict's top-K
     # demo's flags: the `demo` command spells them as Darknet does (they pass when it knows them); other flags
     "-c": DarknetFlag(True, None),
     "-s": DarknetFlag(True, None),

@@ -3,6 +3,9 @@
 Exit status: 0 when every image was detected and every file written, 1 when any image or file failed (the others
 are still processed and written), 2 for a usage or configuration error (bad cfg, missing weights, no images, an
 output folder that cannot be written), reported before any image is processed.
+
+Under ``torchrun --nproc_per_node=N -m darknet_torch detect ...`` each process detects whole batches of the images
+and writes their files; rank 0 prints every line in input order and writes the JSON files, exactly as one process.
 """
 from __future__ import annotations
 
@@ -13,16 +16,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import add_detection_options, add_inference_options, inference_settings
-from darknet_torch.config.data_files import read_data_file, read_names
+from darknet_torch.config.data_files import read_names
+from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
+from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.model.loading import load_model
-from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | None:
     """Class names from --names, --data, or the default COCO names for 80-class models (else None: numbers)."""
     if args.data:
-        config = read_data_file(args.data)
-        if config.names is None:
-            raise CfgError(f"{args.data}: no 'names =' entry; pass --names")
-        names_path = config.names
+        names_path = DarknetDataset.from_data_file(args.data).require("names", "pass --names, or add it")
     elif args.names:
         names_path = Path(args.names)
     elif num_classes == 80 and Path(DEFAULT_NAMES).is_file():
@@ -94,6 +96,8 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
 
 def _printer(ext_output: bool, print_lines: bool, thresh: float):
     def show(result: ImageResult) -> None:
+        if result.warning:
+            tqdm.write(f"warning: {result.warning}", file=sys.stderr)
         if not result.ok:
             tqdm.write(f"error: {result.error}", file=sys.stderr)
         elif ext_output or print_lines:
@@ -114,18 +118,26 @@ def take_darknet_files(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_on_every_rank(_detect, args)
+
+
+def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
     take_darknet_files(args)
+    if ctx.enabled and STDIN_SOURCE in [*args.sources, *args.source]:
+        raise CfgError("under torchrun every process would read standard input: give the image paths in a .txt list")
     settings = inference_settings(args, DETECTOR_TEST)
     paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
-    model = load_model(args.cfg, args.weights, select_device(args.device))
+    model = load_model(args.cfg, args.weights, ctx.device)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
         json_path=args.json, progress=False if args.no_progress else None, save_crops=args.crop,
-        on_result=_printer(args.ext_output, args.print_lines, args.thresh))
+        on_result=_printer(args.ext_output, args.print_lines, args.thresh), ctx=ctx)
+    if not ctx.is_main:
+        return 0 if report.ok else 1
     for message in report.write_errors:
         print(f"error: {message}", file=sys.stderr)
     done = len(report.results) - len(report.failed)

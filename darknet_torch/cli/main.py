@@ -15,6 +15,7 @@ COMMANDS = {
     "summary": "darknet_torch.cli.summary",
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
+    "classify": "darknet_torch.cli.classify",
     "map": "darknet_torch.cli.map",
     "export": "darknet_torch.cli.export",
     "calc_anchors": "darknet_torch.cli.calc_anchors",
@@ -23,9 +24,10 @@ COMMANDS = {
     "prune": "darknet_torch.cli.prune",
     "serve": "darknet_torch.cli.serve",
     "detector": "darknet_torch.cli.detector",
+    "classifier": "darknet_torch.cli.classifier",
 }
 # Commands that take Darknet's whole argument list as it is (they translate it themselves).
-RAW_ARGUMENTS = ("detector",)
+RAW_ARGUMENTS = ("detector", "classifier")
 # Batch commands let glibc keep freed memory for reuse (runtime.keep_freed_memory: 1.3-1.4x faster training steps);
 # the long-running server does not, so its memory can shrink again after a burst of requests.
 KEEP_FREED_MEMORY = ("detect", "map", "train")

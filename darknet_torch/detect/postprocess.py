@@ -31,6 +31,19 @@ class Detections:
     def select(self, keep: Tensor) -> "Detections":
         return Detections(self.boxes[keep], self.objectness[keep], self.probs[keep])
 
+    def strongest(self, limit: int) -> tuple["Detections", int]:
+        """At most ``limit`` (box, class) pairs with non-zero probability, the highest kept (the others' probability
+        set to 0, rows and their order unchanged), and how many were dropped.  A cap on what an image can produce:
+        ``thresh=0, nms=1`` keeps every pair (e.g. 202,800 for yolov3-tiny at 416)."""
+        flat = self.probs.reshape(-1)
+        found = int(torch.count_nonzero(flat))
+        if found <= limit:
+            return self, 0
+        kept = torch.zeros_like(flat)
+        top = torch.topk(flat, limit).indices
+        kept[top] = flat[top]
+        return Detections(self.boxes, self.objectness, kept.reshape(self.probs.shape)), found - limit
+
 
 def darknet_row_order(grids: list[tuple[int, int, int]], device: torch.device | None = None) -> Tensor:
     """Permutation from the model's row order (anchor, row, col) to Darknet's (row, col, anchor), heads in order."""

@@ -19,18 +19,20 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from darknet_torch.config.net import schema_default
+from darknet_torch.distributed import DistContext, barrier, broadcast_value
 from darknet_torch.errors import DarknetError
-from darknet_torch.export.prune import bn_l1_subgradient, prunable_bn_layers
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.heads import YOLOLayer
+from darknet_torch.model.losses import trainable
 from darknet_torch.train.chart import TrainingHistory, write_chart
 from darknet_torch.train.checkpoint import CheckpointPaths, restore_rng, rng_state, save_state, save_weights
-from darknet_torch.train.distributed import DistContext, barrier, broadcast_value, mean_over_ranks, wrap_model
+from darknet_torch.train.distributed import mean_over_ranks, wrap_model
 from darknet_torch.train.ema import DarknetEma
 from darknet_torch.train.optim import TrainSettings, build_optimizer
 from darknet_torch.train.previews import BatchPreviews
 from darknet_torch.train.results_log import ResultsLog
 from darknet_torch.train.schedule import set_lr
+from darknet_torch.train.sparsity import SparsityPenalty
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class DetectionLoss(nn.Module):
         super().__init__()
         self.model = model
         untrainable = [model.layer_infos[i].section.where() for i, head in zip(model.head_indices, model.heads)
-                       if type(head) is not YOLOLayer]
+                       if not trainable(head)]
         if not model.head_indices or untrainable:
             raise DarknetError(f"cannot train this network: training needs [yolo] heads; the loss of "
                                f"{', '.join(untrainable) or 'a network without detection head'} is not implemented")
@@ -84,10 +86,10 @@ class LoopOptions:
     map_every: int | None = None  # iterations between mAP evaluations; None: no evaluation
     amp: bool = False  # mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU
     channels_last: bool = False  # NHWC activations and weights (faster convolutions on CPU)
-    sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (export.prune)
+    sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (train.sparsity)
     progress: bool = True
     seed: int = 0
-    max_chart_loss: float = 20.0
+    max_chart_loss: float = schema_default("max_chart_loss")  # [net] max_chart_loss: the chart's loss axis
     chart_seconds: float = 10.0  # redraw the chart at most this often (and after every mAP, and at the end)
     log_every: int = 1  # a results.csv row every N iterations (and at every mAP evaluation)
     tensorboard: bool = False  # mirror results.csv to TensorBoard when it is installed (train() turns it on)
@@ -152,6 +154,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, settings, ctx.world_size)
         alpha = settings.ema_alpha if ema_alpha is None else ema_alpha
         self.ema = DarknetEma(model, alpha, settings.max_batches) if alpha > 0 else None
+        self.sparsity = SparsityPenalty(model, options.sparsity) if options.sparsity else None
         cuda = ctx.device.type == "cuda"
         # CPU autocast computes in bfloat16, whose float32 exponent range needs no loss scaling.
         self.autocast_dtype = torch.float16 if cuda else torch.bfloat16
@@ -275,12 +278,9 @@ class Trainer:
         if not self.scaler.is_enabled() and not torch.isfinite(total):
             raise DarknetError(f"the loss became {total.item()} at iteration {k} (learning rate {self.rate:.3g}); "
                                f"lower learning_rate or check the labels for degenerate boxes")
-        if self.options.sparsity:
-            # Per image s: Darknet's loss sums `batch` images per rank and the rate is multiplied by the ranks that
-            # DDP averages over; the gradients may still carry the AMP scale.  Only channels prune can remove.
+        if self.sparsity is not None:
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            s = self.options.sparsity * settings.batch * scale / ctx.world_size
-            bn_l1_subgradient(self.model, s, prunable_bn_layers(self.model))
+            self.sparsity.apply(settings.batch, scale, ctx.world_size)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.progress.iteration = k

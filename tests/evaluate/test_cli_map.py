@@ -90,7 +90,7 @@ def test_unreadable_image_gives_exit_1_after_the_report(capsys, dataset, mini):
     (lambda d: d.write_text("classes = 4\nnames = mini.names\n"), "no 'valid =' entry"),
     (lambda d: d.write_text("classes = 4\nvalid = val.txt\n"), "no 'names =' entry"),
     (lambda d: d.write_text("classes = 3\nvalid = val.txt\nnames = mini.names\n"),
-     "classes=3 but .* has classes=4"),
+     "classes=3, but .* has classes=4"),
     (lambda d: (d.parent / "mini.names").write_text("w\nx\n"), "2 names, num_classes=2, .* classes=4"),
 ])
 def test_configuration_errors_exit_2_with_the_file_named(capsys, dataset, mini, edit, message):

@@ -282,6 +282,24 @@ def test_keys_that_cannot_apply_are_reported(cfg_factory):
     assert all("tiny.cfg:" in m for m in messages)
 
 
+def test_head_training_keys_that_cannot_apply_are_reported(cfg_factory):
+    cfg = cfg_factory(yolo={"counters_per_class": "100,20,5", "map": "data/coco9k.map", "iou_thresh_kind": "giou",
+                            "iou_thresh": 0.2})
+    messages = keys_not_applied(Darknet(cfg))
+    assert len(messages) == 2  # iou_thresh_kind is applied (yolo_loss), so it is not reported
+    assert any(m.endswith("[yolo] counters_per_class=100,20,5: not applied (the per-class multipliers of the "
+                          "class and box deltas are not implemented)") for m in messages)
+    assert any("[yolo] map=data/coco9k.map: not applied" in m for m in messages)
+    assert keys_not_applied(Darknet(cfg_factory(yolo={"iou_thresh_kind": "iou"}))) == []
+
+
+def test_head_training_keys_are_checked_like_darknet(cfg_factory):
+    with pytest.raises(CfgError, match=r"\[yolo\] counters_per_class: counters_per_class has 2 values but classes=3"):
+        Darknet(cfg_factory(yolo={"counters_per_class": "1,2"}))
+    with pytest.raises(CfgError, match=r"\[yolo\] iou_thresh_kind: iou_thresh_kind=mse must be iou, giou"):
+        Darknet(cfg_factory(yolo={"iou_thresh_kind": "mse"}))
+
+
 def test_ema_follows_darknets_schedule(tiny_cfg):
     model = Darknet(tiny_cfg)
     ema = DarknetEma(model, alpha=0.5, max_batches=2008)  # starts at 1004, applied at 1008
@@ -327,3 +345,15 @@ def test_sparsity_adds_the_bn_scale_subgradient(cfg_factory, stream_factory, squ
     assert before
     for g0, gp, gs in zip(before, after_plain, after_sparse):
         assert torch.allclose(gs, gp - rate * 0.01 * torch.sign(g0), atol=1e-6)
+
+
+def test_shared_convolutions_are_one_parameter_set(tmp_path):
+    """share_index (TridentNet): the shared kernel is optimised once, under the layer that owns it."""
+    from tests.model.test_legacy_layers import SHARED_CFG
+    cfg = tmp_path / "shared.cfg"
+    cfg.write_text(SHARED_CFG.format(share=1).replace("[net]\n", "[net]\nbatch=2\nmax_batches=10\n"))
+    model = Darknet(cfg)
+    settings = TrainSettings.from_net(model.hyperparams)
+    params = [p for group in param_groups(model, settings) for p in group["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
+    build_optimizer(model, settings)  # torch refuses a parameter listed twice
