@@ -62,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
     p.add_argument("--save-labels", action="store_true",
                    help="write Darknet label files (class cx cy w h, relative) to OUTPUT/labels/")
+    p.add_argument("--crop", action="store_true",
+                   help="write each detection cut out of its image to OUTPUT/crops/<class>/<image>_<n>.<ext>")
     p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file; '-' for standard output "
                    "(default: OUTPUT/results.json)")
     p.add_argument("--no-json", action="store_true", help="do not write the JSON files")
@@ -134,7 +136,7 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
-        json_path=args.json, progress=False if args.no_progress else None,
+        json_path=args.json, progress=False if args.no_progress else None, save_crops=args.crop,
         on_result=_printer(args.ext_output, args.print_lines, args.thresh), ctx=ctx)
     if not ctx.is_main:
         return 0 if report.ok else 1

@@ -50,8 +50,8 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _label_text(box: BoxDetection) -> str:
-    return ", ".join(f"{d.name} {100 * d.score:.0f}%" for d in box.classes)
+def _label_text(box: BoxDetection, show_scores: bool = True) -> str:
+    return ", ".join(f"{d.name} {100 * d.score:.0f}%" if show_scores else d.name for d in box.classes)
 
 
 def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -60,10 +60,11 @@ def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def draw_detections(image: Image.Image, detections: Sequence[Detection], num_classes: int,
-                    thresh: float = DETECTOR_TEST.thresh) -> Image.Image:
+                    thresh: float = DETECTOR_TEST.thresh, show_scores: bool = True) -> Image.Image:
     """A copy of ``image`` (RGB, the original the boxes refer to) with the boxes Darknet would draw.
 
-    ``detections``: :meth:`Predictor.to_detections` output for this image (relative boxes).
+    ``detections``: :meth:`Predictor.to_detections` output for this image (relative boxes); ``show_scores=False``
+    labels with the class names only (ground-truth boxes).
     """
     out = image.convert("RGB") if image.mode != "RGB" else image.copy()
     W, H = out.size
@@ -76,7 +77,7 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection], num_cla
         draw.rectangle((left, top, right, bottom), outline=colour, width=stroke)
     # Labels after all boxes, so no outline crosses a label.
     for box, (left, top, _, _), colour in zip(boxes, corners, colours):
-        _draw_label(draw, _label_text(box), font, colour, left, top, W)
+        _draw_label(draw, _label_text(box, show_scores), font, colour, left, top, W)
     return out
 
 
