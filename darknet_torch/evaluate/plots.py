@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from darknet_torch.evaluate.ap import MapResult, MatchedDetections
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 from darknet_torch.ops.boxes import box_iou
 
 #: Confidence thresholds of the P/R/F1 curves (rows with prob > t count, as Darknet's ``-thresh``).

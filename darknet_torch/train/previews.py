@@ -21,7 +21,7 @@ from torch import Tensor
 
 from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.predictor import Detection
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
 

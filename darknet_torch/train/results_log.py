@@ -14,7 +14,7 @@ import logging
 import math
 from pathlib import Path
 
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
 
