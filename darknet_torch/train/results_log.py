@@ -38,6 +38,7 @@ class ResultsLog:
         self.path, self.every = path, every
         self.columns: list[str] | None = None  # fixed by the file's header or the first row; missing values: empty
         self._warned = False
+        self._write_failed = False
         self._keep_rows_up_to(start_iteration)
         self.tensorboard = _tensorboard_writer(tensorboard_dir) if tensorboard_dir is not None else None
 
@@ -59,13 +60,24 @@ class ResultsLog:
         self.columns = header
 
     def log(self, iteration: int, values: dict[str, float], evaluated: bool = False) -> None:
-        """Write the row of ``iteration`` if it is due (every ``every`` iterations, or ``evaluated``)."""
+        """Write the row of ``iteration`` if it is due (every ``every`` iterations, or ``evaluated``); a row that
+        cannot be written (disk full, read-only) is a warning, once: the log never stops training."""
         if not evaluated and iteration % self.every:
             return
+        try:
+            self._write_row(iteration, values)
+        except OSError as exc:
+            if not self._write_failed:
+                self._write_failed = True
+                log.warning("%s: cannot write the results log (%s); training goes on", self.path,
+                            exc.strerror or exc)
+
+    def _write_row(self, iteration: int, values: dict[str, float]) -> None:
         row = {"iteration": iteration, **values}
         if self.columns is None:
-            self.columns = [*[k for k in row if k != "map"], "map"]
-            write_atomic(self.path, (",".join(self.columns) + "\n").encode())
+            columns = [*[k for k in row if k != "map"], "map"]
+            write_atomic(self.path, (",".join(columns) + "\n").encode())
+            self.columns = columns  # only once the header is on disk
         unknown = set(row) - set(self.columns)
         if unknown and not self._warned:
             self._warned = True
