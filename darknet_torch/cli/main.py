@@ -14,6 +14,7 @@ COMMANDS = {
     "summary": "darknet_torch.cli.summary",
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
+    "demo": "darknet_torch.cli.demo",
     "map": "darknet_torch.cli.map",
     "export": "darknet_torch.cli.export",
     "calc_anchors": "darknet_torch.cli.calc_anchors",
@@ -24,7 +25,7 @@ COMMANDS = {
 }
 # Batch commands let glibc keep freed memory for reuse (runtime.keep_freed_memory: 1.3-1.4x faster training steps);
 # the long-running server does not, so its memory can shrink again after a burst of requests.
-KEEP_FREED_MEMORY = ("detect", "map", "train")
+KEEP_FREED_MEMORY = ("detect", "demo", "map", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
