@@ -28,12 +28,12 @@ from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.sources import expand_sources
-from darknet_torch.errors import CfgError
+from darknet_torch.errors import CfgError, DataError
 from darknet_torch.model.loading import load_model
 from darknet_torch.ops.nms import NMS_KINDS
 from darknet_torch.runtime import select_device
 from darknet_torch.video.averaging import FrameAveraging
-from darknet_torch.video.pipeline import FrameResult, VideoOutputs, VideoReport, run_video
+from darknet_torch.video.pipeline import FrameResult, VideoOutputs, VideoReport, default_output_paths, run_video
 from darknet_torch.video.sources import is_stream_url, open_source
 
 DEFAULT_OUTPUT = "runs/demo"
@@ -143,6 +143,31 @@ def finish(report: VideoReport, outputs: VideoOutputs) -> int:
         print("interrupted: the outputs hold the frames processed so far", file=sys.stderr)
         return 130
     return 0 if report.ok else 1
+
+
+def run_video_files(predictor: Predictor, videos: list[str], output_dir: str | Path, *, save_video: bool = True,
+                    save_json: bool = True, save_labels: bool = False, ext_output: bool = False, batch_size: int = 4,
+                    progress: bool | None = None) -> int:
+    """``detect`` on video files: each gives ``OUTPUT/<stem>.<ext>`` (annotated) and ``OUTPUT/<stem>.jsonl``;
+    the worst exit status of the videos (a missing or unreadable video is reported and the others still run)."""
+    status = 0
+    for video in videos:
+        path, json_lines = default_output_paths(Path(output_dir), video)
+        outputs = VideoOutputs(video=path if save_video else None, json_lines=json_lines if save_json else None,
+                               labels_dir=Path(output_dir) / "labels" if save_labels else None)
+        try:
+            source = open_source(video)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = max(status, 1)
+            continue
+        with sigterm_as_interrupt():
+            report = run_video(predictor, source, outputs, batch_size=batch_size, progress=progress,
+                               on_frame=frame_printer(predictor.thresh) if ext_output else None)
+        status = max(status, finish(report, outputs))
+        if report.interrupted:
+            break
+    return status
 
 
 @contextmanager

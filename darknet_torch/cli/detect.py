@@ -25,6 +25,7 @@ from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.loading import load_model
 from darknet_torch.ops.nms import NMS_KINDS
 from darknet_torch.runtime import select_device
+from darknet_torch.video.sources import is_video_file
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +123,23 @@ def _printer(ext_output: bool, thresh: float):
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
-    paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
+    sources = [*args.sources, *args.source] or [DEFAULT_SOURCE]
+    videos = [s for s in sources if is_video_file(s)]  # video files go through darknet_torch.video
+    paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
+        else []
     model = load_model(args.cfg, args.weights, select_device(args.device))
     input_size = resolve_input_size(args.img_size, model)
     names = resolve_names(args, model.num_classes)
     model = apply_fast_mode(model, args.fast, paths, args.letter_box, input_size)
     predictor = Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
+    from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults
+
+    video_status = run_video_files(predictor, videos, args.output, save_video=not args.no_save_img,
+                                   save_json=not args.no_json, save_labels=args.save_labels,
+                                   ext_output=args.ext_output, batch_size=args.batch_size,
+                                   progress=False if args.no_progress else None) if videos else 0
+    if not paths:
+        return video_status
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
@@ -143,4 +155,4 @@ def run(args: argparse.Namespace) -> int:
     if not report.ok:
         print(f"{len(report.failed)} image(s) failed, {len(report.write_errors)} file(s) not written "
               "(see the errors above)", file=sys.stderr)
-    return 0 if report.ok else 1
+    return max(video_status, 0 if report.ok else 1)

@@ -25,7 +25,7 @@ COMMANDS = {
 }
 # Batch commands let glibc keep freed memory for reuse (runtime.keep_freed_memory: 1.3-1.4x faster training steps);
 # the long-running server does not, so its memory can shrink again after a burst of requests.
-KEEP_FREED_MEMORY = ("detect", "demo", "map", "train")
+KEEP_FREED_MEMORY = ("detect", "map", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

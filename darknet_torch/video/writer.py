@@ -47,6 +47,9 @@ class VideoWriter:
         self.frames = 0
         av = require_av()
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "wb"):  # FFmpeg would only fail at the first frame
+                pass
             self.container = av.open(str(self.path), "w")
         except (av.error.FFmpegError, OSError) as exc:
             raise DataError(f"{self.path}: cannot write the video ({getattr(exc, 'strerror', None) or exc})") from None
