@@ -109,7 +109,7 @@ def decode_image_bytes(
         pixels = _decode_stb(data, max_pixels, source)
     else:
         raise ValueError(f"unknown decoder {decoder!r}: expected 'pil', 'stb' or 'auto'")
-    return _u8_hwc_to_unit_chw(pixels)
+    return u8_hwc_to_unit_chw(pixels)
 
 
 def stb_available() -> bool:
@@ -179,7 +179,7 @@ def _decode_stb(data: bytes, max_pixels: int, source: str) -> np.ndarray:
     return image.numpy(copy=True)
 
 
-def _u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
+def u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` holding Darknet's ``u8 / 255.``.
 
     Darknet divides in double and rounds to float; float32 division is correctly rounded and gives the same 256

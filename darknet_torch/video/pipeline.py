@@ -28,13 +28,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from darknet_torch.data.images import u8_hwc_to_unit_chw
 from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
 from darknet_torch.model.weights import write_atomic
-from darknet_torch.video.sources import Frame, FrameSource, frame_to_tensor
+from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker
 from darknet_torch.video.writer import OUTPUT_EXTENSIONS, VideoWriter
@@ -157,7 +158,7 @@ def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: 
     """Reader thread: decode and prepare frames; on a live source keep only the newest waiting frame."""
     try:
         for count, frame in enumerate(source.frames(), start=1):
-            network_input, info = predictor.prepare(frame_to_tensor(frame.image))
+            network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
             item = _Prepared(frame, network_input, info)
             if source.live:
                 try:

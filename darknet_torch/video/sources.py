@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
 from darknet_torch.detect.sources import IMAGE_EXTENSIONS, expand_sources
@@ -50,11 +49,6 @@ class Frame:
     def size(self) -> tuple[int, int]:
         """(width, height)."""
         return self.image.shape[1], self.image.shape[0]
-
-
-def frame_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 ``H x W x 3`` -> float32 ``3 x H x W`` holding ``u8 / 255`` (Darknet's image, as ``load_image`` gives)."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
 @dataclass

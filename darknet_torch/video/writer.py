@@ -15,12 +15,15 @@ import numpy as np
 from darknet_torch.errors import DataError
 from darknet_torch.video.backend import require_av
 
+# x264's fastest preset: a third less encoding time than "veryfast" for files about twice as large; encoding shares
+# the CPU with the network, so speed wins.
+_X264 = {"preset": "ultrafast", "crf": "23"}
 # extension -> (codec, pixel format for even sizes, for odd sizes, codec options)
 _CODECS: dict[str, tuple[str, str, str, dict[str, str]]] = {
-    ".mp4": ("libx264", "yuv420p", "yuv444p", {"preset": "veryfast", "crf": "23"}),
-    ".m4v": ("libx264", "yuv420p", "yuv444p", {"preset": "veryfast", "crf": "23"}),
-    ".mov": ("libx264", "yuv420p", "yuv444p", {"preset": "veryfast", "crf": "23"}),
-    ".mkv": ("libx264", "yuv420p", "yuv444p", {"preset": "veryfast", "crf": "23"}),
+    ".mp4": ("libx264", "yuv420p", "yuv444p", _X264),
+    ".m4v": ("libx264", "yuv420p", "yuv444p", _X264),
+    ".mov": ("libx264", "yuv420p", "yuv444p", _X264),
+    ".mkv": ("libx264", "yuv420p", "yuv444p", _X264),
     ".avi": ("mjpeg", "yuvj420p", "yuvj444p", {"q:v": "3"}),
     ".webm": ("libvpx-vp9", "yuv420p", "yuv444p", {"deadline": "realtime", "cpu-used": "8", "crf": "32",
                                                    "b:v": "0"}),
