@@ -28,8 +28,9 @@ from common import REPO, SHARED, interleaved, machine, median, print_header, sav
 
 sys.path.insert(0, str(REPO))
 from darknet_torch.data.images import u8_hwc_to_unit_chw  # noqa: E402
+from darknet_torch.detect.build import build_predictor  # noqa: E402
 from darknet_torch.detect.predictor import Predictor  # noqa: E402
-from darknet_torch.model.fast import optimize_for_inference  # noqa: E402
+from darknet_torch.detect.settings import DETECTOR_TEST  # noqa: E402
 from darknet_torch.model.loading import load_model  # noqa: E402
 from darknet_torch.video.pipeline import VideoOutputs, run_video  # noqa: E402
 from darknet_torch.video.sources import open_source  # noqa: E402
@@ -68,7 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "bench.mp4"
         images = make_video(video, args.frames)
-        predictors = {mode: Predictor(optimize_for_inference(model, mode)) for mode in args.modes}
+        predictors = {mode: build_predictor(model, DETECTOR_TEST.replace(fast=mode)) for mode in args.modes}
         inputs = [predictors[args.modes[0]].prepare(u8_hwc_to_unit_chw(f))[0][None] for f in images[:20]]
 
         def bare(predictor: Predictor):

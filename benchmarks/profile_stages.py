@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names  # noqa: E402
 from darknet_torch.data.loaders import inference_loader  # noqa: E402
 from darknet_torch.detect.predictor import Predictor  # noqa: E402
+from darknet_torch.detect.settings import DETECTOR_MAP  # noqa: E402
 from darknet_torch.evaluate.runner import detect_batches, evaluate, read_truths  # noqa: E402
 from darknet_torch.evaluate.ap import compute_map  # noqa: E402
 from darknet_torch.model.fast import optimize_for_inference  # noqa: E402
@@ -51,7 +52,7 @@ def profile_eval(mode: str, workers: int) -> None:
     images, names = read_image_list(data.valid), read_names(data.names)
     model = load_model(CFG, WEIGHTS)
     model = model if mode == "eager" else optimize_for_inference(model, mode)
-    predictor = Predictor(model, thresh=0.005)
+    predictor = Predictor(model, settings=DETECTOR_MAP)
     print(f"evaluation of {len(images)} images, yolov3-tiny {mode}, batch 8, {torch.get_num_threads()} threads")
     batches = stage("decode + resize every image (in-process)",
                     lambda: list(inference_loader(images, predictor.preparer, 8, 0, "auto")))

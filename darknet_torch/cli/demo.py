@@ -22,15 +22,15 @@ from typing import Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from darknet_torch.cli.detect import (DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_input_size,
-                                      resolve_names)
-from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
+from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
+from darknet_torch.cli.options import add_detection_options, add_fast_argument, inference_settings
+from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DataError
 from darknet_torch.model.loading import load_model
-from darknet_torch.ops.nms import NMS_KINDS
 from darknet_torch.runtime import select_device
 from darknet_torch.video.averaging import FrameAveraging
 from darknet_torch.video.pipeline import FrameResult, VideoOutputs, VideoReport, default_output_paths, run_video
@@ -51,13 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     names = p.add_mutually_exclusive_group()
     names.add_argument("--names", help="class names, one per line (default: data/coco.names for 80-class models)")
     names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
-    p.add_argument("--thresh", "-thresh", type=float, default=0.25,
-                   help="show (box, class) pairs with probability > THRESH (default: %(default)s)")
-    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default: %(default)s)")
-    p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"), help="network input height [width]")
-    p.add_argument("--letter-box", "-letter_box", action=argparse.BooleanOptionalAction, default=None,
+    add_detection_options(p, DETECTOR_TEST)
+    p.add_argument("-thresh", dest="thresh", type=float, default=argparse.SUPPRESS, help="same as --thresh")
+    p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the aspect ratio (default: [net] letter_box)")
+    p.add_argument("-letter_box", dest="letter_box", action="store_true", default=argparse.SUPPRESS,
+                   help="same as --letter-box")
     p.add_argument("--batch-size", type=int, default=4,
                    help="frames per forward pass when several are ready (files; default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
@@ -104,18 +103,18 @@ def source_stem(spec: str) -> str:
     return Path(spec.rstrip("/*")).stem or "frames"
 
 
-def build_predictor(args: argparse.Namespace) -> Predictor:
-    """The model and settings the arguments ask for (shared with ``detect`` for video files)."""
-    gpu_index = getattr(args, "gpu_index", None)
-    use_index = gpu_index is not None and args.device == "auto" and torch.cuda.is_available()
-    model = load_model(args.cfg, args.weights, select_device(f"cuda:{gpu_index}" if use_index else args.device))
-    input_size = resolve_input_size(args.img_size, model)
-    names = resolve_names(args, model.num_classes)
-    calibration = expand_sources([DEFAULT_SOURCE]) if args.fast == "int8" else []
-    model = apply_fast_mode(model, args.fast, calibration, args.letter_box, input_size)
+def demo_predictor(args: argparse.Namespace) -> Predictor:
+    """The model and settings the arguments ask for; ``-avgframes N`` wraps the network (see
+    :mod:`darknet_torch.video.averaging`)."""
+    settings = inference_settings(args, DETECTOR_TEST)
+    use_index = args.gpu_index is not None and args.device == "auto" and torch.cuda.is_available()
+    model = load_model(args.cfg, args.weights, select_device(f"cuda:{args.gpu_index}" if use_index else args.device))
+    calibration = expand_sources([DEFAULT_SOURCE]) if settings.fast == "int8" else []
+    predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
+                                calibration=calibration)
     if args.avgframes > 1:
-        model = FrameAveraging(model, args.avgframes)
-    return Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
+        predictor.model = FrameAveraging(predictor.model, args.avgframes)
+    return predictor
 
 
 def frame_printer(thresh: float) -> Callable[[FrameResult], None]:
@@ -199,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         mjpeg_port=args.mjpeg_port, json_port=args.json_port, host=args.host, track=not args.no_track)
     source = open_source(spec, fps=args.fps, retries=args.retries)
     try:
-        predictor = build_predictor(args)
+        predictor = demo_predictor(args)
     except BaseException:
         source.close()
         raise

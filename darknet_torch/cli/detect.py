@@ -13,17 +13,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from darknet_torch.cli.fast_option import apply_fast_mode
-from darknet_torch.cli.options import add_inference_options
+from darknet_torch.cli.options import add_detection_options, add_inference_options, inference_settings
 from darknet_torch.config.data_files import read_data_file, read_names
+from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
-from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError
-from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.loading import load_model
-from darknet_torch.ops.nms import NMS_KINDS
 from darknet_torch.runtime import select_device
 from darknet_torch.video.sources import is_video_file
 
@@ -51,13 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     names.add_argument("--names", help=f"class names, one per line (default: {DEFAULT_NAMES} for 80-class models, "
                                        "else class numbers)")
     names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
-    p.add_argument("--thresh", "--conf-thres", type=float, default=0.25,
-                   help="report (box, class) pairs with probability > THRESH (default: %(default)s)")
-    p.add_argument("--nms", "--iou-thres", type=float, default=0.45, help="NMS IoU threshold (default: %(default)s)")
-    p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default (Darknet's rule); "
-                   "'plain' is a class-wise greedy NMS")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"),
-                   help="network input height [width] (default: [net] height/width)")
+    add_detection_options(p, DETECTOR_TEST)
     add_inference_options(p, batch_size=4, workers=1,
                           letter_box_help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
@@ -95,20 +87,6 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
     return names
 
 
-def resolve_input_size(img_size: list[int] | None, model: Darknet) -> tuple[int, int] | None:
-    """(h, w) from --img-size (one value: square), checked against the network's largest stride."""
-    if not img_size:
-        return None
-    if len(img_size) > 2:
-        raise CfgError(f"--img-size takes H or H W, got {len(img_size)} numbers")
-    h, w = (img_size * 2)[:2]
-    net_h, _ = model.input_size
-    stride = max((net_h // grid_h for _, grid_h, _ in model.head_grids()), default=1)
-    if h <= 0 or w <= 0 or h % stride or w % stride:
-        raise CfgError(f"--img-size {h} {w}: must be positive multiples of {stride} (this network's stride)")
-    return h, w
-
-
 def _printer(ext_output: bool, thresh: float):
     def show(result: ImageResult) -> None:
         if not result.ok:
@@ -123,15 +101,13 @@ def _printer(ext_output: bool, thresh: float):
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
+    settings = inference_settings(args, DETECTOR_TEST)
     sources = [*args.sources, *args.source] or [DEFAULT_SOURCE]
     videos = [s for s in sources if is_video_file(s)]  # video files go through darknet_torch.video
     paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
         else []
     model = load_model(args.cfg, args.weights, select_device(args.device))
-    input_size = resolve_input_size(args.img_size, model)
-    names = resolve_names(args, model.num_classes)
-    model = apply_fast_mode(model, args.fast, paths, args.letter_box, input_size)
-    predictor = Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
+    predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults
 
     video_status = run_video_files(predictor, videos, args.output, save_video=not args.no_save_img,

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from darknet_torch.detect.predictor import nms_settings
+from darknet_torch.cli.options import inference_settings, parse_img_size
+from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, NmsOptions, compare_with_torch,
                                        export_onnx, onnx_session, run_onnx)
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s)")
     p.add_argument("--nms", action="store_true",
                    help="append class-wise NMS (ONNX NonMaxSuppression, IoU rule of Darknet's do_nms_sort)")
-    p.add_argument("--nms-thresh", type=float, default=NmsOptions.iou_thresh,
+    p.add_argument("--nms-thresh", type=float, default=DETECTOR_TEST.nms,
                    help="with --nms: IoU above which boxes are suppressed (default: %(default)s)")
-    p.add_argument("--thresh", type=float, default=NmsOptions.score_thresh,
+    p.add_argument("--thresh", type=float, default=DETECTOR_TEST.thresh,
                    help="with --nms: keep objectness*class > THRESH (default: %(default)s)")
     p.add_argument("--max-per-class", type=int, default=NmsOptions.max_per_class,
                    help="with --nms: at most this many boxes per image and class (default: %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     p.set_defaults(run=run)
-
-
-def _img_size(values: list[int] | None) -> tuple[int, int] | None:
-    if values is None:
-        return None
-    if len(values) > 2 or min(values) <= 0:
-        raise DarknetError(f"--img-size takes one or two positive sizes (H [W]), got {values}")
-    return values[0], values[-1]
 
 
 def _check_shapes(model: Darknet, size: tuple[int, int], args: argparse.Namespace) -> list[tuple[int, ...]]:
@@ -67,8 +60,7 @@ def _check_shapes(model: Darknet, size: tuple[int, int], args: argparse.Namespac
     if args.dynamic_batch:
         shapes.append((args.batch_size + 1, 3, h, w))
     if args.dynamic_size:
-        net_h = model.input_size[0]
-        stride = max(net_h // grid_h for _, grid_h, _ in model.head_grids())
+        stride = model.stride
         shapes.append((args.batch_size, 3, h + stride, w + 2 * stride))
     return shapes
 
@@ -95,13 +87,15 @@ def _verify(path: Path, model: Darknet, size: tuple[int, int], args: argparse.Na
 
 
 def run(args: argparse.Namespace) -> int:
-    size = _img_size(args.img_size)
-    model = load_model(args.cfg, args.weights, "cpu")
+    size = parse_img_size(args.img_size)
+    settings = inference_settings(args, DETECTOR_TEST, nms=args.nms_thresh)  # --nms is a flag here
+    predictor = build_predictor(args.cfg, settings, weights=args.weights, device="cpu")
+    model = predictor.model
     output = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
-    nms = NmsOptions(args.nms_thresh, args.thresh, args.max_per_class) if args.nms else None
-    nms_kind = nms_settings(model)[0]
-    if nms is not None and nms_kind in ("greedynms", "diounms"):
-        log.warning("the cfg asks for nms_kind=%s (DIoU-based in Darknet); the ONNX graph uses plain IoU NMS", nms_kind)
+    nms = NmsOptions(settings.nms, settings.thresh, args.max_per_class) if args.nms else None
+    if nms is not None and predictor.nms_kind in ("greedynms", "diounms"):
+        log.warning("the cfg asks for nms_kind=%s (DIoU-based in Darknet); the ONNX graph uses plain IoU NMS",
+                    predictor.nms_kind)
     export_onnx(model, output, img_size=size, batch_size=args.batch_size, dynamic_batch=args.dynamic_batch,
                 dynamic_size=args.dynamic_size, opset=args.opset, nms=nms)
     print(f"exported {output}")

@@ -14,11 +14,12 @@ import argparse
 import logging
 import sys
 
-from darknet_torch.cli.fast_option import apply_fast_mode
-from darknet_torch.cli.options import add_inference_options
+from darknet_torch.cli.options import add_inference_options, inference_settings
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.errors import CfgError
-from darknet_torch.evaluate.runner import MAP_DETECTION_THRESH, evaluate
+from darknet_torch.evaluate.runner import evaluate
 from darknet_torch.model.loading import load_model
 from darknet_torch.runtime import select_device
 
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thresh", "-thresh", type=float, default=0.25,
                    help="Darknet's -thresh: confidence of the precision/recall/TP/FP/average-IoU lines "
                         "(default: %(default)s)")
-    p.add_argument("--det-thresh", type=float, default=MAP_DETECTION_THRESH,
+    p.add_argument("--det-thresh", type=float, default=DETECTOR_MAP.thresh,
                    help="detection threshold; Darknet's map hard-codes %(default)s")
     add_inference_options(p, batch_size=8, workers=None, letter_box_help="letterbox instead of stretching (default: "
                           "the cfg's [net] letter_box, as Darknet's map)")
@@ -70,12 +71,16 @@ def _check_options(args: argparse.Namespace) -> None:
         raise CfgError(f"--points must be 0 or >= 2 (11, 101), got {args.points}")
     if not 0 <= args.iou_thresh < 1:
         raise CfgError(f"--iou-thresh must be in [0, 1), got {args.iou_thresh}")
+    if not 0 <= args.thresh <= 1:
+        raise CfgError(f"--thresh must be from 0 to 1, got {args.thresh}")
     if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
 
 
 def run(args: argparse.Namespace) -> int:
     _check_options(args)
+    # -thresh is the confidence of Darknet's summary lines; the detection threshold is --det-thresh
+    settings = inference_settings(args, DETECTOR_MAP, thresh=args.det_thresh)
     data_path, cfg, weights = _files(args)
     data = read_data_file(data_path)
     for warning in data.warnings:
@@ -94,12 +99,11 @@ def run(args: argparse.Namespace) -> int:
                        "in its last head")
     # int8 calibrates on the training list when there is one (the validation images are what it is scored on)
     calibration = read_image_list(data.train) if args.fast == "int8" and data.train is not None else images
-    model = apply_fast_mode(model, args.fast, calibration, args.letter_box)
+    predictor = build_predictor(model, settings, names=names, calibration=calibration)
 
-    report = evaluate(model, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
-                      letterbox=args.letter_box, batch_size=args.batch_size, workers=args.workers,
-                      decoder=args.decoder, coco=args.coco, progress=not args.no_progress,
-                      conf_thresh=args.thresh, det_thresh=args.det_thresh)
+    report = evaluate(predictor, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
+                      batch_size=args.batch_size, workers=args.workers, decoder=args.decoder, coco=args.coco,
+                      progress=not args.no_progress, conf_thresh=args.thresh)
     for message in report.labels.messages():
         print(f"warning: {message}", file=sys.stderr)
     for path, error in report.failed:

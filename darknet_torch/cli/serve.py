@@ -11,13 +11,13 @@ import logging
 
 import torch
 
-from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_input_size, resolve_names
-from darknet_torch.cli.fast_option import add_fast_argument, apply_fast_mode
-from darknet_torch.detect.predictor import Predictor
+from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
+from darknet_torch.cli.options import add_detection_options, add_fast_argument, inference_settings
+from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.loading import load_model
-from darknet_torch.ops.nms import NMS_KINDS
 from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: %(default)s, this machine only; 0.0.0.0 exposes the service)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
-    p.add_argument("--thresh", type=float, default=0.25, help="default threshold (default: %(default)s)")
-    p.add_argument("--nms", type=float, default=0.45, help="default NMS IoU threshold (default: %(default)s)")
-    p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"), help="network input height [width]")
+    add_detection_options(p, DETECTOR_TEST)  # the defaults of requests that name no settings
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
                    help="default letterbox setting (default: [net] letter_box)")
     p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="pil",
@@ -76,17 +73,16 @@ def run(args: argparse.Namespace) -> int:
         raise DarknetError(f"serve needs the optional 'serve' extra ({exc.name} is missing): "
                            "pip install 'darknet_torch[serve]'") from None
     _check_args(args)
+    settings = inference_settings(args, DETECTOR_TEST)
     config = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                          queue_size=args.queue_size, max_batch=args.max_batch, batch_wait=args.batch_wait_ms / 1000,
                          timeout=args.timeout, decoder=args.decoder)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load_model(args.cfg, args.weights, select_device(args.device))
-    input_size = resolve_input_size(args.img_size, model)
     calibration = expand_sources([args.calibration]) if args.fast == "int8" else []
-    names = resolve_names(args, model.num_classes)
-    model = apply_fast_mode(model, args.fast, calibration, args.letter_box, input_size)
-    predictor = Predictor(model, names, args.thresh, args.nms, args.nms_kind, args.letter_box, input_size)
+    predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
+                                calibration=calibration)
     if not _is_loopback(args.host):
         log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
     log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
@@ -102,8 +98,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CfgError("--max-batch, --queue-size, --max-connections and --threads must be >= 1")
     if args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_pixels < 1 or args.batch_wait_ms < 0:
         raise CfgError("--timeout, --max-upload-mb and --max-pixels must be positive, --batch-wait-ms >= 0")
-    if not 0 <= args.thresh <= 1 or not 0 <= args.nms <= 1:
-        raise CfgError("--thresh and --nms must be from 0 to 1")
 
 
 def _is_loopback(host: str) -> bool:

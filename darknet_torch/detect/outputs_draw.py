@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from darknet_torch.detect.outputs_format import BoxDetection, select_boxes
 from darknet_torch.detect.predictor import Detection
+from darknet_torch.detect.settings import DETECTOR_TEST
 
 # image.c ``colors``: the corners of Darknet's colour ramp (R, G, B).
 _RAMP = ((1, 0, 1), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 1, 0), (1, 0, 0))
@@ -60,8 +61,8 @@ def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def draw_detections(image: Image.Image, detections: Sequence[Detection], num_classes: int,
-                    thresh: float = 0.25, track_ids: Mapping[tuple[float, float, float, float], int] | None = None
-                    ) -> Image.Image:
+                    thresh: float = DETECTOR_TEST.thresh,
+                    track_ids: Mapping[tuple[float, float, float, float], int] | None = None) -> Image.Image:
     """A copy of ``image`` (RGB, the original the boxes refer to) with the boxes Darknet would draw.
 
     ``detections``: :meth:`Predictor.to_detections` output for this image (relative boxes).  ``track_ids``: a

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from darknet_torch.detect.predictor import Detection
+from darknet_torch.detect.settings import DETECTOR_TEST
 
 #: Darknet's ``coco_ids`` (detector.c): COCO category id of each of the 80 classes, used in COCO results files.
 COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
@@ -105,7 +106,7 @@ def _printout_line(det: Detection, width: int, height: int, ext_output: bool) ->
     return line
 
 
-def darknet_printout(detections: Sequence[Detection], width: int, height: int, thresh: float = 0.25,
+def darknet_printout(detections: Sequence[Detection], width: int, height: int, thresh: float = DETECTOR_TEST.thresh,
                      ext_output: bool = True) -> list[str]:
     """The lines Darknet's ``detector test`` prints for one image (image.c ``draw_detections_v3``).
 
@@ -118,7 +119,7 @@ def darknet_printout(detections: Sequence[Detection], width: int, height: int, t
     return [_printout_line(det, width, height, ext_output) for box in boxes for det in box.classes]
 
 
-def label_lines(detections: Sequence[Detection], thresh: float = 0.25) -> list[str]:
+def label_lines(detections: Sequence[Detection], thresh: float = DETECTOR_TEST.thresh) -> list[str]:
     """Darknet's ``-save_labels`` lines: ``class cx cy w h`` (relative, ``%2.4f``), one per box, its best class.
 
     As in detector.c ``test_detector``: boxes in array order, the first class with the highest probability

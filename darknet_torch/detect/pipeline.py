@@ -19,10 +19,10 @@ from darknet_torch.data.loaders import InferenceBatch, inference_loader
 from darknet_torch.detect.outputs import OutputWriter, output_names, prepare_output_dir, write_json
 from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records,
                                                  darknet_json_frame)
+from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.predictor import Detection, Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.detect.sources import expand_sources
-from darknet_torch.model.loading import load_model
-from darknet_torch.runtime import select_device
 
 
 @dataclass(frozen=True)
@@ -156,18 +156,17 @@ def _write_json_files(report: DetectReport, json_path: Path, num_classes: int) -
 
 def detect(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], cfg: str | os.PathLike[str],
            weights: str | os.PathLike[str], names: Sequence[str] | None = None, output_dir: str | os.PathLike[str]
-           | None = None, *, recursive: bool = False, thresh: float = 0.25, nms_thresh: float = 0.45,
-           nms_kind: str | None = None, letterbox: bool | None = None, input_size: tuple[int, int] | None = None,
+           | None = None, *, recursive: bool = False, settings: InferenceSettings = DETECTOR_TEST,
            device: str | None = None, **options) -> DetectReport:
     """One call from files to results: load ``cfg``/``weights``, expand ``sources``, run :func:`detect_images`.
 
-    ``names``: class names (default: class indices).  Other keyword ``options`` go to :func:`detect_images`.
+    ``names``: class names (default: class indices).  ``settings``: thresholds, NMS, letterbox, input size, fast
+    mode (default: Darknet's ``detector test``).  Other keyword ``options`` go to :func:`detect_images`.
     Example: ``[ (r.path, [(d.name, d.score, d.xyxy(r.width, r.height)) for d in r.detections])
     for r in detect("data/samples", "cfg/yolov3-tiny.cfg", "weights/yolov3-tiny.weights").results ]``.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     paths = expand_sources(sources, recursive)
-    model = load_model(cfg, weights, select_device(device))
-    predictor = Predictor(model, names, thresh, nms_thresh, nms_kind, letterbox, input_size)
+    predictor = build_predictor(cfg, settings, weights=weights, names=names, device=device, calibration=paths)
     return detect_images(predictor, paths, output_dir, **options)

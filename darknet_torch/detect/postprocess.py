@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from darknet_torch.data.images import LetterboxInfo
+from darknet_torch.detect.settings import DETECTOR_TEST
 
 
 @dataclass
@@ -55,13 +56,13 @@ def correct_boxes(boxes: Tensor, info: LetterboxInfo) -> Tensor:
 
 
 def darknet_detections(decoded: Tensor, grids: list[tuple[int, int, int]], keep_all_heads: list[bool],
-                       info: LetterboxInfo, thresh: float = 0.25) -> Detections:
+                       info: LetterboxInfo, thresh: float = DETECTOR_TEST.thresh) -> Detections:
     """Darknet's ``get_network_boxes`` for one image (see :func:`darknet_detections_batch`)."""
     return darknet_detections_batch(decoded[None], grids, keep_all_heads, [info], thresh)[0]
 
 
 def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]], keep_all_heads: list[bool],
-                             infos: Sequence[LetterboxInfo], thresh: float = 0.25) -> list[Detections]:
+                             infos: Sequence[LetterboxInfo], thresh: float = DETECTOR_TEST.thresh) -> list[Detections]:
     """Darknet's ``get_network_boxes`` for every image of a batch.
 
     ``decoded``: ``(B, N, 5+C)`` from :meth:`Darknet.forward`; ``grids``: :meth:`Darknet.head_grids`;

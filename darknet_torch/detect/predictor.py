@@ -1,10 +1,11 @@
-"""One inference path for detect, map and serve: pre-process, forward, Darknet's boxes and NMS.
+"""One inference path for detect, map, serve and demo: pre-process, forward, Darknet's boxes and NMS.
 
-Defaults follow Darknet's ``detector test``: threshold 0.25, NMS 0.45 with the last head's ``nms_kind``/``beta_nms``,
-stretch resize unless ``[net] letter_box=1`` (or asked).  ``detector map`` is the same with threshold 0.005.
+Settings come from :mod:`darknet_torch.detect.settings` (Darknet's ``detector test`` and ``detector map`` presets);
+NMS uses the last head's ``nms_kind``/``beta_nms`` and images are stretched unless ``[net] letter_box=1`` (or asked).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Sequence
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from darknet_torch.data.images import LetterboxInfo, preprocess
 from darknet_torch.detect.postprocess import Detections, darknet_detections_batch
+from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import RegionLayer, YOLOLayer
 from darknet_torch.ops.nms import apply_nms, darknet_array_order
@@ -45,32 +47,58 @@ def nms_settings(model: Darknet) -> tuple[str, float]:
     return "default", 0.6
 
 
-class Predictor:
-    """Runs a :class:`Darknet` model on images the way Darknet's detector does.
+def resolve_settings(model: Darknet, settings: InferenceSettings) -> InferenceSettings:
+    """``settings`` with its cfg-dependent ``None`` fields filled from ``model``: ``nms_kind`` (the last head's),
+    ``letterbox`` (``[net] letter_box``) and ``input_size`` (``[net] height/width``)."""
+    return settings.replace(
+        nms_kind=settings.nms_kind or nms_settings(model)[0],
+        letterbox=bool(model.hyperparams["letter_box"]) if settings.letterbox is None else settings.letterbox,
+        input_size=settings.input_size or model.input_size)
 
-    ``nms_kind=None`` uses the cfg's (last head); ``"plain"`` is a class-wise greedy NMS for users who want it.
-    ``letterbox=None`` uses ``[net] letter_box``.  ``input_size`` (h, w) overrides the cfg's network size.
+
+def make_preparer(settings: InferenceSettings) -> Callable[[Tensor], tuple[Tensor, LetterboxInfo]]:
+    """A small picklable function image -> (network input, fit info) for resolved ``settings``, for DataLoader
+    workers."""
+    h, w = settings.input_size
+    return partial(preprocess, w=w, h=h, letterbox=settings.letterbox)
+
+
+class Predictor:
+    """Runs a :class:`Darknet` model on images the way Darknet's detector does, with :class:`InferenceSettings`.
+
+    The settings' ``None`` fields are resolved from the model (:func:`resolve_settings`) and also exposed as plain
+    attributes.  Build one with :func:`darknet_torch.detect.build.build_predictor`, which also applies
+    ``settings.fast``.
     """
 
-    def __init__(self, model: Darknet, names: Sequence[str] | None = None, thresh: float = 0.25,
-                 nms_thresh: float = 0.45, nms_kind: str | None = None, letterbox: bool | None = None,
-                 input_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, model: Darknet, names: Sequence[str] | None = None,
+                 settings: InferenceSettings = DETECTOR_TEST) -> None:
         self.model = model
         self.names = list(names) if names is not None else [str(i) for i in range(model.num_classes)]
-        self.thresh, self.nms_thresh = thresh, nms_thresh
-        kind, beta = nms_settings(model)
-        self.nms_kind = nms_kind or kind
-        self.beta_nms = beta
-        self.letterbox = bool(model.hyperparams["letter_box"]) if letterbox is None else letterbox
-        self.input_size = input_size or model.input_size
         self.keep_all_heads = [isinstance(h, RegionLayer) for h in model.heads]
         self.device = next(model.parameters()).device
+        self.beta_nms = nms_settings(model)[1]
+        self._use(settings)
+
+    def _use(self, settings: InferenceSettings) -> None:
+        self.settings = resolve_settings(self.model, settings)
+        self.thresh, self.nms_thresh = self.settings.thresh, self.settings.nms
+        self.nms_kind, self.letterbox = self.settings.nms_kind, self.settings.letterbox
+        self.input_size = self.settings.input_size
+
+    def with_settings(self, **changes) -> Predictor:
+        """A shallow copy (same model, no weights copied) whose settings differ by ``changes`` (not ``fast``:
+        that needs another model, see ``build_predictor``)."""
+        if "fast" in changes:
+            raise ValueError("with_settings cannot change the fast mode; build another predictor")
+        tuned = copy.copy(self)
+        tuned._use(self.settings.replace(**changes))
+        return tuned
 
     @property
     def preparer(self) -> Callable[[Tensor], tuple[Tensor, LetterboxInfo]]:
         """A small picklable function image -> (network input, fit info), for DataLoader workers."""
-        h, w = self.input_size
-        return partial(preprocess, w=w, h=h, letterbox=self.letterbox)
+        return make_preparer(self.settings)
 
     def prepare(self, image: Tensor) -> tuple[Tensor, LetterboxInfo]:
         """Network input (3, H, W) for one float CHW image in [0, 1], and how it was fitted."""

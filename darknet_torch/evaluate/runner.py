@@ -3,8 +3,8 @@
 Two steps, so one inference pass can be scored several ways (``-points 0/11/101``, IoU thresholds, COCO):
 
 * :func:`collect_detections` runs the network over a validation list with batched DataLoader inference and
-  Darknet's detection settings (thresh 0.005, NMS 0.45 with the last head's ``nms_kind``, resize or letterbox
-  from ``[net] letter_box``), reads every label file Darknet would read, and keeps the rows in Darknet's order;
+  Darknet's detection settings (:data:`~darknet_torch.detect.settings.DETECTOR_MAP`: thresh 0.005, NMS 0.45 with the
+  last head's ``nms_kind``, resize or letterbox from ``[net] letter_box``), reads every label file Darknet would read, and keeps the rows in Darknet's order;
 * :func:`score_detections` scores them with :func:`~darknet_torch.evaluate.ap.compute_map` (and pycocotools).
 
 :func:`evaluate` does both; training's ``--map`` calls it with the in-memory model.
@@ -24,16 +24,12 @@ from darknet_torch.data.images import Decoder
 from darknet_torch.data.labels import LabelFile, LabelIssue, label_path_for, read_labels
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
 from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
 from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.runtime import loader_workers
-
-#: ``validate_detector_map``'s fixed detection threshold and NMS threshold.
-MAP_DETECTION_THRESH = 0.005
-MAP_NMS_THRESH = 0.45
-
 
 @dataclass(frozen=True)
 class LabelReport:
@@ -137,6 +133,18 @@ def read_truths(image_paths: Sequence[Path], num_classes: int) -> tuple[list[Lab
     return files, report
 
 
+def map_predictor(model: Darknet | Predictor, letterbox: bool | None = None,
+                  det_thresh: float | None = None) -> Predictor:
+    """The predictor ``detector map`` runs: ``model`` itself when it is a :class:`Predictor` (its settings rule),
+    else one with :data:`DETECTOR_MAP` changed by ``letterbox`` / ``det_thresh`` where given."""
+    if isinstance(model, Predictor):
+        if letterbox is not None or det_thresh is not None:
+            raise ValueError("letterbox/det_thresh belong in the predictor's settings")
+        return model
+    changes = {"letterbox": letterbox} if det_thresh is None else {"letterbox": letterbox, "thresh": det_thresh}
+    return Predictor(model, settings=DETECTOR_MAP.replace(**changes))
+
+
 def _check_classes(model: Darknet, names: Sequence[str], num_classes: int) -> None:
     if not (len(names) == num_classes == model.num_classes):
         raise CfgError(f"class counts disagree: {len(names)} names, num_classes={num_classes}, the network's last "
@@ -166,13 +174,14 @@ def detect_batches(predictor: Predictor, batches: Iterable[InferenceBatch], coun
     return detections, sizes, failed
 
 
-def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], num_classes: int, *,
-                       letterbox: bool | None = None, batch_size: int = 8, workers: int | None = None,
-                       decoder: Decoder = "auto", det_thresh: float = MAP_DETECTION_THRESH,
-                       nms_thresh: float = MAP_NMS_THRESH, progress: bool = True,
+def collect_detections(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike[str]], num_classes: int,
+                       *, letterbox: bool | None = None, batch_size: int = 8, workers: int | None = None,
+                       decoder: Decoder = "auto", det_thresh: float | None = None, progress: bool = True,
                        batches: Iterable[InferenceBatch] | None = None) -> DatasetDetections:
     """Detections and ground truth of every image, as ``detector map`` gathers them.
 
+    ``model``: a network (run with :data:`DETECTOR_MAP`, ``letterbox`` and ``det_thresh`` where given) or a
+    :class:`Predictor` built with its own settings (e.g. ``build_predictor(model, DETECTOR_MAP.replace(fast=...))``).
     ``letterbox=None`` follows the cfg's ``[net] letter_box`` (Darknet's map ignores its ``-letter_box`` flag).
     The model is switched to eval mode for the pass and restored afterwards. Labels are read first, so a
     broken label path fails before the (long) inference.
@@ -187,7 +196,8 @@ def collect_detections(model: Darknet, image_paths: Sequence[str | os.PathLike[s
     """
     paths = tuple(Path(p) for p in image_paths)
     label_files, label_report = read_truths(paths, num_classes)
-    predictor = Predictor(model, thresh=det_thresh, nms_thresh=nms_thresh, letterbox=letterbox)
+    predictor = map_predictor(model, letterbox, det_thresh)
+    model = predictor.model
     was_training = model.training
     model.eval()
     try:
@@ -219,15 +229,15 @@ def score_detections(data: DatasetDetections, iou_thresh: float = 0.5, points: i
     return EvalReport(result, data.labels, data.failed, stats)
 
 
-def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],
+def evaluate(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],
              num_classes: int, iou_thresh: float = 0.5, points: int = 0, letterbox: bool | None = None,
              batch_size: int = 8, workers: int | None = None, decoder: Decoder = "auto", coco: bool = False,
-             progress: bool = True, conf_thresh: float = 0.25,
-             det_thresh: float = MAP_DETECTION_THRESH) -> EvalReport:
+             progress: bool = True, conf_thresh: float = 0.25, det_thresh: float | None = None) -> EvalReport:
     """``darknet detector map`` for an in-memory model: one inference pass, then :func:`score_detections`.
 
     Args:
-        model: the network (any device; eval mode is set for the pass and restored).
+        model: the network (any device; eval mode is set for the pass and restored), or a :class:`Predictor` whose
+            settings replace ``letterbox`` and ``det_thresh``.
         image_paths: the validation images; labels are found with Darknet's ``replace_image_to_label``.
         names, num_classes: must agree with each other and with the network's last head.
         iou_thresh: a detection matches a truth when IoU > this (strict, as Darknet).
@@ -236,15 +246,16 @@ def evaluate(model: Darknet, image_paths: Sequence[str | os.PathLike[str]], name
         decoder: "auto" (stb_image when libstb is installed: Darknet's exact pixels), "stb" or "pil".
         coco: also compute pycocotools' metrics (checked before inference).
         conf_thresh: Darknet's ``-thresh``: the confidence of the precision/recall/TP/FP/avg-IoU summary.
-        det_thresh: detection threshold (Darknet's map hard-codes 0.005).
+        det_thresh: detection threshold (None: Darknet's map's hard-coded 0.005).
 
     Raises:
         CfgError: the class counts disagree.
         DarknetError: ``coco`` without pycocotools installed.
     """
-    _check_classes(model, names, num_classes)
+    predictor = map_predictor(model, letterbox, det_thresh)
+    _check_classes(predictor.model, names, num_classes)
     if coco:
         require_pycocotools()
-    data = collect_detections(model, image_paths, num_classes, letterbox=letterbox, batch_size=batch_size,
-                              workers=workers, decoder=decoder, det_thresh=det_thresh, progress=progress)
+    data = collect_detections(predictor, image_paths, num_classes, batch_size=batch_size, workers=workers,
+                              decoder=decoder, progress=progress)
     return score_detections(data, iou_thresh, points, conf_thresh, coco)

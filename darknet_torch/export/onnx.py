@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import Connected, ConvBlock
@@ -55,8 +56,8 @@ INPUT_NAME, OUTPUT_NAME = "images", "detections"
 class NmsOptions:
     """Class-wise NMS appended to the graph: keep ``score > score_thresh``, suppress when IoU > ``iou_thresh``."""
 
-    iou_thresh: float = 0.45
-    score_thresh: float = 0.25
+    iou_thresh: float = DETECTOR_TEST.nms
+    score_thresh: float = DETECTOR_TEST.thresh
     max_per_class: int = 1000  # per image and class; Darknet has no limit, so keep it large
 
 

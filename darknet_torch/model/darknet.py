@@ -57,6 +57,12 @@ class Darknet(nn.Module):
         """Images seen in training, as stored in the ``.weights`` header."""
         return self.header.seen
 
+    @property
+    def stride(self) -> int:
+        """The largest head stride (input pixels per grid cell): input sizes must be multiples of it."""
+        net_h, _ = self.input_size
+        return max((net_h // grid_h for _, grid_h, _ in self.head_grids()), default=1)
+
     def head_grids(self, input_hw: tuple[int, int] | None = None) -> list[tuple[int, int, int]]:
         """(anchors, H, W) of every head for an input of ``input_hw`` (default: the cfg size)."""
         net_h, net_w = self.input_size

@@ -6,7 +6,6 @@ the model and its weights are shared, only the few plain settings differ.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import astuple, dataclass
 from itertools import groupby
@@ -75,9 +74,7 @@ def default_settings(predictor: Predictor) -> RequestSettings:
 
 def with_settings(predictor: Predictor, settings: RequestSettings) -> Predictor:
     """A shallow copy of ``predictor`` (same model, no weights copied) using ``settings``."""
-    tuned = copy.copy(predictor)
-    tuned.thresh, tuned.nms_thresh, tuned.letterbox = settings.thresh, settings.nms, settings.letter_box
-    return tuned
+    return predictor.with_settings(thresh=settings.thresh, nms=settings.nms, letterbox=settings.letter_box)
 
 
 def warm_up(predictor: Predictor) -> None:

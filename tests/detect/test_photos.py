@@ -29,6 +29,7 @@ from darknet_torch.data.images import LetterboxInfo, letterbox_geometry, stb_ava
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import detect_images
 from darknet_torch.detect.predictor import Detection, Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.model.loading import load_model
 
 PHOTOS = ("dog", "eagle", "giraffe", "horses")
@@ -119,7 +120,7 @@ def test_input_f32_detections_equal_darknets(case, models, printouts, golden_dir
     width, height = index["input"]["orig_w"], index["input"]["orig_h"]
     letterbox = mode == "letter_box"
     info = letterbox_geometry(width, height, w, h) if letterbox else LetterboxInfo(width, height, w, h, w, h, 0, 0)
-    predictor = Predictor(models[cfg], NAMES, THRESH, letterbox=letterbox)
+    predictor = Predictor(models[cfg], NAMES, DETECTOR_TEST.replace(thresh=THRESH, letterbox=letterbox))
     net_input = torch.from_numpy(np.fromfile(folder / "input.f32", "<f4").reshape(1, c, h, w))
     ours = predictor.to_detections(predictor.detect_batch(net_input, [info])[0])
 
@@ -129,7 +130,7 @@ def test_input_f32_detections_equal_darknets(case, models, printouts, golden_dir
 
 
 def _run_files(models, shared_dir: Path, cfg: str, mode: str, decoder: str):
-    predictor = Predictor(models[cfg], NAMES, THRESH, letterbox=mode == "letter_box")
+    predictor = Predictor(models[cfg], NAMES, DETECTOR_TEST.replace(thresh=THRESH, letterbox=mode == "letter_box"))
     report = detect_images(predictor, [shared_dir / "images" / f"{p}.jpg" for p in PHOTOS], None, batch_size=2,
                            workers=0, decoder=decoder, progress=False)
     assert report.ok and [r.path.stem for r in report.results] == list(PHOTOS)

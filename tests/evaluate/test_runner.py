@@ -15,10 +15,9 @@ import torch
 
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
 from darknet_torch.data.loaders import inference_loader
-from darknet_torch.detect.predictor import Predictor
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import format_map_report
-from darknet_torch.evaluate.runner import collect_detections, evaluate, score_detections
+from darknet_torch.evaluate.runner import collect_detections, evaluate, map_predictor, score_detections
 from darknet_torch.model.loading import load_model
 
 CFGS = {"mask012": "yolov3-tiny.cfg", "mask123": "yolov3-tiny_mask123.cfg"}
@@ -55,7 +54,7 @@ def detections(coco128, golden_dir, real_weights):
     models = {name: load_model(golden_dir / "real" / cfg, real_weights) for name, cfg in CFGS.items()}
     results = {}
     for letterbox in (False, True):
-        preparer = Predictor(models["mask012"], letterbox=letterbox).preparer
+        preparer = map_predictor(models["mask012"], letterbox).preparer
         batches = list(inference_loader(paths, preparer, batch_size=8, workers=2))
         for name, model in models.items():
             results[name, letterbox] = collect_detections(model, paths, 80, letterbox=letterbox, batches=batches,

@@ -139,15 +139,3 @@ def test_bad_modes_are_refused(tiny):
         optimize_for_inference(tiny, "int8")
     with pytest.raises(DarknetError, match="empty"):
         optimize_for_inference(tiny, "int8", [])
-
-
-def test_cli_fast_option_calibrates_int8_on_readable_images(tiny, repo_root, tmp_path):
-    from darknet_torch.cli.fast_option import apply_fast_mode
-
-    assert apply_fast_mode(tiny, None, []) is tiny
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not an image")
-    with pytest.raises(DarknetError, match="no readable image"):
-        apply_fast_mode(tiny, "int8", [broken])
-    fast = apply_fast_mode(tiny, "int8", [broken, *sorted((repo_root / "data" / "samples").glob("*.jpg"))])
-    assert any(type(m).__name__ == "Int8Conv" for m in fast.module_list)

@@ -31,7 +31,7 @@ def library(repo_root: Path, yolo_cfg: Path, real_weights: Path) -> Predictor:
 def library_json(library: Predictor, data: bytes, thresh=0.25, nms=0.45, letter_box=False) -> list[dict]:
     """The library's detections for ``data`` (Pillow decoder, as the server's default) in the service's JSON form."""
     image = decode_image_bytes(data, decoder="pil")
-    tuned = Predictor(library.model, library.names, thresh, nms, letterbox=letter_box)
+    tuned = library.with_settings(thresh=thresh, nms=nms, letterbox=letter_box)
     height, width = image.shape[1:]
     out = []
     for det in tuned.predict([image])[0]:

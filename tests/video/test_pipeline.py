@@ -11,7 +11,9 @@ from PIL import Image
 
 from darknet_torch.detect.outputs_format import darknet_json_frame
 from darknet_torch.detect.pipeline import detect_images
+from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.model.loading import load_model
 from darknet_torch.video.pipeline import VideoOutputs, run_video
 from darknet_torch.video.sources import Frame, FrameSource, open_source
@@ -22,7 +24,7 @@ from tests.video.videos import photo_frames, read_video, write_video
 def predictor(repo_root, real_weights) -> Predictor:
     model = load_model(repo_root / "cfg" / "yolov3-tiny.cfg", real_weights, "cpu")
     names = (repo_root / "data" / "coco.names").read_text().splitlines()
-    return Predictor(model, names, thresh=0.2)
+    return build_predictor(model, DETECTOR_TEST.replace(thresh=0.2), names=names)
 
 
 def test_every_frame_equals_detect_on_the_decoded_frames(predictor, tmp_path, one_thread):

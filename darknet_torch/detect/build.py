@@ -1,0 +1,75 @@
+"""One way from files (or a loaded model) to a ready :class:`Predictor`, for every command that runs a network."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from darknet_torch.data.images import load_image
+from darknet_torch.detect.predictor import Predictor, make_preparer, resolve_settings
+from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
+from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.model.darknet import Darknet
+from darknet_torch.model.fast import optimize_for_inference
+from darknet_torch.model.loading import load_model
+from darknet_torch.runtime import select_device
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_IMAGES = 8
+"""int8 calibrates on this many of the user's images (the first readable ones)."""
+
+PathLike = str | os.PathLike[str]
+
+
+def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DETECTOR_TEST, *,
+                    weights: PathLike | None = None, names: Sequence[str] | None = None, device: str | None = None,
+                    calibration: Sequence[PathLike] = ()) -> Predictor:
+    """A :class:`Predictor` running ``model`` (a loaded network, or a cfg path loaded with ``weights`` on
+    ``device``) with ``settings``: the input size is checked against the network's stride and ``settings.fast``
+    is applied (``int8`` calibrates on the first :data:`CALIBRATION_IMAGES` readable images of ``calibration``).
+
+    Raises:
+        CfgError: an input size the network cannot take.
+        DarknetError: bad cfg/weights, or ``int8`` without a readable calibration image.
+    """
+    if not isinstance(model, nn.Module):
+        model = load_model(model, weights, select_device(device))
+    check_input_size(model, settings.input_size)
+    return Predictor(optimize(model, settings, calibration), names, settings)
+
+
+def check_input_size(model: Darknet, size: tuple[int, int] | None) -> None:
+    """Refuse an input size that is not a multiple of the network's stride (its heads' grids would not fit)."""
+    if size is None:
+        return
+    stride = model.stride
+    if any(v % stride for v in size):
+        raise CfgError(f"input size {size[0]}x{size[1]}: height and width must be multiples of {stride} "
+                       "(this network's stride)")
+
+
+def optimize(model: Darknet, settings: InferenceSettings, calibration: Sequence[PathLike] = ()) -> nn.Module:
+    """``model`` itself without ``settings.fast``, else its copy from
+    :func:`~darknet_torch.model.fast.optimize_for_inference`; int8 calibrates on images prepared as the Predictor
+    will prepare them."""
+    if settings.fast is None:
+        return model
+    batches = None
+    if settings.fast == "int8":
+        prepare = make_preparer(resolve_settings(model, settings))
+        inputs = []
+        for path in calibration:
+            try:
+                inputs.append(prepare(load_image(path))[0])
+            except DarknetError as exc:
+                log.warning("int8 calibration skips %s", exc)
+            if len(inputs) == CALIBRATION_IMAGES:
+                break
+        if not inputs:
+            raise DarknetError("--fast int8: no readable image to calibrate on")
+        batches = [torch.stack(inputs)]
+    return optimize_for_inference(model, settings.fast, batches)

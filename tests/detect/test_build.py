@@ -1,0 +1,56 @@
+"""build_predictor (darknet_torch/detect/build.py): one setup for every command."""
+from __future__ import annotations
+
+import pytest
+
+from darknet_torch.detect.build import build_predictor, optimize
+from darknet_torch.detect.settings import DETECTOR_MAP, DETECTOR_TEST
+from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.model.darknet import Darknet
+
+
+@pytest.fixture(scope="module")
+def tiny(golden_dir, real_weights) -> Darknet:
+    return Darknet(golden_dir / "real" / "yolov3-tiny_mask123.cfg").load_darknet_weights(real_weights).eval()
+
+
+def test_settings_are_resolved_from_the_cfg(tiny):
+    predictor = build_predictor(tiny)
+    assert predictor.model is tiny  # no fast mode: the model itself
+    assert (predictor.thresh, predictor.nms_thresh) == (0.25, 0.45)
+    assert predictor.nms_kind == tiny.heads[-1].config.nms_kind
+    assert predictor.letterbox is bool(tiny.hyperparams["letter_box"]) is False
+    assert predictor.input_size == tiny.input_size == (416, 416)
+    assert predictor.names == [str(i) for i in range(80)]
+    mapping = build_predictor(tiny, DETECTOR_MAP.replace(letterbox=True, input_size=(320, 608)))
+    assert (mapping.thresh, mapping.letterbox, mapping.input_size) == (0.005, True, (320, 608))
+
+
+def test_loads_from_files(golden_dir, real_weights):
+    predictor = build_predictor(golden_dir / "real" / "yolov3-tiny_mask123.cfg", weights=real_weights, device="cpu")
+    assert predictor.model.seen == 32013312
+
+
+def test_input_size_must_fit_the_stride(tiny):
+    assert tiny.stride == 32
+    with pytest.raises(CfgError, match="multiples of 32"):
+        build_predictor(tiny, DETECTOR_TEST.replace(input_size=(100, 416)))
+
+
+def test_with_settings_shares_the_model_and_keeps_the_fast_mode(tiny):
+    predictor = build_predictor(tiny)
+    tuned = predictor.with_settings(thresh=0.5, letterbox=True)
+    assert tuned.model is predictor.model and (tuned.thresh, tuned.letterbox) == (0.5, True)
+    assert (predictor.thresh, predictor.letterbox) == (0.25, False)
+    with pytest.raises(ValueError, match="fast mode"):
+        predictor.with_settings(fast="bf16")
+
+
+def test_int8_calibrates_on_readable_images(tiny, repo_root, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(DarknetError, match="no readable image"):
+        optimize(tiny, DETECTOR_TEST.replace(fast="int8"), [broken])
+    fast = optimize(tiny, DETECTOR_TEST.replace(fast="int8"),
+                    [broken, *sorted((repo_root / "data" / "samples").glob("*.jpg"))])
+    assert any(type(m).__name__ == "Int8Conv" for m in fast.module_list)
