@@ -146,7 +146,8 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
         stop.set()
         sink.finish()
         reader.join(timeout=5)
-        source.close()
+        if not reader.is_alive():  # else it is blocked in a device read: closing under it is unsafe; exit ends it
+            source.close()
         bar.close()
         report.seconds = time.perf_counter() - start
     report.errors[:0] = source.errors
@@ -168,18 +169,23 @@ def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: 
                     pass
                 inputs.put(item)
             else:
-                while not stop.is_set():
-                    try:
-                        inputs.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+                _put_unless_stopped(inputs, item, stop)
             if stop.is_set() or (max_frames is not None and count >= max_frames):
                 break
     except Exception as exc:  # noqa: BLE001 (reported as this source's error, the outputs are still finalised)
         report.errors.append(f"{source.name}: reading failed: {exc}")
     finally:
-        inputs.put(_END)
+        _put_unless_stopped(inputs, _END, stop)
+
+
+def _put_unless_stopped(inputs: queue.Queue, item: object, stop: threading.Event) -> None:
+    """Wait for room in ``inputs``, unless the pipeline stops meanwhile (then nobody reads it any more)."""
+    while not stop.is_set():
+        try:
+            inputs.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
 
 
 class _OutputStage:

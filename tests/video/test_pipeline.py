@@ -1,7 +1,10 @@
 """The video pipeline: every frame's detections equal ``detect`` on the same decoded frames; outputs; live mode."""
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import threading
 import time
 
 import numpy as np
@@ -80,3 +83,55 @@ def test_live_source_drops_frames_instead_of_falling_behind(predictor, one_threa
                        on_frame=lambda r: seen.append(r.frame_id))
     assert report.ok and report.frames + report.dropped == 60 and report.dropped > 0
     assert seen == sorted(seen) and seen[-1] == 60  # frames go out in order, and the newest is never dropped
+
+
+class GatedSource(FrameSource):
+    """A file-like source that starts once ``gate`` is set (when the test's stream clients are connected)."""
+
+    def __init__(self, frames: list[np.ndarray], gate) -> None:
+        super().__init__("gated.mp4", fps=10.0)
+        self.images, self.gate = frames, gate
+
+    def frames(self):
+        assert self.gate.wait(20)
+        for i, image in enumerate(self.images):
+            yield Frame(i, image)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _client(port: int, connected: threading.Event, out: dict, key: str) -> None:
+    for _ in range(100):  # the server starts with the pipeline
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/")
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    response = conn.getresponse()
+    connected.set()
+    out[key] = response.read()
+
+
+def test_streams_serve_every_frame_to_a_connected_client(predictor, one_thread):
+    json_port, mjpeg_port = _free_port(), _free_port()
+    got: dict = {}
+    ready = [threading.Event(), threading.Event()]
+    gate = threading.Event()
+    clients = [threading.Thread(target=_client, args=(port, event, got, key)) for port, event, key in
+               ((json_port, ready[0], "json"), (mjpeg_port, ready[1], "mjpeg"))]
+    for client in clients:
+        client.start()
+    threading.Thread(target=lambda: (ready[0].wait(20), ready[1].wait(20), gate.set()), daemon=True).start()
+    report = run_video(predictor, GatedSource(photo_frames(3, 64, 48), gate),
+                       VideoOutputs(json_port=json_port, mjpeg_port=mjpeg_port), batch_size=1, progress=False)
+    for client in clients:
+        client.join(30)
+    assert report.ok and report.frames == 3
+    frames = json.loads(got["json"])  # a slow client may skip frames; the last one always arrives
+    assert frames[-1]["frame_id"] == 3 and frames[-1]["filename"] == "gated.mp4"
+    assert got["mjpeg"].count(b"Content-Type: image/jpeg") >= 1
