@@ -157,6 +157,7 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
 def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: threading.Event,
           max_frames: int | None, report: VideoReport) -> None:
     """Reader thread: decode and prepare frames; on a live source keep only the newest waiting frame."""
+    torch.set_num_threads(1)  # this thread's own OpenMP team: the forward pass keeps every core's thread
     try:
         for count, frame in enumerate(source.frames(), start=1):
             network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
@@ -250,6 +251,7 @@ class _OutputStage:
         self._closers.clear()
 
     def _run(self) -> None:
+        torch.set_num_threads(1)  # (the tracker's IoU) as in the reader thread
         while (item := self.queue.get()) is not _END:
             try:
                 self._handle(*item)
