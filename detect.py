@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Detect objects with a Darknet model: ``python detect.py [SOURCE ...] [options]`` = ``darknet_torch detect ...``.
 
-With no arguments: yolov3-tiny on data/samples, results in runs/detect/ (see README, "Detection").
+With no arguments: yolov4-tiny on data/samples, results in runs/detect/ (see README, "Detection").
 """
 import sys
 

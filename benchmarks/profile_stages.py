@@ -62,9 +62,9 @@ def profile_eval(mode: str, workers: int) -> None:
             for batch in batches:
                 model(batch.inputs)
     stage("forward only", forward)
-    rows, sizes, _ = stage("forward + Darknet boxes + NMS (detect_batches)",
+    rows, sizes, _, _ = stage("forward + Darknet boxes + NMS (detect_batches)",
                            lambda: detect_batches(predictor, batches, len(images), progress=False))
-    truths = [f.boxes for f in read_truths(images, len(names))[0]]
+    truths = list(read_truths(images, len(names))[0])
     stage("AP (compute_map)", lambda: compute_map(rows, truths, len(names), 0.5, 0, 0.25))
     stage(f"whole evaluate(), {workers} loader workers",
           lambda: evaluate(model, images, names, len(names), workers=workers, progress=False))

@@ -7,9 +7,9 @@ its ``train`` list, so fine-tuning alone moves its mAP).
 
 The official weights were not trained with the sparsity penalty, so their ``|gamma|`` are not comparable across
 layers and none is near 0: pruning costs much more accuracy than after the paper's sparsity training.
-``--sparsity s`` first trains with the penalty (``bn_l1_subgradient`` before every update, as training's
-``--sparsity`` does) and prunes that network instead.  Forward times are medians of batch-1 416x416 passes with BN
-folded, all networks interleaved so that machine load hits them equally.
+``--sparsity s`` first trains with the penalty (training's ``--sparsity``) and prunes that network instead.  Forward
+times are medians of batch-1 416x416 passes with BN folded, all networks interleaved so that machine load hits them
+equally.
 """
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ from terminaltables import GithubFlavoredMarkdownTable
 
 from darknet_torch import Darknet
 from darknet_torch.config import parse_cfg_text
-from darknet_torch.config.custom import _LineEditor, _set
+from darknet_torch.config.custom import CfgLineEditor, _set
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
 from darknet_torch.evaluate.runner import evaluate
-from darknet_torch.export.prune import (apply_pruning, bn_l1_subgradient, network_cost, plan_pruning,
-                                        prunable_bn_layers, save_pruned)
+from darknet_torch.export.prune import apply_pruning, network_cost, plan_pruning, prunable_bn_layers, save_pruned
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg
 from darknet_torch.train.run import TrainOptions, build_trainer
 
@@ -68,7 +67,7 @@ def fine_tune(cfg: Path, weights: Path, args: argparse.Namespace, iterations: in
     the cfg and final weights.  With ``sparsity`` add the paper's ``s * sign(gamma)`` before every update."""
     text = cfg.read_text()
     raws = parse_cfg_text(text, str(cfg))
-    editor = _LineEditor(text)
+    editor = CfgLineEditor(text)
     settings = dict(batch=args.batch, subdivisions=1, max_batches=iterations, burn_in=args.burn_in,
                     learning_rate=args.lr, policy="constant")
     for key, value in settings.items():
@@ -80,10 +79,8 @@ def fine_tune(cfg: Path, weights: Path, args: argparse.Namespace, iterations: in
     tuned_cfg.write_text(editor.text())
     backup = args.out / tag
     trainer = build_trainer(TrainOptions(data=args.data, cfg=tuned_cfg, weights=weights, clear=True, device="cpu",
-                                         workers=args.workers, backup=backup, progress=False, seed=args.seed))
-    if sparsity:  # what the trainer's --sparsity does: after the iteration's backward passes, before the step
-        layers, scale = prunable_bn_layers(trainer.model), sparsity * trainer.settings.batch
-        trainer.optimizer.register_step_pre_hook(lambda *_: bn_l1_subgradient(trainer.model, scale, layers))
+                                         workers=args.workers, backup=backup, progress=False, seed=args.seed,
+                                         sparsity=sparsity))
     started = time.perf_counter()
     trainer.run()
     print(f"{tag}: {iterations} iterations in {time.perf_counter() - started:.0f} s", flush=True)

@@ -15,3 +15,12 @@ class WeightsError(DarknetError):
 
 class DataError(DarknetError):
     """An image, label or list file cannot be used; the message names the path (and line)."""
+
+
+class UnsupportedCfgError(CfgError):
+    """A valid Darknet cfg uses something darknet_torch refuses to build; ``reason`` names what (e.g. ``"lstm"``,
+    ``"xnor"``, ``"tree"``), the message says why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -38,6 +38,15 @@ def real_weights(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def yolov4_tiny_weights() -> Path:
+    """The official yolov4-tiny weights in the checkout's weights/ (CI fetches them in .ci/run)."""
+    path = REPO_ROOT / "weights" / "yolov4-tiny.weights"
+    if not path.is_file():
+        pytest.skip(f"{path} not found: fetch it with  python weights/download_weights.py yolov4-tiny")
+    return path
+
+
+@pytest.fixture(scope="session")
 def official_cfg_dir(shared_dir: Path) -> Path:
     return _require(shared_dir / "darknet" / "cfg")
 

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=HERE, help="target folder (default: %(default)s)")
     parser.add_argument("--list", action="store_true", help="list the known weights and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="network timeout in seconds (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.list or not args.names:
         for spec in weights_fetch.WEIGHTS.values():

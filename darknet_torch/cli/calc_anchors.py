@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from darknet_torch.errors import DarknetError
 from darknet_torch.evaluate.anchors import format_anchors, kmeans_anchors, load_label_sizes, plot_anchors
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(line)
     if args.output:
         try:
-            Path(args.output).write_text(line.removeprefix("anchors = "), encoding="utf-8")
+            write_atomic(args.output, line.removeprefix("anchors = ").encode("utf-8"))
         except OSError as exc:
             raise DarknetError(f"{args.output}: cannot write the anchors ({exc.strerror or exc})") from exc
         print(f"saved anchors to {args.output}")

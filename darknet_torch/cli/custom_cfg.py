@@ -7,7 +7,7 @@ from pathlib import Path
 from darknet_torch.config.custom import customize_cfg_file
 from darknet_torch.config.data_files import read_names
 from darknet_torch.errors import CfgError
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 
 
 def _positive_int(text: str) -> int:

@@ -1,9 +1,9 @@
 """``darknet_torch demo``: Darknet's ``detector demo`` on a video file, camera, network stream or image sequence.
 
-Darknet's flags are accepted in Darknet's spelling (``-c 0``, ``-out_filename out.mp4``, ``-json_port 8070``,
-``-mjpeg_port 8090``, ``-thresh 0.3``, ``-ext_output``, ``-dont_show``, ``-avgframes 3``, ``-out results.jsonl``), so
-``darknet_torch detector demo DATA CFG WEIGHTS FILE -flags`` can forward here as
-``demo FILE --data DATA --cfg CFG --weights WEIGHTS -flags``.
+Darknet's demo flags are options in Darknet's spelling (``-c 0``, ``-out_filename out.mp4``, ``-json_port 8070``,
+``-mjpeg_port 8090``, ``-avgframes 3``); the common ones (``-thresh``, ``-ext_output``, ``-out``, ``-letter_box``,
+``-dont_show``, ``-i``) reach their ``--options`` through cli/darknet_flags.py, so ``darknet_torch detector demo DATA
+CFG WEIGHTS FILE -flags`` forwards here as ``demo FILE --data DATA --cfg CFG --weights WEIGHTS -flags``.
 
 Exit status: 0 when every frame was processed and written, 1 when frames were lost (truncated or corrupt video, a
 stream that did not come back) or an output failed mid-run (what was written stays playable), 2 for a usage or
@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
 from tqdm import tqdm
 
 from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
@@ -52,11 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     names.add_argument("--names", help="class names, one per line (default: data/coco.names for 80-class models)")
     names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
     add_detection_options(p, DETECTOR_TEST)
-    p.add_argument("-thresh", dest="thresh", type=float, default=argparse.SUPPRESS, help="same as --thresh")
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the aspect ratio (default: [net] letter_box)")
-    p.add_argument("-letter_box", dest="letter_box", action="store_true", default=argparse.SUPPRESS,
-                   help="same as --letter-box")
     p.add_argument("--batch-size", type=int, default=4,
                    help="frames per forward pass when several are ready (files; default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
@@ -68,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="annotated video; codec from the extension: .mp4/.mkv/.mov H.264, .avi MJPEG, .webm VP9, "
                         ".nut FFV1 lossless (default: OUTPUT/<source>.mp4)")
     p.add_argument("--no-save-video", action="store_true", help="no annotated video")
-    p.add_argument("--json", "-out", metavar="FILE",
+    p.add_argument("--json", metavar="FILE",
                    help="per-frame JSON lines, Darknet's -out objects (default: OUTPUT/<source>.jsonl)")
     p.add_argument("--no-json", action="store_true", help="no JSON lines file")
     p.add_argument("--save-labels", action="store_true",
@@ -79,11 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="serve the detections as Darknet's JSON stream on http://HOST:PORT/")
     p.add_argument("--host", default="127.0.0.1",
                    help="address of the HTTP streams (default: %(default)s, this machine only)")
-    p.add_argument("--ext-output", "-ext_output", action="store_true",
+    p.add_argument("--ext-output", action="store_true",
                    help="print each frame's detections with their boxes in pixels (Darknet's -ext_output)")
-    p.add_argument("--dont-show", "-dont_show", action="store_true",
-                   help="accepted for Darknet compatibility: darknet_torch never opens a window")
-    p.add_argument("-i", dest="gpu_index", type=int, help=argparse.SUPPRESS)  # Darknet's GPU index
     p.add_argument("--no-track", action="store_true", help="no track ids")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (cameras and streams)")
     p.add_argument("--fps", type=float, help="frame rate of image sequences and of the output (default: the "
@@ -107,8 +100,7 @@ def demo_predictor(args: argparse.Namespace) -> Predictor:
     """The model and settings the arguments ask for; ``-avgframes N`` wraps the network (see
     :mod:`darknet_torch.video.averaging`)."""
     settings = inference_settings(args, DETECTOR_TEST)
-    use_index = args.gpu_index is not None and args.device == "auto" and torch.cuda.is_available()
-    model = load_model(args.cfg, args.weights, select_device(f"cuda:{args.gpu_index}" if use_index else args.device))
+    model = load_model(args.cfg, args.weights, select_device(args.device))
     calibration = expand_sources([DEFAULT_SOURCE]) if settings.fast == "int8" else []
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
                                 calibration=calibration)

@@ -3,6 +3,9 @@
 Exit status: 0 when every image was detected and every file written, 1 when any image or file failed (the others
 are still processed and written), 2 for a usage or configuration error (bad cfg, missing weights, no images, an
 output folder that cannot be written), reported before any image is processed.
+
+Under ``torchrun --nproc_per_node=N -m darknet_torch detect ...`` each process detects whole batches of the images
+and writes their files; rank 0 prints every line in input order and writes the JSON files, exactly as one process.
 """
 from __future__ import annotations
 
@@ -13,23 +16,26 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import add_detection_options, add_inference_options, inference_settings
-from darknet_torch.config.data_files import read_data_file, read_names
+from darknet_torch.config.data_files import read_names
+from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.settings import DETECTOR_TEST
-from darknet_torch.detect.sources import expand_sources
+from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
+from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
+from darknet_torch.files import STDOUT
 from darknet_torch.model.loading import load_model
-from darknet_torch.runtime import select_device
 from darknet_torch.video.sources import is_video_file
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SOURCE = "data/samples"
-DEFAULT_CFG = "cfg/yolov3-tiny.cfg"
-DEFAULT_WEIGHTS = "weights/yolov3-tiny.weights"
+DEFAULT_CFG = "cfg/yolov4-tiny.cfg"
+DEFAULT_WEIGHTS = "weights/yolov4-tiny.weights"
 DEFAULT_NAMES = "data/coco.names"
 DEFAULT_OUTPUT = "runs/detect"
 
@@ -39,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Darknet's 'detector test' with its exact boxes: annotated images, label files "
                                    "and JSON in an output folder.")
     p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help=f"image, folder, .txt list of image paths, or glob (default: {DEFAULT_SOURCE})")
+                   help=f"image, folder, .txt list of image paths, glob, or - for paths on standard input "
+                        f"(default: {DEFAULT_SOURCE})")
     p.add_argument("--source", action="append", default=[], help="same as SOURCE (may be repeated)")
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of folders")
     p.add_argument("--cfg", default=DEFAULT_CFG, help="Darknet .cfg (default: %(default)s)")
@@ -56,10 +63,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
     p.add_argument("--save-labels", action="store_true",
                    help="write Darknet label files (class cx cy w h, relative) to OUTPUT/labels/")
-    p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file (default: OUTPUT/results.json)")
+    p.add_argument("--crop", action="store_true",
+                   help="write each detection cut out of its image to OUTPUT/crops/<class>/<image>_<n>.<ext>")
+    p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file; '-' for standard output "
+                   "(default: OUTPUT/results.json)")
     p.add_argument("--no-json", action="store_true", help="do not write the JSON files")
     p.add_argument("--ext-output", action="store_true",
                    help="print Darknet's -ext_output lines (name: prob%% and box in pixels) for every image")
+    p.add_argument("--print", action="store_true", dest="print_lines",
+                   help="print Darknet's lines for every image (path: Predicted in ..., name: prob%%), as "
+                        "'detector test' does; --ext-output adds the boxes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -67,10 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | None:
     """Class names from --names, --data, or the default COCO names for 80-class models (else None: numbers)."""
     if args.data:
-        config = read_data_file(args.data)
-        if config.names is None:
-            raise CfgError(f"{args.data}: no 'names =' entry; pass --names")
-        names_path = config.names
+        names_path = DarknetDataset.from_data_file(args.data).require("names", "pass --names, or add it")
     elif args.names:
         names_path = Path(args.names)
     elif num_classes == 80 and Path(DEFAULT_NAMES).is_file():
@@ -87,47 +97,69 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
     return names
 
 
-def _printer(ext_output: bool, thresh: float):
+def _printer(ext_output: bool, print_lines: bool, thresh: float):
     def show(result: ImageResult) -> None:
+        if result.warning:
+            tqdm.write(f"warning: {result.warning}", file=sys.stderr)
         if not result.ok:
             tqdm.write(f"error: {result.error}", file=sys.stderr)
-        elif ext_output:
+        elif ext_output or print_lines:
             lines = [f"{result.path}: Predicted in {result.seconds * 1000:f} milli-seconds."]
-            lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output=True)
+            lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output)
             tqdm.write("\n".join(lines))
     return show
 
 
+def take_darknet_files(args: argparse.Namespace) -> None:
+    """Darknet's short form ``detect CFG WEIGHTS [IMAGE]``: leading SOURCE arguments naming a ``.cfg`` and its
+    weights set --cfg/--weights (when those are not given); without IMAGE, as in Darknet, the image paths come from
+    standard input."""
+    sources = args.sources
+    if (len(sources) >= 2 and sources[0].endswith(".cfg") and sources[1].endswith((".weights", ".pt"))
+            and args.cfg == DEFAULT_CFG and args.weights == DEFAULT_WEIGHTS):
+        args.cfg, args.weights, args.sources = sources[0], sources[1], sources[2:] or [STDIN_SOURCE]
+
+
 def run(args: argparse.Namespace) -> int:
+    return run_on_every_rank(_detect, args)
+
+
+def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     if args.batch_size < 1 or args.workers < 0:
         raise CfgError("--batch-size must be >= 1 and --workers >= 0")
+    take_darknet_files(args)
+    if ctx.enabled and STDIN_SOURCE in [*args.sources, *args.source]:
+        raise CfgError("under torchrun every process would read standard input: give the image paths in a .txt list")
     settings = inference_settings(args, DETECTOR_TEST)
     sources = [*args.sources, *args.source] or [DEFAULT_SOURCE]
     videos = [s for s in sources if is_video_file(s)]  # video files go through darknet_torch.video
     paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
         else []
-    model = load_model(args.cfg, args.weights, select_device(args.device))
+    model = load_model(args.cfg, args.weights, ctx.device)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults
 
     video_status = run_video_files(predictor, videos, args.output, save_video=not args.no_save_img,
                                    save_json=not args.no_json, save_labels=args.save_labels,
                                    ext_output=args.ext_output, batch_size=args.batch_size,
-                                   progress=False if args.no_progress else None) if videos else 0
+                                   progress=False if args.no_progress else None) if videos and ctx.is_main else 0
     if not paths:
         return video_status
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
-        json_path=args.json, progress=False if args.no_progress else None,
-        on_result=_printer(args.ext_output, args.thresh))
+        json_path=args.json, progress=False if args.no_progress else None, save_crops=args.crop,
+        on_result=_printer(args.ext_output, args.print_lines, args.thresh), ctx=ctx)
+    if not ctx.is_main:
+        return 0 if report.ok else 1
     for message in report.write_errors:
         print(f"error: {message}", file=sys.stderr)
     done = len(report.results) - len(report.failed)
     boxes = sum(len(r.detections) for r in report.results)
     rate = len(report.results) / report.seconds if report.seconds > 0 else 0.0
+    summary = sys.stderr if args.json == STDOUT else sys.stdout  # keep stdout pure JSON for a pipe
     print(f"{done} of {len(report.results)} images detected ({boxes} detections) in {report.seconds:.1f} s "
-          f"({rate:.1f} images/s); results in {report.output_dir}")
+          f"({rate:.1f} images/s); results in {report.output_dir}", file=summary)
     if not report.ok:
         print(f"{len(report.failed)} image(s) failed, {len(report.write_errors)} file(s) not written "
               "(see the errors above)", file=sys.stderr)

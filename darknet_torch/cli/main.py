@@ -6,6 +6,7 @@ import importlib
 import logging
 import sys
 
+from darknet_torch.cli.darknet_flags import translate_flags
 from darknet_torch.errors import DarknetError
 from darknet_torch.runtime import keep_freed_memory
 
@@ -14,6 +15,7 @@ COMMANDS = {
     "summary": "darknet_torch.cli.summary",
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
+    "classify": "darknet_torch.cli.classify",
     "demo": "darknet_torch.cli.demo",
     "map": "darknet_torch.cli.map",
     "export": "darknet_torch.cli.export",
@@ -22,7 +24,11 @@ COMMANDS = {
     "partial": "darknet_torch.cli.partial",
     "prune": "darknet_torch.cli.prune",
     "serve": "darknet_torch.cli.serve",
+    "detector": "darknet_torch.cli.detector",
+    "classifier": "darknet_torch.cli.classifier",
 }
+# Commands that take Darknet's whole argument list as it is (they translate it themselves).
+RAW_ARGUMENTS = ("detector", "classifier")
 # Batch commands let glibc keep freed memory for reuse (runtime.keep_freed_memory: 1.3-1.4x faster training steps);
 # the long-running server does not, so its memory can shrink again after a burst of requests.
 KEEP_FREED_MEMORY = ("detect", "map", "train")
@@ -38,8 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_darknet_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with Darknet's single-dash flags after the command turned into that command's options
+    (cli/darknet_flags.py)."""
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    position = next((i for i, token in enumerate(argv) if token in commands), None)
+    if position is None or argv[position] in RAW_ARGUMENTS:
+        return argv
+    known = {option: action.nargs != 0 for option, action in commands[argv[position]]._option_string_actions.items()}
+    return [*argv[:position + 1], *translate_flags(argv[position + 1:], known)]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(with_darknet_flags(parser, sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
     if args.command in KEEP_FREED_MEMORY:

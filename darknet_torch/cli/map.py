@@ -7,6 +7,9 @@ Darknet's positional order ``darknet_torch map coco128.data yolov3-tiny.cfg yolo
 
 Exit status: 0 when every image was read (missing label files are only reported, as Darknet does), 1 when some
 images could not be read (their objects count as missed), 2 for a usage or configuration error.
+
+Under ``torchrun --nproc_per_node=N -m darknet_torch map ...`` each process detects its share of the images and rank 0
+scores them all and prints the one-process printout.
 """
 from __future__ import annotations
 
@@ -14,14 +17,17 @@ import argparse
 import logging
 import sys
 
+from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import add_inference_options, inference_settings
-from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.detect.settings import DETECTOR_MAP
+from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
+from darknet_torch.evaluate.plots import write_evaluation_plots
 from darknet_torch.evaluate.runner import evaluate
 from darknet_torch.model.loading import load_model
-from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write PR / F1 / precision / recall curves, confusion matrices at --thresh and "
+                        "per-class CSV tables to DIR (the numbers of the printout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -78,35 +87,45 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_on_every_rank(_map, args)
+
+
+def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     _check_options(args)
     # -thresh is the confidence of Darknet's summary lines; the detection threshold is --det-thresh
     settings = inference_settings(args, DETECTOR_MAP, thresh=args.det_thresh)
     data_path, cfg, weights = _files(args)
-    data = read_data_file(data_path)
-    for warning in data.warnings:
+    if args.plots:
+        prepare_output_dir(args.plots)  # a folder that cannot be written fails before the inference
+    dataset = DarknetDataset.from_data_file(data_path)
+    for warning in dataset.warnings:
         log.warning(warning)
-    if data.valid is None:
-        raise CfgError(f"{data_path}: no 'valid =' entry: detector map needs the list of validation images")
-    if data.names is None:
-        raise CfgError(f"{data_path}: no 'names =' entry: detector map needs the class names")
-    names = read_names(data.names)
-    images = read_image_list(data.valid)
+    valid = dataset.require("valid", "detector map needs the list of validation images")
+    names = dataset.names("detector map needs the class names")
+    images = dataset.images(valid)
     if weights is None:
         log.warning("no weights given: evaluating the cfg's initial (random) weights")
-    model = load_model(cfg, weights, select_device(args.device))
-    if data.classes is not None and data.classes != model.num_classes:
-        raise CfgError(f"{data_path}: classes={data.classes} but {cfg} has classes={model.num_classes} "
-                       "in its last head")
+    model = load_model(cfg, weights, ctx.device)
+    dataset.check_classes(model.num_classes)
     # int8 calibrates on the training list when there is one (the validation images are what it is scored on)
-    calibration = read_image_list(data.train) if args.fast == "int8" and data.train is not None else images
+    train = dataset.config.train
+    calibration = dataset.images(train) if args.fast == "int8" and train is not None else images
     predictor = build_predictor(model, settings, names=names, calibration=calibration)
 
     report = evaluate(predictor, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
                       batch_size=args.batch_size, workers=args.workers, decoder=args.decoder, coco=args.coco,
-                      progress=not args.no_progress, conf_thresh=args.thresh)
+                      progress=not args.no_progress, conf_thresh=args.thresh, scan=dataset.scan(valid, len(names)),
+                      ctx=ctx)
+    if report is None:  # another rank than 0: rank 0 reports for all
+        return 0
     for message in report.labels.messages():
+        print(f"warning: {message}", file=sys.stderr)
+    for message in report.warnings:
         print(f"warning: {message}", file=sys.stderr)
     for path, error in report.failed:
         print(f"error: {error}" if str(path) in error else f"error: {path}: {error}", file=sys.stderr)
     print(report.format(names))
+    if args.plots:
+        files = write_evaluation_plots(report.matched, report.darknet, names, args.plots)
+        print(f"{len(files)} plots and tables written to {args.plots}")
     return 1 if report.failed else 0

@@ -60,7 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=50_000_000,
                    help="decoded image size cap, the decompression-bomb guard (default: %(default)s)")
     p.add_argument("--max-connections", type=int, default=128,
-                   help="concurrent connections before uvicorn answers 503 (default: %(default)s)")
+                   help="open connections; idle ones are closed to make room for new ones, and only when all are "
+                        "running requests is the answer 503 (default: %(default)s)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds for a request head to arrive on a connection, else it is closed (default: "
+                        "%(default)s)")
+    p.add_argument("--max-detections", type=int, default=1000,
+                   help="(box, class) pairs per image, the highest scores kept (default: %(default)s)")
+    p.add_argument("--max-response-kb", type=int, default=1024,
+                   help="response body cap in KiB; the lowest scores are left out beyond it (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -69,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from darknet_torch.serve.app import ServeConfig, create_app
+        from darknet_torch.serve.connections import uvicorn_options
     except ImportError as exc:
         raise DarknetError(f"serve needs the optional 'serve' extra ({exc.name} is missing): "
                            "pip install 'darknet_torch[serve]'") from None
@@ -76,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     settings = inference_settings(args, DETECTOR_TEST)
     config = ServeConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                          queue_size=args.queue_size, max_batch=args.max_batch, batch_wait=args.batch_wait_ms / 1000,
-                         timeout=args.timeout, decoder=args.decoder)
+                         timeout=args.timeout, decoder=args.decoder, max_detections=args.max_detections,
+                         max_response_bytes=args.max_response_kb * 1024, header_timeout=args.header_timeout,
+                         max_connections=args.max_connections)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load_model(args.cfg, args.weights, select_device(args.device))
@@ -89,15 +100,18 @@ def run(args: argparse.Namespace) -> int:
              f"--fast {args.fast}" if args.fast else "plain model", torch.get_num_threads(), config.max_batch,
              config.queue_size)
     uvicorn.run(create_app(predictor, config, model_name=str(args.cfg)), host=args.host, port=args.port,
-                limit_concurrency=args.max_connections, timeout_keep_alive=5, log_level="info")
+                log_level="info", **uvicorn_options(config))
     return 0
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if min(args.max_batch, args.queue_size, args.max_connections, args.threads or 1) < 1:
-        raise CfgError("--max-batch, --queue-size, --max-connections and --threads must be >= 1")
-    if args.timeout <= 0 or args.max_upload_mb <= 0 or args.max_pixels < 1 or args.batch_wait_ms < 0:
-        raise CfgError("--timeout, --max-upload-mb and --max-pixels must be positive, --batch-wait-ms >= 0")
+    if min(args.max_batch, args.queue_size, args.max_connections, args.threads or 1, args.max_detections) < 1:
+        raise CfgError("--max-batch, --queue-size, --max-connections, --max-detections and --threads must be >= 1")
+    if min(args.timeout, args.max_upload_mb, args.max_pixels, args.header_timeout) <= 0 or args.batch_wait_ms < 0:
+        raise CfgError("--timeout, --header-timeout, --max-upload-mb and --max-pixels must be positive, "
+                       "--batch-wait-ms >= 0")
+    if args.max_response_kb < 4:
+        raise CfgError("--max-response-kb must be at least 4 (an answer without detections needs about 0.3)")
 
 
 def _is_loopback(host: str) -> bool:

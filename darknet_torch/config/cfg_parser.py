@@ -42,9 +42,10 @@ class RawSection:
 
 
 def parse_cfg_text(text: str, path: str = "<string>") -> list[RawSection]:
-    """Split cfg text into sections; ``path`` is used only in messages."""
+    """Split cfg text into sections; ``path`` is used only in messages.  A leading UTF-8 byte-order mark (Windows
+    editors write one) is skipped."""
     sections: list[RawSection] = []
-    for number, original in enumerate(text.splitlines(), start=1):
+    for number, original in enumerate(text.removeprefix("\ufeff").splitlines(), start=1):
         line = "".join(original.split())
         if not line or line[0] in "#;":
             continue
@@ -78,7 +79,7 @@ def read_cfg(path: str | Path) -> list[RawSection]:
     """Read a cfg file from disk (see :func:`parse_cfg_text`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise CfgError(f"cannot read cfg file {path}: {exc.strerror or exc}") from exc
     return parse_cfg_text(text, str(path))

@@ -71,7 +71,7 @@ def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
     """
     data_path = Path(path)
     try:
-        text = data_path.read_text(encoding="utf-8", errors="replace")
+        text = data_path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise CfgError(f"{data_path}: cannot read .data file ({exc.strerror or exc})") from exc
 
@@ -125,7 +125,7 @@ def _read_lines(path: Path, what: str, error: type[Exception]) -> list[str]:
     """Lines as Darknet's ``fgetl`` returns them: split at LF, one trailing CR removed, no
     empty last line for a final newline."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
     lines = text.split("\n")

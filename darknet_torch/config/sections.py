@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from darknet_torch.config.cfg_parser import RawSection
-from darknet_torch.errors import CfgError
+from darknet_torch.errors import CfgError, UnsupportedCfgError
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +138,36 @@ SCHEMAS: dict[str, dict[str, tuple[Callable, Any]]] = {
     "batchnorm": {},
     "activation": {"activation": (STR, "linear")},
     "empty": {},
+    "local": {"filters": (INT, 1), "size": (INT, 1), "stride": (INT, 1), "pad": (INT, 0),
+              "activation": (STR, "logistic")},
+    "crop": {"crop_height": (INT, 1), "crop_width": (INT, 1), "flip": (INT, 0), "angle": (FLOAT, 0.0),
+             "saturation": (FLOAT, 1.0), "exposure": (FLOAT, 1.0), "noadjust": (INT, 0), "shift": (FLOAT, 0.0)},
+    "cost": {"type": (STR, "sse"), "scale": (FLOAT, 1.0), "ratio": (FLOAT, 0.0)},
+    "detection": {
+        "coords": (INT, 1), "classes": (INT, 1), "rescore": (INT, 0), "num": (INT, 1), "side": (INT, 7),
+        "softmax": (INT, 0), "sqrt": (INT, 0), "max": (INT, 200), "coord_scale": (FLOAT, 1.0), "forced": (INT, 0),
+        "object_scale": (FLOAT, 1.0), "noobject_scale": (FLOAT, 1.0), "class_scale": (FLOAT, 1.0),
+        "jitter": (FLOAT, 0.2), "resize": (FLOAT, 1.0), "random": (FLOAT, 0.0), "reorg": (INT, 0),
+    },
+    "contrastive": {"classes": (INT, 1000), "yolo_layer": (INT, 0), "temperature": (FLOAT, 1.0),
+                    "cls_normalizer": (FLOAT, 1.0), "max_delta": (FLOAT, math.inf),
+                    "contrastive_neg_max": (INT, 3)},
 }
 
 # Darknet's alternative spellings (string_to_layer_type).
 ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool", "local_avg": "local_avgpool",
            "avg": "avgpool", "soft": "softmax", "conn": "connected", "silence": "empty"}
 
-# Sections Darknet knows but darknet_torch does not build (recurrent, training-only or obsolete layers).
-UNSUPPORTED = {"crnn", "rnn", "gru", "lstm", "conv_lstm", "history", "local", "crop", "cost", "detection",
-               "normalization", "lrn", "contrastive", "implicit"}
+# Sections Darknet knows but darknet_torch does not build, with the reason given in the refusal.
+_RECURRENT = ("recurrent layers are not implemented (they carry a hidden state from one frame or time step to the "
+              "next, which darknet_torch's stateless forward does not)")
+UNSUPPORTED = {
+    "crnn": _RECURRENT, "rnn": _RECURRENT, "gru": _RECURRENT, "lstm": _RECURRENT, "conv_lstm": _RECURRENT,
+    "history": _RECURRENT,
+    "normalization": "local response normalization is not implemented (no official cfg uses it)",
+    "lrn": "local response normalization is not implemented (no official cfg uses it)",
+    "implicit": "YOLOR's implicit layers are not implemented (no official cfg uses them)",
+}
 
 # Keys that are required (Darknet exits or dereferences NULL without them).
 REQUIRED = {"route": ("layers",), "shortcut": ("from",), "sam": ("from",), "scale_channels": ("from",)}
@@ -181,6 +202,10 @@ class Section:
     def error(self, message: str, key: str | None = None) -> CfgError:
         return CfgError(f"{self.where(key)}: {message}")
 
+    def refusal(self, message: str, key: str, reason: str) -> UnsupportedCfgError:
+        """A cfg Darknet accepts but darknet_torch does not build; ``reason`` names the feature for callers/tests."""
+        return UnsupportedCfgError(f"{self.where(key)}: {message}", reason=reason)
+
 
 def type_section(raw: RawSection, reported: set[tuple[str, str]] | None = None) -> Section:
     """Give every value of ``raw`` its Darknet type, add defaults, and report unknown keys.
@@ -189,8 +214,8 @@ def type_section(raw: RawSection, reported: set[tuple[str, str]] | None = None) 
     """
     name = ALIASES.get(raw.name, raw.name)
     if name in UNSUPPORTED:
-        raise CfgError(f"{raw.where()}: Darknet layer [{raw.name}] is not supported by darknet_torch "
-                       f"(recurrent, training-only or obsolete layers are not implemented)")
+        raise UnsupportedCfgError(f"{raw.where()}: Darknet layer [{raw.name}] is not supported by darknet_torch: "
+                                  f"{UNSUPPORTED[name]}", reason=name)
     if name not in SCHEMAS:
         known = ", ".join(sorted(SCHEMAS))
         raise CfgError(f"{raw.where()}: unknown section [{raw.name}]; known sections: {known}")

@@ -17,12 +17,14 @@ the image; outputs are ``[C, net_h, net_w]`` and ``[M, 5]`` relative to the netw
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
+from darknet_torch.config.net import NetSettings, schema_default
 from darknet_torch.data.augment_color import add_gaussian_noise, blur, distort_hsv, rand_scale
 from darknet_torch.data.augment_geometry import Crop, crop_resize, flip_horizontal, transform_boxes
 from darknet_torch.data.mosaic import draw_cut, mixup, paste_tile, place_tile_boxes, tile_shift
@@ -36,27 +38,31 @@ Sample = tuple[torch.Tensor, torch.Tensor]
 _HEAD_KEYS = {"jitter": "jitter", "resize": "resize", "max_boxes": "max"}
 
 
+def _head_default(field_name: str) -> Any:
+    return schema_default(_HEAD_KEYS[field_name], "yolo")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation settings named as their cfg keys, with Darknet's defaults.
+    """Augmentation settings named as their cfg keys, with Darknet's defaults (from the cfg schema).
 
     ``[net]``: hue, saturation, exposure, flip, blur, gaussian_noise, mosaic, mosaic_bound, mixup, letter_box.
     Last ``[yolo]``/``[region]`` layer: jitter, resize, and ``max`` (here ``max_boxes``: labels kept per image).
     """
 
-    jitter: float = 0.2
-    resize: float = 1.0
-    max_boxes: int = 200
-    hue: float = 0.0
-    saturation: float = 1.0
-    exposure: float = 1.0
-    flip: bool = True
-    blur: int = 0
-    gaussian_noise: int = 0
-    mosaic: bool = False
-    mosaic_bound: bool = False
-    mixup: bool = False
-    letter_box: bool = False
+    jitter: float = _head_default("jitter")
+    resize: float = _head_default("resize")
+    max_boxes: int = _head_default("max_boxes")
+    hue: float = schema_default("hue")
+    saturation: float = schema_default("saturation")
+    exposure: float = schema_default("exposure")
+    flip: bool = schema_default("flip")
+    blur: int = schema_default("blur")
+    gaussian_noise: int = schema_default("gaussian_noise")
+    mosaic: bool = schema_default("mosaic")
+    mosaic_bound: bool = schema_default("mosaic_bound")
+    mixup: bool = False  # Darknet's mixup=1 (an int key, see from_cfg)
+    letter_box: bool = schema_default("letter_box")
 
     def __post_init__(self) -> None:
         if not 0 <= self.jitter < 0.5:
@@ -67,18 +73,22 @@ class AugmentConfig:
             raise CfgError(f"max={self.max_boxes} must be >= 1")
 
     @classmethod
-    def from_cfg(cls, net: "Section | dict", head: "Section | dict") -> "AugmentConfig":
-        """From the typed ``[net]`` section and the last ``[yolo]``/``[region]`` section (or dicts; None = default).
+    def from_cfg(cls, net: "NetSettings | Section | Mapping[str, Any]",
+                 head: "Section | Mapping[str, Any]") -> "AugmentConfig":
+        """From the ``[net]`` settings (``model.net``; a section or mapping is read with :meth:`NetSettings.of`) and
+        the last ``[yolo]``/``[region]`` section (or a mapping; a missing or None value is the default).
 
         Darknet's ``mixup`` is an int: only ``mixup=1`` means image mixup (``mosaic=1`` takes precedence).
         """
+        net = NetSettings.of(net)
         values: dict[str, Any] = {}
         for spec in fields(cls):
             head_key = _HEAD_KEYS.get(spec.name)
-            value = head.get(head_key) if head_key else net.get(spec.name)
-            if value is not None:
-                values[spec.name] = value
-        values["mixup"] = net.get("mixup") == 1
+            if head_key is None:
+                values[spec.name] = getattr(net, spec.name)
+            elif head.get(head_key) is not None:
+                values[spec.name] = head.get(head_key)
+        values["mixup"] = net.mixup == 1
         return cls(**values)
 
 

@@ -17,7 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from darknet_torch.errors import DarknetError, DataError
 DEFAULT_MAX_PIXELS = 178_956_970
 
 Decoder = Literal["pil", "stb", "auto"]  # auto: stb when libstb is installed, else pil
+#: Receives a warning about an image that decoded but not as it should (e.g. a truncated JPEG stb grey-filled).
+Warn = Callable[[str], None]
 
 # Exceptions Pillow raises for corrupt, truncated or unsupported data (it has no single base class).
 _PIL_DECODE_ERRORS = (
@@ -73,7 +75,8 @@ class LetterboxInfo:
 # --------------------------------------------------------------------------- decoding
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: Decoder = "pil") -> torch.Tensor:
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: Decoder = "pil",
+               warn: Warn | None = None) -> torch.Tensor:
     """Decode an image file to float32 ``[3, H, W]`` RGB in [0, 1] (Darknet's ``load_image(path,0,0,3)``).
 
     Raises DataError naming the path for a missing/unreadable/empty file, data that is not a
@@ -83,7 +86,9 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: 
 
     ``decoder="pil"`` (default) differs from Darknet by up to 3 levels on some JPEG pixels;
     ``decoder="stb"`` needs the optional ``libstb`` package and reproduces Darknet's pixels exactly,
-    including its tolerance of truncated JPEGs (stb_image fills the missing part instead of failing).
+    including its tolerance of truncated JPEGs (stb_image fills the missing part with grey instead of failing;
+    ``warn`` is then called with a message naming the path).  Formats stb_image cannot read (WebP, TIFF) are
+    decoded by Pillow.
     """
     path = Path(path)
     try:
@@ -92,13 +97,14 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: 
         raise DataError(f"{path}: image file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
-    return decode_image_bytes(data, max_pixels=max_pixels, decoder=decoder, source=str(path))
+    return decode_image_bytes(data, max_pixels=max_pixels, decoder=decoder, source=str(path), warn=warn)
 
 
 def decode_image_bytes(
-    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: Decoder = "pil", source: str = "<bytes>"
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: Decoder = "pil", source: str = "<bytes>",
+    warn: Warn | None = None,
 ) -> torch.Tensor:
-    """Decode encoded image bytes exactly as ``load_image`` does; ``source`` names them in errors."""
+    """Decode encoded image bytes exactly as ``load_image`` does; ``source`` names them in errors and warnings."""
     if not data:
         raise DataError(f"{source}: empty file (0 bytes), not an image")
     if decoder == "auto":
@@ -107,6 +113,9 @@ def decode_image_bytes(
         pixels = _decode_pil(data, max_pixels, source)
     elif decoder == "stb":
         pixels = _decode_stb(data, max_pixels, source)
+        if warn is not None and _truncated_jpeg(data):
+            warn(f"{source}: truncated JPEG (no end-of-image marker): decoded as Darknet does, the missing part "
+                 "grey (the pil decoder refuses such files)")
     else:
         raise ValueError(f"unknown decoder {decoder!r}: expected 'pil', 'stb' or 'auto'")
     return u8_hwc_to_unit_chw(pixels)
@@ -169,14 +178,27 @@ def _decode_stb(data: bytes, max_pixels: int, source: str) -> np.ndarray:
         raise DarknetError("decoder='stb' needs the optional package libstb (pip install libstb)") from None
     try:
         info = libstb.ImageInfo.read(data)
-    except libstb.Error as exc:
-        raise DataError(f"{source}: not a recognised image format ({len(data)} bytes): {exc}") from None
+    except libstb.Error:
+        return _decode_pil(data, max_pixels, source)  # not a format stb_image reads (WebP, TIFF, ...): Pillow's
     _check_size(info.width, info.height, max_pixels, source)
     try:
         image = libstb.Image.open(data, channels=3, max_bytes=max(1, max_pixels) * 3)
     except (libstb.Error, ValueError) as exc:
         raise DataError(f"{source}: corrupt or truncated image: {exc}") from None
     return image.numpy(copy=True)
+
+
+def _truncated_jpeg(data: bytes) -> bool:
+    """True for a JPEG cut short: no end-of-image marker at its end, confirmed by Pillow's strict decoder (so a
+    complete file followed by padding or other data is not reported)."""
+    if not data.startswith(b"\xff\xd8") or data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+        return False
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except (*_PIL_DECODE_ERRORS, Image.DecompressionBombError):
+        return True
+    return False
 
 
 def u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
@@ -242,14 +264,17 @@ def resize_image(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
 def letterbox_geometry(orig_w: int, orig_h: int, net_w: int, net_h: int) -> LetterboxInfo:
     """Darknet's letterbox_image size rule: fit inside ``net_w`` x ``net_h`` keeping aspect (integer division).
 
-    The comparison ``(float)net_w/orig_w < (float)net_h/orig_h`` is done in float32 as in C.
+    The comparison ``(float)net_w/orig_w < (float)net_h/orig_h`` is done in float32 as in C.  Extreme aspect ratios
+    (e.g. 5000x1 into 416x416: ``(1*416)//5000 = 0``) keep at least one pixel per side.  Darknet does not: it resizes
+    to an empty 416x0 image, feeds a plain grey canvas and divides by ``new_h = 0`` in ``correct_yolo_boxes``
+    (infinite boxes); with one row the image is seen, and boxes map back finitely.  Every other size is Darknet's.
     """
+    if orig_w < 1 or orig_h < 1:
+        raise ValueError(f"cannot letterbox an empty {orig_w}x{orig_h} image")
     if np.float32(net_w) / np.float32(orig_w) < np.float32(net_h) / np.float32(orig_h):
-        new_w, new_h = net_w, (orig_h * net_w) // orig_w
+        new_w, new_h = net_w, max(1, (orig_h * net_w) // orig_w)
     else:
-        new_w, new_h = (orig_w * net_h) // orig_h, net_h
-    if new_w < 1 or new_h < 1:
-        raise ValueError(f"a {orig_w}x{orig_h} image letterboxes to an empty {new_w}x{new_h} area in {net_w}x{net_h}")
+        new_w, new_h = max(1, (orig_w * net_h) // orig_h), net_h
     return LetterboxInfo(orig_w, orig_h, net_w, net_h, new_w, new_h, (net_w - new_w) // 2, (net_h - new_h) // 2)
 
 
@@ -271,3 +296,31 @@ def preprocess(img: torch.Tensor, w: int, h: int, letterbox: bool) -> tuple[torc
         return letterbox_image(img, w, h)
     in_h, in_w = img.shape[-2], img.shape[-1]
     return resize_image(img, w, h), LetterboxInfo(in_w, in_h, w, h, w, h, 0, 0)
+
+
+def resize_min(img: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Darknet's ``resize_min``: resize so the shorter side is ``min_side`` (integer arithmetic, the other side
+    ``side * min_side / shorter`` rounded down); the image itself when already that size."""
+    h, w = img.shape[-2], img.shape[-1]
+    if w < h:
+        new_w, new_h = min_side, (h * min_side) // w
+    else:
+        new_w, new_h = (w * min_side) // h, min_side
+    return img if (new_w, new_h) == (w, h) else resize_image(img, new_w, new_h)
+
+
+def crop_image(img: torch.Tensor, dx: int, dy: int, w: int, h: int) -> torch.Tensor:
+    """Darknet's ``crop_image``: the ``w x h`` window at (dx, dy); pixels outside repeat the nearest edge pixel
+    (``constrain_int`` on the row and column)."""
+    in_h, in_w = img.shape[-2], img.shape[-1]
+    rows = (torch.arange(h) + dy).clamp(0, in_h - 1)
+    cols = (torch.arange(w) + dx).clamp(0, in_w - 1)
+    return img[..., rows[:, None], cols[None, :]]
+
+
+def center_crop_min(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
+    """``classifier predict``'s input: ``resize_min(im, w)`` then ``crop_image`` centred at
+    ``((rw - w)/2, (rh - h)/2)`` with C's truncating division."""
+    resized = resize_min(img, w)
+    rh, rw = resized.shape[-2], resized.shape[-1]
+    return crop_image(resized, int((rw - w) / 2), int((rh - h) / 2), w, h)

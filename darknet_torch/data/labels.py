@@ -117,6 +117,12 @@ class LabelFile:
         return self.boxes[:, 0].astype(np.int64)
 
 
+def missing_label_issue(label_path: Path) -> LabelIssue:
+    """The issue of a label file that does not exist (Darknet: "Can't open label file", no objects)."""
+    return LabelIssue(label_path, None, "label file not found; the image counts as having no objects, as in Darknet",
+                      skipped=False)
+
+
 def _syntax_problem(fields: list[str]) -> str:
     """Why a line that failed the row pattern is not ``class cx cy w h``."""
     if len(fields) != 5:
@@ -171,13 +177,8 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
     try:
         text = label_path.read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        issue = LabelIssue(
-            label_path, None,
-            "label file not found; the image counts as having no objects, as in Darknet",
-            skipped=False,
-        )
         return LabelFile(label_path, np.zeros((0, 5), np.float32), np.zeros(0, np.int64),
-                         (issue,), missing=True)
+                         (missing_label_issue(label_path),), missing=True)
     except OSError as exc:
         raise DataError(f"{label_path}: cannot read label file ({exc.strerror or exc})") from exc
 

@@ -1,7 +1,9 @@
 """The one DataLoader factory, and the dataset that feeds inference (detect, map, benchmarks).
 
 Image decoding and Darknet's resize run in worker processes so they overlap the forward pass.  A bad image does not
-stop the run: its item carries the error message (with the path) and the caller reports it and carries on.
+stop the run: its item carries the error message (with the path) and the caller reports it and carries on; so does an
+image that decodes but cannot be fitted to the network.  An image that decoded with a problem (a truncated JPEG that
+stb_image grey-fills, as Darknet does) carries a warning instead.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ class InferenceItem:
     input: Tensor | None
     info: LetterboxInfo | None
     error: str | None = None
+    #: A problem that did not stop the image from being used (e.g. a truncated JPEG decoded grey-filled).
+    warning: str | None = None
 
 
 @dataclass
@@ -59,12 +63,17 @@ class InferenceDataset(Dataset):
 
     def __getitem__(self, index: int) -> InferenceItem:
         path = self.paths[index]
+        warnings: list[str] = []
         try:
-            image = load_image(path, self.max_pixels, self.decoder)
-            net_input, info = self.prepare(image)
+            image = load_image(path, self.max_pixels, self.decoder, warn=warnings.append)
         except DarknetError as exc:
             return InferenceItem(index, path, None, None, str(exc))
-        return InferenceItem(index, path, net_input, info)
+        try:
+            net_input, info = self.prepare(image)
+        except Exception as exc:  # one image that cannot be fitted must fail alone, not the whole run
+            message = f"{path}: cannot prepare the {image.shape[-1]}x{image.shape[-2]} image for the network: {exc}"
+            return InferenceItem(index, path, None, None, message)
+        return InferenceItem(index, path, net_input, info, warning="; ".join(warnings) or None)
 
 
 def collate_inference(items: list[InferenceItem]) -> InferenceBatch:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from darknet_torch.config.net import schema_default
 from darknet_torch.data.augment_color import rand_scale
 from darknet_torch.errors import CfgError
 
@@ -55,7 +56,7 @@ class MultiScale:
     init_w: int
     init_h: int
     random: float = 0.0
-    resize_step: int = 32
+    resize_step: int = int(schema_default("resize_step"))
     max_batches: int = 0
     stride: int | None = None
 

@@ -46,7 +46,8 @@ class DataReport:
     """What ``data_report`` found; ``format()`` renders it, ``check()`` decides whether training may start."""
 
     image_paths: tuple[Path, ...]
-    num_classes: int
+    #: None: every class was kept (``calc_anchors``).
+    num_classes: int | None
     names: tuple[str, ...] | None
     #: ``path: reason`` for each image training cannot use (missing file, unknown extension), in list order.
     image_errors: tuple[str, ...]
@@ -80,7 +81,7 @@ class DataReport:
     @property
     def class_counts(self) -> np.ndarray:
         """(num_classes,) int64 usable boxes per class."""
-        return np.bincount(self.boxes[:, 0].astype(np.int64), minlength=self.num_classes)
+        return np.bincount(self.boxes[:, 0].astype(np.int64), minlength=self.num_classes or 0)
 
     def labels_of(self, index: int) -> np.ndarray:
         """(N, 5) float32 usable rows of image ``index``."""
@@ -103,13 +104,20 @@ class DataReport:
         if reason is not None:
             raise DataError(f"{reason}\n{self.format()}")
 
+    def check_label_paths(self) -> None:
+        """Raise DataError if an image's label file cannot be named (an unknown extension): it cannot be scored."""
+        for image, label in zip(self.image_paths, self.label_paths):
+            if label is None:
+                label_path_for(image)  # raises with Darknet's reason
+
     def _class_table(self) -> str:
         counts = self.class_counts
-        names = self.names if self.names and len(self.names) == self.num_classes else None
+        classes = len(counts)
+        names = self.names if self.names and len(self.names) == classes else None
         cells = [(str(class_id), (names[class_id] if names else "")[:16], str(int(counts[class_id])))
-                 for class_id in range(self.num_classes)]
-        groups = min(CLASS_TABLE_GROUPS, self.num_classes)
-        rows_per_group = math.ceil(self.num_classes / groups)
+                 for class_id in range(classes)]
+        groups = max(1, min(CLASS_TABLE_GROUPS, classes))
+        rows_per_group = math.ceil(classes / groups)
         rows = [["id", "class", "boxes"] * groups]
         for row in range(rows_per_group):
             line: list[str] = []
@@ -126,13 +134,14 @@ class DataReport:
         """The one-screen report: counts, errors, label problems (first 20), boxes per class."""
         listed = len(self.image_paths)
         kept = len(self.issues) - self.skipped_lines
+        counts = self.class_counts
         lines = [
             f"Training data: {listed} images listed, {self.images_found} found, "
             f"{len(self.image_errors)} unusable",
             f"  label files: {self.labels_found} found, {len(self.missing_labels)} missing "
             f"(their images count as having no objects), {len(self.empty_labels)} empty",
-            f"  boxes: {len(self.boxes)} usable in {int((self.class_counts > 0).sum())} of {self.num_classes} "
-            f"classes; label lines: {self.skipped_lines} skipped, {kept} kept with a warning",
+            f"  boxes: {len(self.boxes)} usable in {int((counts > 0).sum())} of {len(counts)} classes; "
+            f" label lines: {self.skipped_lines} skipped, {kept} kept with a warning",
         ]
         if self.image_errors:
             lines.append("ERRORS (training refuses to start):")
@@ -148,20 +157,21 @@ class DataReport:
         return "\n".join(lines)
 
 
-def data_report(image_paths: Sequence[str | os.PathLike[str]], num_classes: int,
+def data_report(image_paths: Sequence[str | os.PathLike[str]], num_classes: int | None,
                 names: Sequence[str] | None = None, warnings: Sequence[str] = ()) -> DataReport:
     """Check every image and label file of a training list (see the module docstring).
 
     Args:
         image_paths: the images, as ``read_image_list`` returns them.
-        num_classes: the network's classes; label rows with ``class >= num_classes`` are skipped and reported.
+        num_classes: the network's classes; label rows with ``class >= num_classes`` are skipped and reported
+            (None: every class is kept, as Darknet's ``calc_anchors`` reads them).
         names: class names for the per-class table (a count that differs from ``num_classes`` is a warning).
         warnings: extra lines to show (e.g. ``DataConfig.warnings``).
 
     Raises:
         DataError: a label path exists but cannot be read (e.g. it is a folder).
     """
-    if num_classes < 1:
+    if num_classes is not None and num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     images = tuple(Path(path) for path in image_paths)
     image_errors: list[str] = []
@@ -190,7 +200,7 @@ def data_report(image_paths: Sequence[str | os.PathLike[str]], num_classes: int,
             empty.append(label_path)
         issues.extend(labels.issues)
     all_warnings = list(warnings)
-    if names is not None and len(names) != num_classes:
+    if names is not None and num_classes is not None and len(names) != num_classes:
         all_warnings.append(f"{len(names)} class names for classes={num_classes}")
     counts = np.array([0] + [len(rows) for rows in per_image], dtype=np.int64)
     return DataReport(

@@ -8,7 +8,7 @@ network size from ``(seed, iteration)`` alone, and the dataset derives each samp
 ``(seed, sample_seed)``; so the batches from iteration ``k`` on are identical whether the run started at 0 or resumed
 at ``k``, with any number of workers.
 
-Bad input: the training set is checked up front by ``data_report`` (missing images stop training, bad label lines
+Bad input: the training set is checked up front (``DarknetDataset.training_report``) (missing images stop training, bad label lines
 are listed and skipped). An image that exists but fails to decode during training is logged once per worker process
 (path and reason) and replaced by another image chosen from ``(seed, sample_seed, index)``, so a run never dies on
 one corrupt file hours in and the replacement is the same on resume.
@@ -27,20 +27,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names, resolve_relative
+from darknet_torch.config.data_files import DataConfig
+from darknet_torch.config.net import NetSettings
 from darknet_torch.config.sections import Section
 from darknet_torch.data.augment import AugmentConfig, augment, draw_source_count
+from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
 from darknet_torch.data.labels import label_path_for, read_labels
 from darknet_torch.data.loaders import make_loader
 from darknet_torch.data.multiscale import MultiScale
-from darknet_torch.data.report import DataReport, data_report
+from darknet_torch.data.report import DataReport
 from darknet_torch.errors import CfgError, DataError
 
 log = logging.getLogger(__name__)
 
-#: ``train_detector``'s list when the ``.data`` file has no ``train`` key.
-DARKNET_DEFAULT_TRAIN_LIST = "data/train.txt"
 #: Unreadable images replaced in a row before the sample gives up (then the data set is mostly broken).
 MAX_REPLACEMENTS = 10
 # Stream tags: independent generators from one seed for sample order, sample augmentation and replacements.
@@ -173,67 +173,46 @@ class TrainBatchSampler(Sampler):
             iteration += 1
 
 
-def _as_data_config(data_cfg: DataConfig | str | os.PathLike[str]) -> DataConfig:
-    return data_cfg if isinstance(data_cfg, DataConfig) else read_data_file(data_cfg)
+def training_report(data: DarknetDataset | DataConfig | str | os.PathLike[str], num_classes: int) -> DataReport:
+    """The ``.data`` file's training list scanned and checked (:meth:`DarknetDataset.training_report`)."""
+    return DarknetDataset.of(data).training_report(num_classes)
 
 
-def training_report(data_cfg: DataConfig | str | os.PathLike[str], num_classes: int) -> DataReport:
-    """Read the ``train`` list (Darknet's default ``data/train.txt`` if absent) and ``names`` of a ``.data`` file
-    and check every image and label (:func:`data_report`).
-
-    Raises:
-        DataError: the list file does not exist or is empty, or listed images are missing (path:line).
-        CfgError: the ``.data`` or ``names`` file is malformed or unreadable; ``classes`` differs from the cfg's.
-    """
-    data = _as_data_config(data_cfg)
-    if data.classes is not None and data.classes != num_classes:
-        raise CfgError(f"{data.path}: classes={data.classes}, but the cfg's last detection layer has "
-                       f"classes={num_classes}")
-    key = "train" if data.train is not None else f"train (not set; Darknet's default {DARKNET_DEFAULT_TRAIN_LIST})"
-    list_path = data.train or resolve_relative(DARKNET_DEFAULT_TRAIN_LIST, data.path)
-    if not list_path.is_file():
-        raise DataError(f"{data.path}: {key} = {list_path}: image list not found (relative paths are looked up from "
-                        f"the working directory, then beside the .data file)")
-    images = read_image_list(list_path)
-    names = read_names(data.names) if data.names is not None else None
-    return data_report(images, num_classes, names, warnings=data.warnings)
-
-
-def build_train_loader(data_cfg: DataConfig | str | os.PathLike[str], net_section: Section,
+def build_train_loader(data: DarknetDataset | DataConfig | str | os.PathLike[str], net: NetSettings | Section,
                        head_sections: Sequence[Section], workers: int, seed: int, start_iteration: int = 0,
                        rank: int = 0, world_size: int = 1, *, report: DataReport | None = None,
                        stride: int | None = None, decoder: Decoder = "auto") -> DataLoader:
     """The training DataLoader: an infinite iterator of ``(images (B, 3, H, W), targets (T, 6))`` mini-batches
     (see :func:`collate_train`), ``subdivisions`` of them per iteration, starting at ``start_iteration``.
 
-    Settings come from the cfg as in ``train_detector``: ``batch/subdivisions``, ``width``, ``height``,
-    ``resize_step``, ``max_batches`` and the augmentation keys of ``[net]``; ``classes``, ``random``, ``jitter``,
-    ``resize`` and ``max`` of the *last* detection layer. ``report`` (from :func:`training_report`) is built here when
-    not given, and logged at INFO; either way training is refused (DataError with the report) when
-    ``DataReport.check`` says so. ``stride``: the network's total stride, to reject a ``resize_step`` that would not
-    fit. Workers are persistent; create the iterator once (the loader never ends).
+    Settings come from the cfg as in ``train_detector``: ``net`` (``model.net``; a ``[net]`` section is read with
+    :meth:`NetSettings.of`) gives ``batch/subdivisions``, ``width``, ``height``, ``resize_step``, ``max_batches`` and
+    the augmentation keys; the *last* detection layer ``classes``, ``random``, ``jitter``, ``resize`` and ``max``.
+    ``report`` (from :func:`training_report`) is built here when not given, and logged at INFO; either way training
+    is refused (DataError with the report) when ``DataReport.check`` says so. ``stride``: the network's stride
+    (``Darknet.stride``), to reject a ``resize_step`` that would not fit. Workers are persistent; create the iterator
+    once (the loader never ends).
     """
+    net = NetSettings.of(net)
     if not head_sections:
-        raise CfgError(f"{net_section.path}: no [yolo]/[region] layer: nothing to train a detector with")
+        raise CfgError(f"{net.where()}: no [yolo]/[region] layer: nothing to train a detector with")
     head = head_sections[-1]
     num_classes = head["classes"]
     if report is None:
-        report = training_report(data_cfg, num_classes)
+        report = training_report(data, num_classes)
         log.info("\n%s", report.format())
     report.check()
-    if net_section.get("dynamic_minibatch"):
-        raise net_section.error("dynamic_minibatch=1 is not supported (the batch size is fixed)", "dynamic_minibatch")
-    mini_batch = net_section["batch"] // net_section["subdivisions"]  # Darknet's net.batch, integer division
-    if mini_batch < 1:
-        raise net_section.error(f"batch={net_section['batch']} / subdivisions={net_section['subdivisions']} "
-                                f"gives no image per mini-batch", "batch")
+    if net.dynamic_minibatch:
+        raise net.error("dynamic_minibatch=1 is not supported (the batch size is fixed)", "dynamic_minibatch")
+    if net.mini_batch < 1:
+        raise net.error(f"batch={net.batch} / subdivisions={net.subdivisions} gives no image per mini-batch", "batch")
     sampler = TrainBatchSampler(
-        len(report.image_paths), mini_batch, net_section["subdivisions"],
-        (net_section["width"], net_section["height"]), head["random"], int(net_section["resize_step"]), stride,
-        seed, start_iteration, max_batches=net_section["max_batches"], rank=rank, world_size=world_size,
+        len(report.image_paths), net.mini_batch, net.subdivisions, (net.width, net.height), head["random"],
+        net.resize_step, stride, seed, start_iteration, max_batches=net.max_batches, rank=rank,
+        world_size=world_size,
     )
-    samples = TrainDataset(report.image_paths, num_classes, AugmentConfig.from_cfg(net_section, head), seed,
-                           decoder, report=report)
+    samples = TrainDataset(report.image_paths, num_classes, AugmentConfig.from_cfg(net, head), seed, decoder,
+                           report=report)
     # The sampler yields whole mini-batches of requests, so each worker builds whole mini-batches at one size.
     return make_loader(samples, batch_size=None, workers=workers, collate=collate_train, batch_sampler=sampler,
                        persistent=True)

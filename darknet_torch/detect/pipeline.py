@@ -2,7 +2,8 @@
 
 A bad image (unreadable, corrupt, empty, not an image, too large) becomes an :class:`ImageResult` with its error;
 the run goes on and the report says what failed.  Files are written by :class:`~darknet_torch.detect.outputs.
-OutputWriter` off the critical path; the JSON files are written once at the end.
+OutputWriter` off the critical path; the JSON files are written once at the end.  Under ``torchrun`` each process
+detects its share of the images (:func:`~darknet_torch.distributed.batch_shard`) and rank 0 gathers the results.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.detect.sources import expand_sources
+from darknet_torch.distributed import DistContext, batch_shard, gather_in_input_order, gather_lists
+from darknet_torch.files import is_stream
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class ImageResult:
     error: str | None = None
     #: This image's share of its batch's forward + post-processing time.
     seconds: float = 0.0
+    #: A problem that did not stop detection (a truncated JPEG stb_image grey-filled, as Darknet does); names the path.
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,14 +71,22 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
                   | None = None, *, batch_size: int = 4, workers: int = 1, decoder: Decoder = "auto",
                   save_images: bool = True, save_labels: bool = False, save_json: bool = True,
                   json_path: str | os.PathLike[str] | None = None, progress: bool | None = None,
-                  on_result: Callable[[ImageResult], None] | None = None) -> DetectReport:
+                  on_result: Callable[[ImageResult], None] | None = None,
+                  ctx: DistContext | None = None, save_crops: bool = False) -> DetectReport:
     """Run ``predictor`` on ``paths`` (in order) and, if ``output_dir`` is given, write the results there.
 
     Outputs (see :mod:`darknet_torch.detect.outputs`): annotated images (``save_images``), Darknet label files
-    (``save_labels``), Darknet ``-out`` JSON at ``json_path`` (default ``output_dir/results.json``; ``save_json``)
-    and ``coco_results.json`` beside it when every image name carries a numeric COCO id.
+    (``save_labels``), crops of the detections in ``crops/<class>/`` (``save_crops``), Darknet ``-out`` JSON at
+    ``json_path`` (default ``output_dir/results.json``; ``save_json``) and ``coco_results.json`` beside it (in
+    ``output_dir`` when ``json_path`` is ``-``, a pipe or a device) when every
+    image name carries a numeric COCO id.
     ``progress``: show a progress bar (None: when there are several images and stderr is a terminal).
     ``on_result`` is called for each image as soon as its detections are known (in input order), e.g. to print.
+
+    With a distributed ``ctx`` (torchrun), each rank detects whole batches of ``paths`` and writes their image and
+    label files (under the names a one-process run gives them); rank 0 gathers every result, calls ``on_result`` for
+    each in input order, writes the JSON files and returns the whole run's report; the other ranks return the report
+    of their own images.  Outputs are byte-identical to one process's.
 
     Raises:
         DataError: ``output_dir`` cannot be created or written (before any image is processed).
@@ -81,32 +94,49 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
     paths = [Path(p) for p in paths]
     folder = prepare_output_dir(output_dir) if output_dir is not None else None
     writer = None
-    if folder is not None and (save_images or save_labels):
+    if folder is not None and (save_images or save_labels or save_crops):
         writer = OutputWriter(folder, predictor.model.num_classes, predictor.thresh, save_images, save_labels,
-                              decoder)
+                              decoder, save_crops=save_crops)
     names = output_names(paths)
+    ctx = ctx or DistContext()
+    mine = batch_shard(len(paths), batch_size, ctx)
     results: list[ImageResult] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(paths), unit="img", desc="detect", dynamic_ncols=True,
-               disable=_bar_disabled(progress, len(paths)))
+    bar = tqdm(total=len(mine), unit="img", desc="detect", dynamic_ncols=True,
+               disable=_bar_disabled(progress, len(mine)) if ctx.is_main else True)
     try:
-        for batch in inference_loader(paths, predictor.preparer, batch_size, workers, decoder):
+        for batch in inference_loader([paths[i] for i in mine], predictor.preparer, batch_size, workers, decoder):
             for index, result in _detect_batch(predictor, batch):
                 results.append(result)
                 if writer is not None and result.ok:
-                    writer.submit(result.path, names[index], result.detections)
-                if on_result is not None:
+                    writer.submit(result.path, names[mine[index]], result.detections)
+                if on_result is not None and not ctx.enabled:
                     on_result(result)
             bar.update(len(batch.items))
     finally:
         bar.close()
         write_errors = writer.close() if writer is not None else []
     report = DetectReport(results, write_errors, 0.0, folder)
-    if folder is not None and save_json:
+    if ctx.enabled:
+        report = _gather_report(report, mine, len(paths), ctx, on_result)
+    if folder is not None and save_json and ctx.is_main:
         report.write_errors.extend(_write_json_files(report, Path(json_path) if json_path else
                                                      folder / "results.json", predictor.model.num_classes))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _gather_report(report: DetectReport, mine: list[int], count: int, ctx: DistContext,
+                   on_result: Callable[[ImageResult], None] | None) -> DetectReport:
+    """Rank 0: every rank's results in input order (each passed to ``on_result``) and file failures (rank order);
+    the other ranks: ``report`` itself."""
+    results = gather_in_input_order(list(zip(mine, report.results)), count, ctx)
+    write_errors = gather_lists(report.write_errors, ctx)
+    if results is None or write_errors is None:
+        return report
+    for result in results if on_result is not None else ():
+        on_result(result)
+    return DetectReport(results, write_errors, 0.0, report.output_dir)
 
 
 def _bar_disabled(progress: bool | None, count: int) -> bool | None:
@@ -130,7 +160,8 @@ def _detect_batch(predictor: Predictor, batch: InferenceBatch) -> list[tuple[int
         if item.error is not None:
             result = ImageResult(item.path, 0, 0, [], item.error)
         else:
-            result = ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index], seconds=per_image)
+            result = ImageResult(item.path, item.info.orig_w, item.info.orig_h, found[item.index], seconds=per_image,
+                                 warning=item.warning)
         results.append((item.index, result))
     return results
 
@@ -142,7 +173,8 @@ def _write_json_files(report: DetectReport, json_path: Path, num_classes: int) -
     ids = [coco_image_id(r.path) for _, r in good]
     if good and all(i is not None for i in ids):
         categories = COCO_CATEGORY_IDS if num_classes == len(COCO_CATEGORY_IDS) else None
-        files[json_path.with_name("coco_results.json")] = [
+        coco_folder = report.output_dir if is_stream(json_path) else json_path.parent
+        files[coco_folder / "coco_results.json"] = [
             rec for image_id, (_, r) in zip(ids, good)
             for rec in coco_records(image_id, r.detections, r.width, r.height, categories)]
     errors = []
@@ -163,7 +195,7 @@ def detect(sources: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], c
     ``names``: class names (default: class indices).  ``settings``: thresholds, NMS, letterbox, input size, fast
     mode (default: Darknet's ``detector test``).  Other keyword ``options`` go to :func:`detect_images`.
     Example: ``[ (r.path, [(d.name, d.score, d.xyxy(r.width, r.height)) for d in r.detections])
-    for r in detect("data/samples", "cfg/yolov3-tiny.cfg", "weights/yolov3-tiny.weights").results ]``.
+    for r in detect("data/samples", "cfg/yolov4-tiny.cfg", "weights/yolov4-tiny.weights").results ]``.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]

@@ -4,9 +4,11 @@ Darknet keeps a yolo box when its objectness is ``> thresh`` and sets ``prob[j] 
 else 0; ``[region]`` heads keep every box.  Rows come in Darknet's order (heads in cfg order, cells row-major, anchor
 inner), which only matters for breaking exact ties in NMS but keeps us identical to Darknet there too.  Boxes are
 relative to the original image after ``correct_yolo_boxes`` (the letterbox undo, with Darknet's float offset).
+Rows holding NaN or inf (diverged weights) are dropped with a warning, where Darknet would keep the inf ones.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -15,6 +17,8 @@ from torch import Tensor
 
 from darknet_torch.data.images import LetterboxInfo
 from darknet_torch.detect.settings import DETECTOR_TEST
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +34,19 @@ class Detections:
 
     def select(self, keep: Tensor) -> "Detections":
         return Detections(self.boxes[keep], self.objectness[keep], self.probs[keep])
+
+    def strongest(self, limit: int) -> tuple["Detections", int]:
+        """At most ``limit`` (box, class) pairs with non-zero probability, the highest kept (the others' probability
+        set to 0, rows and their order unchanged), and how many were dropped.  A cap on what an image can produce:
+        ``thresh=0, nms=1`` keeps every pair (e.g. 202,800 for yolov3-tiny at 416)."""
+        flat = self.probs.reshape(-1)
+        found = int(torch.count_nonzero(flat))
+        if found <= limit:
+            return self, 0
+        kept = torch.zeros_like(flat)
+        top = torch.topk(flat, limit).indices
+        kept[top] = flat[top]
+        return Detections(self.boxes, self.objectness, kept.reshape(self.probs.shape)), found - limit
 
 
 def darknet_row_order(grids: list[tuple[int, int, int]], device: torch.device | None = None) -> Tensor:
@@ -75,6 +92,11 @@ def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]],
                           for (a, h, w), flag in zip(grids, keep_all_heads)])[order]
     batch = decoded[:, order]
     selected = keep_all | (batch[:, :, 4] > thresh)
+    finite = torch.isfinite(batch).all(dim=2)
+    dropped = int((selected & ~finite).sum())
+    if dropped:  # Darknet would keep them; they would crash drawing and write 'inf' into label files
+        log.warning("dropped %d detection(s) with NaN/inf values (diverged or damaged weights?)", dropped)
+        selected &= finite
     return [_image_detections(rows[keep], keep_all[keep], info, thresh)
             for rows, keep, info in zip(batch, selected, infos)]
 

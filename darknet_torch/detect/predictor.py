@@ -16,6 +16,7 @@ from torch import Tensor
 from darknet_torch.data.images import LetterboxInfo, preprocess
 from darknet_torch.detect.postprocess import Detections, darknet_detections_batch
 from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
+from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import RegionLayer, YOLOLayer
 from darknet_torch.ops.nms import apply_nms, darknet_array_order
@@ -52,7 +53,7 @@ def resolve_settings(model: Darknet, settings: InferenceSettings) -> InferenceSe
     ``letterbox`` (``[net] letter_box``) and ``input_size`` (``[net] height/width``)."""
     return settings.replace(
         nms_kind=settings.nms_kind or nms_settings(model)[0],
-        letterbox=bool(model.hyperparams["letter_box"]) if settings.letterbox is None else settings.letterbox,
+        letterbox=model.net.letter_box if settings.letterbox is None else settings.letterbox,
         input_size=settings.input_size or model.input_size)
 
 
@@ -73,6 +74,11 @@ class Predictor:
 
     def __init__(self, model: Darknet, names: Sequence[str] | None = None,
                  settings: InferenceSettings = DETECTOR_TEST) -> None:
+        if not model.head_indices:
+            last = model.module_defs[-1].name
+            why = ("YOLOv1's [detection] layer is not decoded by detect (DetectionLayer.boxes gives its boxes)"
+                   if last == "detection" else "this cfg is a classifier; use 'darknet_torch classify'")
+            raise CfgError(f"{model.cfg_path}: no [yolo]/[region] head, so nothing to detect: {why}")
         self.model = model
         self.names = list(names) if names is not None else [str(i) for i in range(model.num_classes)]
         self.keep_all_heads = [isinstance(h, RegionLayer) for h in model.heads]

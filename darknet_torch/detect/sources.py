@@ -1,4 +1,5 @@
-"""What to detect on: expand the user's sources (files, folders, ``.txt`` lists, globs) into image paths.
+"""What to detect on: expand the user's sources (files, folders, ``.txt`` lists, globs, ``-`` for standard input)
+into image paths.
 
 Folders and globs keep only files with an image extension (so a README beside the photos is not an error); a file
 named explicitly, or listed in a ``.txt`` list, is taken as is, and a bad one is reported when it is decoded.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TextIO
 
 from darknet_torch.config.data_files import read_image_list
 from darknet_torch.errors import DataError
@@ -19,6 +21,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", "
                               ".tif", ".tiff", ".webp"})
 
 _GLOB_CHARS = frozenset("*?[")
+#: The source that means: image paths from standard input, one per line (Darknet's ``detector test`` without an
+#: image, e.g. ``detector test ... < list.txt``).
+STDIN_SOURCE = "-"
 
 
 def is_image_file(path: Path) -> bool:
@@ -31,7 +36,8 @@ def expand_sources(sources: Sequence[str | os.PathLike[str]], recursive: bool = 
 
     Each source is one of: an image file; a folder (its images, sorted; with ``recursive`` also those of its
     sub-folders); a ``.txt`` list of image paths, one per line (Darknet's ``train.txt`` format, read by
-    :func:`darknet_torch.config.data_files.read_image_list`); a glob pattern (``data/*.jpg``, ``imgs/**/*.png``).
+    :func:`darknet_torch.config.data_files.read_image_list`); a glob pattern (``data/*.jpg``, ``imgs/**/*.png``);
+    ``-``: the paths read from standard input (:func:`read_path_lines`).
 
     Raises:
         DataError: no sources, a source that does not exist, a folder without images (with a hint when only its
@@ -45,7 +51,35 @@ def expand_sources(sources: Sequence[str | os.PathLike[str]], recursive: bool = 
     return paths
 
 
+def read_path_lines(stream: TextIO, prompt: bool | None = None) -> list[Path]:
+    """Image paths from ``stream``, one per line, until its end; blank lines and ``#`` comments are skipped.
+
+    Each path is taken as is (a bad one is reported when it is decoded, as Darknet does). ``prompt`` (default: when
+    the stream is a terminal) prints Darknet's ``Enter Image Path: `` before each line; the images are detected
+    once the input ends (Ctrl-D).
+
+    Raises:
+        DataError: no path at all.
+    """
+    interactive = stream.isatty() if prompt is None else prompt
+    paths: list[Path] = []
+    while True:
+        if interactive:
+            print("Enter Image Path: ", end="", flush=True)
+        line = stream.readline()
+        if not line:
+            break
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            paths.append(Path(entry))
+    if not paths:
+        raise DataError("no image paths on standard input (source '-': one path per line)")
+    return paths
+
+
 def _expand_one(source: str, recursive: bool) -> list[Path]:
+    if source == STDIN_SOURCE:
+        return read_path_lines(sys.stdin)
     path = Path(source)
     if path.is_dir():
         return _folder_images(path, recursive)

@@ -11,6 +11,7 @@ produces cfg values; nothing here serialises a model.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from darknet_torch.config.data_files import read_data_file, read_image_list
-from darknet_torch.data.labels import LabelIssue, label_path_for, read_labels
-from darknet_torch.errors import CfgError, DataError
+from darknet_torch.data.dataset import DarknetDataset
+from darknet_torch.data.labels import LabelIssue, missing_label_issue
+from darknet_torch.errors import DataError
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -111,26 +113,25 @@ def kmeans_anchors(wh: np.ndarray, num_clusters: int, seed: int | np.random.Gene
     return AnchorResult(anchors=centers, assignments=best, avg_iou=avg_iou, iterations=iterations)
 
 
-def load_label_sizes(data_path: str | os.PathLike[str], width: int, height: int) -> LabelSizes:
+def load_label_sizes(data: DarknetDataset | str | os.PathLike[str], width: int, height: int) -> LabelSizes:
     """(w, h) of every label of the ``train=`` list of a ``.data`` file, scaled to ``width`` x ``height`` pixels.
 
     As Darknet's ``calc_anchors``: labels are found with ``replace_image_to_label``, every row is used whatever its
-    class, suspect rows are reported but kept, a missing label file means no boxes.
+    class, suspect rows are reported but kept, a missing label file means no boxes (and is reported).
 
     Raises:
-        CfgError: the ``.data`` file has no ``train=``; DataError: unreadable list or label file, or no boxes at all.
+        CfgError: the ``.data`` file has no ``train=``; DataError: unreadable list or label file, an image whose label
+        file cannot be named, or no boxes at all.
     """
-    data = read_data_file(data_path)
-    if data.train is None:
-        raise CfgError(f"{data.path}: no 'train =' entry; calc_anchors clusters the training labels")
-    images = read_image_list(data.train)
-    files = [read_labels(label_path_for(image)) for image in images]
-    rows = np.concatenate([f.boxes for f in files])
-    if len(rows) == 0:
-        raise DataError(f"{data.train}: no label boxes in the label files of its {len(images)} images")
-    wh = rows[:, 3:5] * np.array([width, height], np.float32)
-    issues = tuple(issue for f in files for issue in f.issues)
-    return LabelSizes(wh=wh.astype(np.float32), num_images=len(images), issues=issues)
+    dataset = DarknetDataset.of(data)
+    train = dataset.require("train", "calc_anchors clusters the training labels")
+    scan = dataset.scan(train, None)
+    scan.check_label_paths()
+    if len(scan.boxes) == 0:
+        raise DataError(f"{train}: no label boxes in the label files of its {len(scan.image_paths)} images")
+    wh = scan.boxes[:, 3:5] * np.array([width, height], np.float32)
+    issues = tuple(missing_label_issue(path) for path in scan.missing_labels) + scan.issues
+    return LabelSizes(wh=wh.astype(np.float32), num_images=len(scan.image_paths), issues=issues)
 
 
 def format_anchors(anchors: np.ndarray, width: int) -> str:
@@ -156,5 +157,7 @@ def plot_anchors(wh: np.ndarray, result: AnchorResult, path: str | os.PathLike[s
     axes.legend(loc="upper left")
     figure.tight_layout()
     out = Path(path)
-    figure.savefig(out)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=out.suffix[1:].lower() or "png")
+    write_atomic(out, buffer.getvalue())
     return out

@@ -41,9 +41,9 @@ from torch import Tensor, nn
 
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import Connected, ConvBlock
-from darknet_torch.model.weights import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """Network slimming (Liu et al. 2017): sparsify batch-norm scales, then cut the channels they switch off.
 
-1. **Sparsity training**: :func:`bn_l1_subgradient` adds ``s * sign(gamma)`` to every batch-norm scale's gradient
-   after ``backward``, the subgradient of the paper's ``s * sum |gamma|`` penalty.
+1. **Sparsity training** (``darknet_torch.train.sparsity``, ``train --sparsity``): ``s * sign(gamma)`` added to the
+   gradient of the batch-norm scales :func:`prunable_bn_layers` names, the subgradient of the paper's
+   ``s * sum |gamma|`` penalty.
 2. **Plan**: :func:`plan_pruning` ranks the output channels of every ``batch_normalize=1`` convolution by ``|gamma|``
    and removes those below a global threshold (from a ratio of all prunable channels, or given), or below a per-layer
    ratio, subject to the cfg's structure (below).
@@ -46,9 +47,9 @@ from torch import Tensor, nn
 from darknet_torch.config import parse_cfg_text, type_sections
 from darknet_torch.config.custom import CfgLineEditor
 from darknet_torch.errors import CfgError
+from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
-from darknet_torch.model.weights import write_atomic
 
 #: Layers whose output channel c depends only on input channel c and maps a constant map to a constant map.
 _PASS_THROUGH = frozenset({"maxpool", "local_avgpool", "avgpool", "upsample", "dropout", "empty", "activation"})
@@ -117,7 +118,7 @@ class ChannelGraph:
 def channel_graph(model: Darknet) -> ChannelGraph:
     """Trace channel classes and structural constraints through ``model`` (see the module docstring)."""
     slots = _Slots()
-    image = slots.new(model.hyperparams["channels"], "network input")
+    image = slots.new(model.net.channels, "network input")
     outputs: list[np.ndarray] = []
     bn_convs: list[int] = []
     equal_chunks: list[tuple[int, int]] = []
@@ -165,21 +166,6 @@ def prunable_bn_layers(model: Darknet) -> list[int]:
     """BN convolutions with at least one removable channel: where the sparsity penalty can pay off."""
     graph = channel_graph(model)
     return [i for i in graph.bn_convs if any(c not in graph.frozen for c in graph.classes[i])]
-
-
-# ---------------------------------------------------------------------------------------------------- sparsity
-@torch.no_grad()
-def bn_l1_subgradient(model: Darknet, s: float, layers: Iterable[int] | None = None) -> None:
-    """Add ``s * sign(gamma)`` to the gradient of the BN scales of ``layers`` (default: every BN convolution).
-
-    Call after ``backward`` and before the optimizer step.  ``s`` is in the units of the loss the gradients belong
-    to: the paper's ``s`` (1e-4 .. 1e-5) is per image, so with Darknet's loss summed over ``batch`` images and
-    ``lr / batch`` steps pass ``s * batch`` (times the AMP scale while the gradients are still scaled).
-    """
-    modules = model.module_list if layers is None else [model.module_list[i] for i in layers]
-    for module in modules:
-        if isinstance(module, ConvBlock) and module.bn is not None and module.bn.weight.grad is not None:
-            module.bn.weight.grad.add_(torch.sign(module.bn.weight), alpha=s)
 
 
 # ---------------------------------------------------------------------------------------------------- planning
@@ -310,7 +296,7 @@ def apply_pruning(model: Darknet, plan: PruningPlan, cfg_text: str | None = None
     path = f"{model.cfg_path or '<cfg>'} (pruned)"
     pruned = Darknet(type_sections(parse_cfg_text(text, path)))
     values = _removed_values(model, masks) if fold else [torch.zeros(len(m)) for m in masks]
-    image = np.ones(model.hyperparams["channels"], bool)
+    image = np.ones(model.net.channels, bool)
     with torch.no_grad():
         for index, (old, new) in enumerate(zip(model.module_list, pruned.module_list)):
             if isinstance(old, ConvBlock):

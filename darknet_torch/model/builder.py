@@ -6,8 +6,9 @@ section and key when the cfg cannot work (Darknet itself would often run on and 
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
@@ -16,10 +17,17 @@ from darknet_torch.errors import CfgError
 from darknet_torch.model.activations import ACTIVATIONS
 from darknet_torch.model.heads import GaussianYOLOLayer, RegionLayer, YoloConfig, YOLOLayer
 from darknet_torch.model.layers.conv import Connected, ConvBlock
+from darknet_torch.model.layers.legacy import ContrastiveLayer, CostLayer, CropLayer, DetectionLayer, LocalLayer
 from darknet_torch.model.layers.pooling import GlobalAvgPool, LocalAvgPool, MaxPool, MaxPoolDepth
 from darknet_torch.model.layers.reshape import Reorg3d, ReorgOld, Upsample
 from darknet_torch.model.layers.routing import Route, Sam, ScaleChannels, Shortcut
 from darknet_torch.model.layers.simple import ActivationLayer, BatchNormLayer, Identity, Softmax, dropout
+
+log = logging.getLogger(__name__)
+
+# Largest [net] width/height we build: 8192x8192 already needs ~0.8 GB for the input of one image and tens of GB for
+# the first layers' activations; anything larger is a typo (e.g. width=100000 tried to allocate 120 GB).
+MAX_INPUT_SIDE = 8192
 
 Shape = tuple[int, int, int]  # channels, height, width
 
@@ -40,6 +48,8 @@ class BuildContext:
     index: int
     in_shape: Shape
     shapes: tuple[Shape, ...]  # output shapes of layers 0..index-1
+    sections: tuple[Section, ...] = ()  # sections of layers 0..index-1
+    modules: tuple[nn.Module, ...] = ()  # modules of layers 0..index-1
 
 
 Built = tuple[nn.Module, Shape, float]
@@ -55,7 +65,7 @@ def _activation(sec: Section, key: str = "activation") -> str:
 def _refuse(sec: Section, keys: tuple[str, ...], why: str) -> None:
     for key in keys:
         if sec.has(key) and sec[key]:
-            raise sec.error(f"{key}={sec[key]} is not supported ({why})", key)
+            raise sec.refusal(f"{key}={sec[key]} is not supported ({why})", key, reason=key)
 
 
 def _positive(sec: Section, key: str, value: int) -> int:
@@ -84,7 +94,6 @@ def build_convolutional(sec: Section, ctx: BuildContext) -> Built:
     _refuse(sec, ("binary", "xnor", "bin_output"), "XNOR/binary convolutions give build-dependent results in Darknet")
     _refuse(sec, ("antialiasing", "sway", "rotate", "stretch", "stretch_sway", "coordconv", "flipped"),
             "not implemented")
-    _refuse(sec, ("share_index",), "weight sharing between layers is not implemented")
     c, h, w = _need_image(sec, ctx)
     filters = _positive(sec, "filters", sec["filters"])
     size = _positive(sec, "size", sec["size"])
@@ -108,8 +117,25 @@ def build_convolutional(sec: Section, ctx: BuildContext) -> Built:
         raise sec.error(f"output would be {out_w}x{out_h} for a {w}x{h} input", "size")
     module = ConvBlock(c, filters, size, (stride_y, stride_x), padding, dilation, groups,
                        bool(sec["batch_normalize"] or sec["cbn"]), _activation(sec))
+    if sec.has("share_index"):
+        _share_weights(sec, ctx, module)
     bflops = 2.0 * (c // groups) * filters * size * size * out_h * out_w / 1e9
     return module, (filters, out_h, out_w), bflops
+
+
+def _share_weights(sec: Section, ctx: BuildContext, module: ConvBlock) -> None:
+    """``share_index``: use another convolution's weights, biases and batch-norm (Darknet points at the same arrays;
+    the layer keeps its own stride, padding and dilation, and stores nothing in ``.weights``)."""
+    ref = _layer_ref(sec, "share_index", sec["share_index"], ctx)
+    source = ctx.modules[ref]
+    if not isinstance(source, ConvBlock) or source.shared_with is not None:
+        raise sec.error(f"share_index={sec['share_index']} must point to a [convolutional] layer with its own "
+                        f"weights, got layer {ref} [{ctx.sections[ref].name}]", "share_index")
+    if source.conv.weight.shape != module.conv.weight.shape or (source.bn is None) != (module.bn is None):
+        raise sec.error(f"share_index={sec['share_index']}: layer {ref} has filters/size/channels/batch_normalize "
+                        f"{tuple(source.conv.weight.shape)} bn={source.bn is not None}, this layer "
+                        f"{tuple(module.conv.weight.shape)} bn={module.bn is not None}; they must match", "share_index")
+    module.share(source, ref)
 
 
 def _pooled(sec: Section, ctx: BuildContext) -> tuple[int, tuple[int, int], int, Shape, float]:
@@ -257,9 +283,24 @@ def build_empty(sec: Section, ctx: BuildContext) -> Built:
     return Identity(), ctx.in_shape, 0.0
 
 
-def _anchors(sec: Section, count: int) -> tuple[tuple[float, float], ...]:
-    """The first ``count`` anchor pairs; missing values are 0 as in Darknet's zeroed ``biases``."""
-    values = list(sec.get("anchors", []))[: 2 * count]
+def _anchors(sec: Section, count: int, used: Sequence[int]) -> tuple[tuple[float, float], ...]:
+    """The first ``count`` anchor pairs; missing values are 0 as in Darknet's zeroed ``biases``.
+
+    Darknet reads the values in order into ``biases[0 .. 2*count-1]``, so an odd count leaves the last anchor's
+    height 0 and a short list leaves whole anchors 0x0: zero-size boxes for every anchor ``used`` by the head.  We
+    refuse that (naming the anchors); an odd count that only touches unused anchors or ignored extras is a warning.
+    """
+    values = list(sec.get("anchors", []))
+    if sec.has("anchors"):
+        incomplete = [i for i in used if 2 * i + 1 >= len(values)]
+        if incomplete:
+            raise sec.error(f"{len(values)} values make {len(values) // 2} width,height pairs but num={count} and "
+                            f"anchor(s) {incomplete} are used: Darknet would read their missing values as 0 "
+                            f"(zero-size boxes)", "anchors")
+        if len(values) % 2:
+            log.warning("%s: an odd number of values (%d); anchors are width,height pairs (the unpaired value is "
+                        "not used by this head)", sec.where("anchors"), len(values))
+    values = values[: 2 * count]
     values += [0.0] * (2 * count - len(values))
     return tuple((values[2 * i], values[2 * i + 1]) for i in range(count))
 
@@ -279,15 +320,22 @@ def build_yolo(sec: Section, ctx: BuildContext) -> Built:
     mask = tuple(sec.get("mask", range(total)))
     bad = [m for m in mask if not 0 <= m < total]
     if bad:
-        raise sec.error(f"mask refers to anchors {bad} but num={total} (Darknet reads out of bounds here)", "mask")
+        raise sec.refusal(f"mask refers to anchors {bad} but num={total}: Darknet keeps only num anchors and reads "
+                          f"undefined memory for these (set num= to the number of anchors listed)", "mask",
+                          reason="mask")
     if not sec.has("anchors"):
         raise sec.error("missing anchors=", "anchors")
     gaussian = sec.name == "Gaussian_yolo"
     entries = (9 if gaussian else 5) + classes
     _check_head_input(sec, ctx, len(mask) * entries, f"classes={classes} with {len(mask)} masked anchors")
-    config = YoloConfig.from_section(sec, _anchors(sec, total), mask)
+    counters = sec.get("counters_per_class")
+    if counters is not None and len(counters) != classes:  # Darknet exits here too (get_classes_multipliers)
+        raise sec.error(f"counters_per_class has {len(counters)} values but classes={classes}", "counters_per_class")
+    config = YoloConfig.from_section(sec, _anchors(sec, total, mask), mask)
     if sec["nms_kind"] not in ("default", "greedynms", "diounms", "cornersnms"):
         raise sec.error(f"nms_kind={sec['nms_kind']} must be default, greedynms or diounms", "nms_kind")
+    if sec["iou_thresh_kind"] not in ("iou", "giou", "diou", "ciou"):
+        raise sec.error(f"iou_thresh_kind={sec['iou_thresh_kind']} must be iou, giou, diou or ciou", "iou_thresh_kind")
     if sec["iou_loss"] not in ("mse", "iou", "giou", "diou", "ciou"):
         raise sec.error(f"iou_loss={sec['iou_loss']} must be mse, giou, diou or ciou", "iou_loss")
     return (GaussianYOLOLayer if gaussian else YOLOLayer)(config), ctx.in_shape, 0.0
@@ -299,7 +347,64 @@ def build_region(sec: Section, ctx: BuildContext) -> Built:
         raise sec.error("only coords=4 is supported", "coords")
     num, classes = _positive(sec, "num", sec["num"]), sec["classes"]
     _check_head_input(sec, ctx, num * (5 + classes), f"classes={classes} with num={num}")
-    return RegionLayer(num, classes, _anchors(sec, num), bool(sec["softmax"])), ctx.in_shape, 0.0
+    return RegionLayer(num, classes, _anchors(sec, num, range(num)), bool(sec["softmax"])), ctx.in_shape, 0.0
+
+
+def build_local(sec: Section, ctx: BuildContext) -> Built:
+    c, h, w = _need_image(sec, ctx)
+    filters = _positive(sec, "filters", sec["filters"])
+    size = _positive(sec, "size", sec["size"])
+    stride = _positive(sec, "stride", sec["stride"])
+    pad = sec["pad"]
+    if pad < 0:
+        raise sec.error(f"pad={pad} must be >= 0", "pad")
+    # local_out_height: (h - 1)/stride + 1 with any pad, (h - size)/stride + 1 without; im2col pads by pad pixels.
+    out_h, out_w = ((h - 1) // stride + 1, (w - 1) // stride + 1) if pad else ((h - size) // stride + 1,
+                                                                                (w - size) // stride + 1)
+    col_h, col_w = (h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1
+    if (col_h, col_w) != (out_h, out_w):
+        raise sec.error(f"pad={pad} with size={size} gives {col_w}x{col_h} columns but Darknet sizes the output "
+                        f"{out_w}x{out_h} (its [local] layer then reads the wrong columns); use pad=(size-1)/2", "pad")
+    if out_h < 1 or out_w < 1:
+        raise sec.error(f"output would be {out_w}x{out_h} for a {w}x{h} input", "size")
+    module = LocalLayer(c, filters, size, stride, pad, (out_h, out_w), _activation(sec))
+    return module, (filters, out_h, out_w), 0.0  # make_local_layer sets no bflops: Darknet counts 0
+
+
+def build_crop(sec: Section, ctx: BuildContext) -> Built:
+    c, h, w = _need_image(sec, ctx)
+    crop_h = _positive(sec, "crop_height", sec["crop_height"])
+    crop_w = _positive(sec, "crop_width", sec["crop_width"])
+    if crop_h > h or crop_w > w:
+        raise sec.error(f"a {crop_w}x{crop_h} crop does not fit the {w}x{h} input (Darknet reads out of bounds)",
+                        "crop_height" if crop_h > h else "crop_width")
+    module = CropLayer((crop_h, crop_w), ((h - crop_h) // 2, (w - crop_w) // 2), bool(sec["noadjust"]))
+    return module, (c, crop_h, crop_w), 0.0
+
+
+def build_cost(sec: Section, ctx: BuildContext) -> Built:
+    return CostLayer(), ctx.in_shape, 0.0
+
+
+def build_contrastive(sec: Section, ctx: BuildContext) -> Built:
+    ref = _layer_ref(sec, "yolo_layer", sec["yolo_layer"], ctx) if sec["yolo_layer"] else None
+    if ref is None or ctx.sections[ref].name != "yolo":
+        raise sec.error("yolo_layer= must point to a [yolo] layer (Darknet: '[contrastive] layer should point to "
+                        "the [yolo] layer')", "yolo_layer")
+    return ContrastiveLayer(), ctx.in_shape, 0.0
+
+
+def build_detection(sec: Section, ctx: BuildContext) -> Built:
+    c, h, w = ctx.in_shape
+    side, num, classes, coords = (_positive(sec, k, sec[k]) for k in ("side", "num", "classes", "coords"))
+    needed = side * side * ((1 + coords) * num + classes)
+    if c * h * w != needed:
+        raise sec.error(f"the layer before outputs {c * h * w} values but side={side}, num={num}, classes={classes}, "
+                        f"coords={coords} need side*side*((1+coords)*num+classes) = {needed}")
+    if coords < 4:
+        raise sec.error(f"coords={coords}: boxes need at least 4 coordinates", "coords")
+    module = DetectionLayer(side, num, classes, coords, bool(sec["softmax"]), bool(sec["sqrt"]))
+    return module, ctx.in_shape, 0.0
 
 
 BUILDERS: dict[str, Callable[[Section, BuildContext], Built]] = {
@@ -308,7 +413,8 @@ BUILDERS: dict[str, Callable[[Section, BuildContext], Built]] = {
     "reorg3d": build_reorg3d, "reorg": build_reorg, "dropout": build_dropout, "sam": build_sam,
     "scale_channels": build_scale_channels, "softmax": build_softmax, "connected": build_connected,
     "batchnorm": build_batchnorm, "activation": build_activation, "empty": build_empty, "yolo": build_yolo,
-    "Gaussian_yolo": build_yolo, "region": build_region,
+    "Gaussian_yolo": build_yolo, "region": build_region, "local": build_local, "crop": build_crop,
+    "cost": build_cost, "contrastive": build_contrastive, "detection": build_detection,
 }
 
 
@@ -317,6 +423,11 @@ def input_shape(net: Section) -> Shape:
     shape = (net["channels"], net["height"], net["width"])
     if not all(shape):
         raise net.error("width=, height= and channels= must all be set (and > 0) in [net]")
+    for key in ("width", "height"):
+        if net[key] > MAX_INPUT_SIDE:
+            gigabytes = net["width"] * net["height"] * net["channels"] * 4 / 1e9
+            raise net.error(f"{key}={net[key]} is larger than {MAX_INPUT_SIDE}, the largest input darknet_torch builds "
+                            f"(one image alone would need {gigabytes:.1f} GB as input)", key)
     return shape
 
 
@@ -327,7 +438,7 @@ def create_modules(module_defs: list[Section]) -> tuple[nn.ModuleList, list[Laye
     infos: list[LayerInfo] = []
     shapes: list[Shape] = []
     for index, sec in enumerate(module_defs[1:]):
-        ctx = BuildContext(index=index, in_shape=shape, shapes=tuple(shapes))
+        ctx = BuildContext(index=index, in_shape=shape, shapes=tuple(shapes), sections=tuple(module_defs[1:index + 1]), modules=tuple(modules))
         try:
             module, out_shape, bflops = BUILDERS[sec.name](sec, ctx)
         except CfgError:

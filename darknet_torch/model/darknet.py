@@ -7,8 +7,11 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import Section, load_cfg
+from darknet_torch.config.net import NetSettings
+from darknet_torch.errors import DarknetError
 from darknet_torch.model.builder import create_modules
 from darknet_torch.model.heads import HEAD_TYPES
+from darknet_torch.model.losses import head_loss
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
 
@@ -23,6 +26,8 @@ class Darknet(nn.Module):
     ``forward(x)`` takes ``x``: float ``B x 3 x H x W``, RGB in [0, 1] and returns ``B x N x (5+C)``: cx, cy, w, h in
     input pixels, objectness, class probabilities; heads in cfg order, within a head row ``anchor*H*W + row*W + col``.
     ``forward(x, targets)`` returns ``(loss, outputs)`` as in the classic PyTorch-YOLOv3 training flow.
+    A cfg without detection heads (a classifier) returns Darknet's network output instead: ``B x N``, the last
+    layer's values (``[cost]`` passes its input on), e.g. the softmax probabilities.
     """
 
     def __init__(self, cfg: str | Path | list[Section]) -> None:
@@ -30,19 +35,21 @@ class Darknet(nn.Module):
         sections = cfg if isinstance(cfg, list) else load_cfg(cfg)
         self.cfg_path = None if isinstance(cfg, list) else Path(cfg)
         self.hyperparams: Section = sections[0]
+        self.net = NetSettings.of(sections[0])  # [net] interpreted once, for training, data and inference
         self.module_defs: list[Section] = sections[1:]
         self.module_list, self.layer_infos = create_modules(sections)
         self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, HEAD_TYPES)]
         needed = {s for m in self.module_list for s in getattr(m, "sources", ())}
         # Heads and their inputs (the loss takes both, for exact gradients) stay available after the loop.
-        self._keep = frozenset(needed) | frozenset(self.head_indices) | frozenset(i - 1 for i in self.head_indices)
+        self._keep = frozenset(needed) | frozenset(self.head_indices) | frozenset(i - 1 for i in self.head_indices) \
+            | {len(self.module_list) - 1}
         self.header = WeightsHeader()
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the network input as the cfg's ``[net]`` sets it."""
-        return self.hyperparams["height"], self.hyperparams["width"]
+        return self.net.input_size
 
     @property
     def heads(self) -> list[nn.Module]:
@@ -90,6 +97,10 @@ class Darknet(nn.Module):
 
     def forward(self, x: Tensor, targets: Tensor | None = None):
         outputs = self._run(x)
+        if not self.head_indices:  # a classifier: Darknet's network output, the last layer's values per image
+            if targets is not None:
+                raise DarknetError("this cfg has no [yolo] head: only detectors can be trained")
+            return outputs[-1].flatten(1)
         net_hw = (x.shape[2], x.shape[3])
         decoded = torch.cat([self.module_list[i].decode(outputs[i], net_hw) for i in self.head_indices], dim=1)
         if targets is None:
@@ -106,7 +117,11 @@ class Darknet(nn.Module):
 
     def _loss(self, outputs: list[Tensor | None], targets: Tensor,
               net_hw: tuple[int, int]) -> tuple[Tensor, list[dict[str, Tensor]]]:
-        results = [self.module_list[i].loss(outputs[i], targets, net_hw, outputs[i - 1]) for i in self.head_indices]
+        results = []
+        for i in self.head_indices:
+            head = self.module_list[i]
+            loss = head_loss(head, self.layer_infos[i].section.where())
+            results.append(loss(head, outputs[i], targets, net_hw, outputs[i - 1]))
         return torch.stack([loss for loss, _ in results]).sum(), [parts for _, parts in results]
 
     def forward_layers(self, x: Tensor) -> list[Tensor]:

@@ -2,7 +2,7 @@
 
 ``optimize_for_inference(model, mode)`` returns a *copy* of the model (the original is untouched) that keeps the
 forward contract (float ``B x 3 x H x W`` in, float32 ``B x N x (5+C)`` out) and the attributes the detection code
-reads (``hyperparams``, ``heads``, ``head_grids``, ``num_classes``), so it drops into
+reads (``net``, ``stride``, ``heads``, ``head_grids``, ``num_classes``), so it drops into
 :class:`~darknet_torch.detect.predictor.Predictor` and :func:`~darknet_torch.evaluate.runner.evaluate`.
 
 Modes (the benchmark ``benchmarks/bench_inference.py`` reports each one's speed and coco128 mAP change):

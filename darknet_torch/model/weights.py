@@ -8,8 +8,6 @@ layer, unless the caller asks for a prefix (``cutoff``) or a partial backbone (`
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.errors import WeightsError
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import: changing the process umask later, from threads, would race
 
 
 @dataclass
@@ -157,7 +147,38 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
             loaded += 1
     log.info("loaded %s: %d of %d weighted layers, %d of %d floats (header %d.%d.%d, seen %d)", path, loaded,
              len(slots), offset, len(values), header.major, header.minor, header.revision, header.seen)
+    warn_suspicious_values(module_list, labels, path)
     return header
+
+
+def suspicious_values(module_list: nn.ModuleList, labels: list[str]) -> list[str]:
+    """One line per layer holding NaN/inf weights or negative batch-norm variances (``labels[i]`` names layer i).
+
+    A file of the right size can still be garbage (random bytes, a diverged training run): it loads, but every
+    detection is NaN or empty.  This is what tells the user why.
+    """
+    problems = []
+    for index, module in enumerate(module_list):
+        found = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()]
+                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        issues = [f"NaN/inf in {', '.join(found)}"] if found else []
+        negative = [name for name, sub in module.named_modules()
+                    if isinstance(sub, nn.modules.batchnorm._BatchNorm) and sub.running_var is not None
+                    and bool((sub.running_var < 0).any())]
+        issues += [f"negative batch-norm variance in {name or 'bn'}" for name in negative]
+        if issues:
+            problems.append(f"layer {index} ({labels[index]}): {'; '.join(issues)}")
+    return problems
+
+
+def warn_suspicious_values(module_list: nn.ModuleList, labels: list[str], source: str | Path) -> None:
+    """Log :func:`suspicious_values` as warnings (the first five layers, then a count)."""
+    problems = suspicious_values(module_list, labels)
+    for line in problems[:5]:
+        log.warning("%s: suspicious weights: %s", source, line)
+    if len(problems) > 5:
+        log.warning("%s: suspicious weights in %d more layers; the file is damaged or from a diverged run", source,
+                    len(problems) - 5)
 
 
 def _is_transposed(header: WeightsHeader, position: int, tensor: Tensor) -> bool:
@@ -186,19 +207,3 @@ def save_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
                 array = array.T
             chunks.append(np.ascontiguousarray(array, "<f4").tobytes())
     write_atomic(path, b"".join(chunks))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file or the complete new one, never a torn write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

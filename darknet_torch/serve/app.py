@@ -2,8 +2,9 @@
 
 Starlette (ASGI) routes requests on one event loop; the model runs on one worker thread behind a bounded queue
 (:mod:`darknet_torch.serve.batcher`).  Every error is JSON ``{"error": message}`` with a 4xx/5xx status:
-400 bad image or setting, 404/405 wrong route or method, 408 body too slow, 413 body over the cap,
-415 wrong content type, 503 queue full, 504 no answer within the request timeout, 500 a bug (logged).
+400 bad image or setting, 404/405 wrong route or method, 408 head or body too slow, 413 body over the cap,
+415 wrong content type, 503 queue full or every connection busy, 504 no answer within the request timeout, 500 a bug
+(logged).  Connection-level limits (head timeout, connection cap) are :mod:`darknet_torch.serve.connections`'.
 """
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ class ServeConfig:
     ``max_batch``: images per forward pass.  ``batch_wait`` (s): how long a batch may wait to fill (0: take only what
     is queued).  ``timeout`` (s): from a request's arrival to its answer (408 for the body, 504 for the model).
     ``decoder``: Pillow by default because it refuses truncated files; ``"stb"`` gives Darknet's exact pixels but,
-    like Darknet, decodes a truncated JPEG with its missing part grey.
+    like Darknet, decodes a truncated JPEG with its missing part grey (the answer's ``warnings`` says so).
+    ``max_detections``: (box, class) pairs per image, the highest scores kept; ``max_response_bytes``: cap on a
+    response body (lowest scores left out beyond it); both count what was left out in the answer's ``dropped``.
+    ``header_timeout`` (s): time for a request head to arrive; ``max_connections``: open connections, idle ones
+    closed first to make room (see :mod:`darknet_torch.serve.connections`).
     """
 
     max_upload_bytes: int = 16 * 2**20
@@ -52,12 +57,17 @@ class ServeConfig:
     batch_wait: float = 0.0
     timeout: float = 30.0
     decoder: Decoder = "pil"
+    max_detections: int = 1000
+    max_response_bytes: int = 2**20
+    header_timeout: float = 10.0
+    max_connections: int = 128
 
 
 def create_app(predictor: Predictor, config: ServeConfig = ServeConfig(), model_name: str = "") -> Starlette:
     """The ASGI app serving ``predictor``; its batcher (and model thread) lives for the app's lifespan."""
     defaults = default_settings(predictor)
-    runner = partial(run_jobs, predictor, max_pixels=config.max_pixels, decoder=config.decoder)
+    runner = partial(run_jobs, predictor, max_pixels=config.max_pixels, decoder=config.decoder,
+                     max_detections=config.max_detections)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -80,7 +90,7 @@ def create_app(predictor: Predictor, config: ServeConfig = ServeConfig(), model_
             "input_size": list(predictor.input_size),
             "defaults": {"thresh": defaults.thresh, "nms": defaults.nms, "letter_box": defaults.letter_box},
             "queue": {"waiting": batcher.waiting, "running": batcher.running, "size": config.queue_size},
-            "max_batch": config.max_batch,
+            "max_batch": config.max_batch, "max_detections": config.max_detections,
         })
 
     async def predict(request: Request) -> Response:
@@ -98,7 +108,7 @@ def create_app(predictor: Predictor, config: ServeConfig = ServeConfig(), model_
             raise HTTPException(504, f"no answer within the request timeout of {config.timeout:g} s") from None
         if isinstance(result, DataError):
             raise HTTPException(400, str(result))
-        return JSONResponse(result.to_json())
+        return JSONResponse(result.to_json(config.max_response_bytes))
 
     return Starlette(
         routes=[Route("/", page, methods=["GET"]), Route("/health", health, methods=["GET"]),

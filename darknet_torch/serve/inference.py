@@ -6,6 +6,7 @@ the model and its weights are shared, only the few plain settings differ.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import astuple, dataclass
 from itertools import groupby
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from darknet_torch.data.images import Decoder, decode_image_bytes
+from darknet_torch.data.images import Decoder, LetterboxInfo, decode_image_bytes
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
 
@@ -39,24 +40,57 @@ class ImageJob:
 @dataclass(frozen=True)
 class Prediction:
     """Detections for one image, with its size in pixels (the frame the boxes refer to) and the model thread's time
-    per image of its batch (decode, pre-process, forward, NMS)."""
+    per image of its batch (decode, pre-process, forward, NMS).  ``dropped``: (box, class) pairs over the service's
+    cap, lowest scores first; ``warnings``: problems that did not stop detection (a truncated JPEG grey-filled)."""
 
     width: int
     height: int
     detections: list[Detection]
     settings: RequestSettings
     seconds: float
+    dropped: int = 0
+    warnings: tuple[str, ...] = ()
 
-    def to_json(self) -> dict:
-        """The service's response body: sizes, settings and one entry per (box, class), box in image pixels."""
-        return {
+    def to_json(self, max_bytes: int | None = None) -> dict:
+        """The service's response body: sizes, settings and one entry per (box, class), box in image pixels.
+
+        ``max_bytes`` caps the serialised body: the lowest-scored detections are left out (and counted in
+        ``dropped``) until it fits."""
+        entries = [detection_json(d, self.width, self.height) for d in self.detections]
+        body = {
             "width": self.width,
             "height": self.height,
-            "detections": [detection_json(d, self.width, self.height) for d in self.detections],
+            "detections": [],
+            "dropped": self.dropped,
+            "warnings": list(self.warnings),
             "settings": {"thresh": self.settings.thresh, "nms": self.settings.nms,
                          "letter_box": self.settings.letter_box},
             "seconds": round(self.seconds, 6),
         }
+        if max_bytes is not None:
+            entries = _fit(entries, max_bytes - _json_size(body) - 16)  # 16: room for the larger dropped count
+            body["dropped"] += len(self.detections) - len(entries)
+        body["detections"] = entries
+        return body
+
+
+def _json_size(value: object) -> int:
+    """Bytes of ``value`` as Starlette's JSONResponse writes it."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _fit(entries: list[dict], budget: int) -> list[dict]:
+    """The highest-scored ``entries`` whose JSON fits in ``budget`` bytes (with separating commas), in their order."""
+    sizes = [_json_size(e) + 1 for e in entries]
+    if sum(sizes) <= budget:
+        return entries
+    kept, used = set(), 0
+    for index in sorted(range(len(entries)), key=lambda i: -entries[i]["score"]):
+        if used + sizes[index] > budget:
+            break
+        kept.add(index)
+        used += sizes[index]
+    return [e for i, e in enumerate(entries) if i in kept]
 
 
 def detection_json(det: Detection, width: int, height: int) -> dict:
@@ -84,33 +118,49 @@ def warm_up(predictor: Predictor) -> None:
     predictor.detect_batch(net_input[None], [info])
 
 
-def run_jobs(predictor: Predictor, jobs: Sequence[ImageJob], max_pixels: int,
-             decoder: Decoder = "auto") -> list[Prediction | DataError]:
+def run_jobs(predictor: Predictor, jobs: Sequence[ImageJob], max_pixels: int, decoder: Decoder = "auto",
+             max_detections: int = 1000) -> list[Prediction | DataError]:
     """Detect every job's image, one forward pass per group of jobs sharing settings; results in job order.
 
-    An upload that cannot be decoded (empty, not an image, truncated, more than ``max_pixels`` pixels) gives its
-    :class:`DataError` in its place; the other jobs of the batch are not affected.
+    An upload that cannot be used (empty, not an image, truncated, more than ``max_pixels`` pixels, or one that
+    cannot be fitted to the network) gives its :class:`DataError` in its place; the other jobs of the batch are not
+    affected.  Each image keeps at most ``max_detections`` (box, class) pairs, the highest scores.
     """
     results: list[Prediction | DataError | None] = [None] * len(jobs)
     order = sorted(range(len(jobs)), key=lambda i: astuple(jobs[i].settings))
     for settings, group in groupby(order, key=lambda i: jobs[i].settings):
         tuned = with_settings(predictor, settings)
         start = time.perf_counter()
-        inputs, infos, kept = [], [], []
+        inputs, infos, kept, notes = [], [], [], []
         for index in group:
             try:
-                image = decode_image_bytes(jobs[index].data, max_pixels, decoder, source="upload")
+                net_input, info, warnings = _prepare_upload(tuned, jobs[index].data, max_pixels, decoder)
             except DataError as exc:
                 results[index] = exc
                 continue
-            net_input, info = tuned.prepare(image)
             inputs.append(net_input)
             infos.append(info)
             kept.append(index)
+            notes.append(warnings)
         if not kept:
             continue
         found = tuned.detect_batch(torch.stack(inputs), infos)
         seconds = (time.perf_counter() - start) / len(kept)
-        for index, info, dets in zip(kept, infos, found):
-            results[index] = Prediction(info.orig_w, info.orig_h, tuned.to_detections(dets), settings, seconds)
+        for index, info, dets, warnings in zip(kept, infos, found, notes):
+            capped, dropped = dets.strongest(max_detections)
+            results[index] = Prediction(info.orig_w, info.orig_h, tuned.to_detections(capped), settings, seconds,
+                                        dropped, warnings)
     return results
+
+
+def _prepare_upload(predictor: Predictor, data: bytes, max_pixels: int,
+                    decoder: Decoder) -> tuple[torch.Tensor, LetterboxInfo, tuple[str, ...]]:
+    """Network input, fit and decoding warnings of one upload; any failure is a :class:`DataError` for it alone."""
+    warnings: list[str] = []
+    image = decode_image_bytes(data, max_pixels, decoder, source="upload", warn=warnings.append)
+    try:
+        net_input, info = predictor.prepare(image)
+    except Exception as exc:  # one upload that cannot be fitted must fail alone, not its whole batch
+        raise DataError(f"upload: cannot prepare the {image.shape[-1]}x{image.shape[-2]} image for the network: "
+                        f"{exc}") from None
+    return net_input, info, tuple(warnings)

@@ -45,8 +45,24 @@ async def read_job(request: Request, defaults: RequestSettings, timeout: float) 
     return ImageJob(data, parse_settings({**request.query_params, **fields}, defaults))
 
 
+#: Size cap of a multipart text (non-file) field: settings are a few characters.
+TEXT_FIELD_BYTES = 1024
+
+
 async def _read_multipart(request: Request) -> tuple[bytes, dict[str, str]]:
-    async with request.form(max_files=1, max_fields=len(SETTING_FIELDS), max_part_size=1024) as form:
+    try:
+        return await _read_form(request)
+    except HTTPException as exc:
+        if exc.status_code == 400 and "exceeded maximum size" in str(exc.detail):
+            # python-multipart reads a part without a filename as text: almost always the image sent without one
+            raise HTTPException(400, f"a multipart text field is over {TEXT_FIELD_BYTES // 1024} KB: send the image "
+                                     f"as a file part (a Content-Disposition with a filename, e.g. curl -F "
+                                     f"{IMAGE_FIELD}=@photo.jpg); only the settings are text fields") from None
+        raise
+
+
+async def _read_form(request: Request) -> tuple[bytes, dict[str, str]]:
+    async with request.form(max_files=1, max_fields=len(SETTING_FIELDS) + 1, max_part_size=TEXT_FIELD_BYTES) as form:
         upload = form.get(IMAGE_FIELD)
         if upload is None:
             raise HTTPException(400, f"missing field {IMAGE_FIELD!r}: send the image as a multipart file field "

@@ -14,16 +14,17 @@ Every file is written to a temporary name and renamed, so a kill never leaves a 
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from darknet_torch.errors import DarknetError
+from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.model.loading import read_torch_file
 
 STATE_FORMAT = "darknet_torch.train_state"
 STATE_VERSION = 1
@@ -53,6 +54,37 @@ class CheckpointPaths:
     def chart(self) -> Path:
         return self.backup / f"chart_{self.base}.png"
 
+    @property
+    def results(self) -> Path:
+        """Per-iteration numbers (``train.results_log``)."""
+        return self.backup / f"results_{self.base}.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.backup / f"tensorboard_{self.base}"
+
+    @property
+    def previews(self) -> Path:
+        """Augmented training batches as JPEG mosaics (``--show-imgs``)."""
+        return self.backup / f"batches_{self.base}"
+
+
+class CheckpointWriteError(DarknetError):
+    """A checkpoint could not be written (disk full, read-only folder); the files already there are unchanged."""
+
+
+@contextmanager
+def stopping_on_write_error(path: Path, iteration: int) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` into one clear :class:`CheckpointWriteError` that names the path,
+    the reason and what is kept (atomic writes never touch the previous file)."""
+    try:
+        yield
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"{path}: cannot write ({exc.strerror or exc}); training stopped at iteration {iteration}; the "
+            f"checkpoints already in {path.parent} are unchanged (free space or fix the folder, then --resume)"
+        ) from None
+
 
 def save_weights(model: Darknet, path: Path, seen: int) -> None:
     """Darknet-loadable ``.weights`` with the header's ``seen`` set (atomic)."""
@@ -72,10 +104,7 @@ def load_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DarknetError(f"training state not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise DarknetError(f"{path}: not a readable darknet_torch training state ({exc})") from exc
+    state = read_torch_file(path, "darknet_torch training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise DarknetError(f"{path}: not a darknet_torch training state (no {STATE_FORMAT!r} marker)")
     if state.get("version") != STATE_VERSION:

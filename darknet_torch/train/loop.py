@@ -19,16 +19,21 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from darknet_torch.config.net import schema_default
+from darknet_torch.distributed import DistContext, barrier, broadcast_value
 from darknet_torch.errors import DarknetError
-from darknet_torch.export.prune import bn_l1_subgradient, prunable_bn_layers
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.heads import YOLOLayer
+from darknet_torch.model.losses import trainable
 from darknet_torch.train.chart import TrainingHistory, write_chart
-from darknet_torch.train.checkpoint import CheckpointPaths, restore_rng, rng_state, save_state, save_weights
-from darknet_torch.train.distributed import DistContext, barrier, broadcast_value, mean_over_ranks, wrap_model
+from darknet_torch.train.checkpoint import (CheckpointPaths, restore_rng, rng_state, save_state, save_weights,
+                                           stopping_on_write_error)
+from darknet_torch.train.distributed import mean_over_ranks, wrap_model
 from darknet_torch.train.ema import DarknetEma
 from darknet_torch.train.optim import TrainSettings, build_optimizer
+from darknet_torch.train.previews import BatchPreviews
+from darknet_torch.train.results_log import ResultsLog
 from darknet_torch.train.schedule import set_lr
+from darknet_torch.train.sparsity import SparsityPenalty
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,8 @@ MiniBatch = tuple[Tensor, Tensor]  # images (B, 3, H, W) in [0, 1]; targets (T, 
 BatchSource = Callable[[int], Iterable[MiniBatch]]  # start iteration -> endless stream of mini-batches
 Evaluator = Callable[[Darknet], float]  # model (eval mode) -> mAP@0.5 in [0, 1]
 
-# Logging sums DetectionLoss returns; box/obj/cls are shown per image, iou as iou_sum / count.
+# Logging sums DetectionLoss returns (over the heads, and per head as "<part>/<head>"); box/obj/cls are shown per
+# image, iou as iou_sum / count.
 _LOGGED_PARTS = ("box", "obj", "cls", "count", "iou_sum")
 
 
@@ -45,7 +51,8 @@ class DetectionLoss(nn.Module):
 
     ``forward(images, targets)`` returns ``(loss, parts)``: the loss summed over the mini-batch and all heads (Darknet
     sums, it does not average) and detached logging sums over the heads: ``box``, ``obj``, ``cls`` (shares of the
-    loss), ``count`` (assigned predictions) and ``iou_sum`` (their IoU summed).  Each head gets its input tensor too,
+    loss), ``count`` (assigned predictions) and ``iou_sum`` (their IoU summed), and the same per head as
+    ``box/0``, ``obj/0``, ... (heads in cfg order).  Each head gets its input tensor too,
     so the gradient reaches the conv before it exactly as Darknet's delta (see ``yolo_loss``).
     """
 
@@ -53,7 +60,7 @@ class DetectionLoss(nn.Module):
         super().__init__()
         self.model = model
         untrainable = [model.layer_infos[i].section.where() for i, head in zip(model.head_indices, model.heads)
-                       if type(head) is not YOLOLayer]
+                       if not trainable(head)]
         if not model.head_indices or untrainable:
             raise DarknetError(f"cannot train this network: training needs [yolo] heads; the loss of "
                                f"{', '.join(untrainable) or 'a network without detection head'} is not implemented")
@@ -61,11 +68,14 @@ class DetectionLoss(nn.Module):
     def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, head_parts = self.model.compute_loss(images, targets)
         sums = {name: torch.zeros((), device=images.device) for name in _LOGGED_PARTS}
-        for parts in head_parts:
-            for name in ("box", "obj", "cls", "count"):
-                sums[name] += parts[name]
-            sums["iou_sum"] += parts["iou"] * parts["count"]
-        return total, sums
+        per_head = {}
+        for head, parts in enumerate(head_parts):
+            own = {name: parts[name] for name in ("box", "obj", "cls", "count")}
+            own["iou_sum"] = parts["iou"] * parts["count"]
+            for name, value in own.items():
+                sums[name] += value
+                per_head[f"{name}/{head}"] = value
+        return total, {**sums, **per_head}
 
 
 @dataclass(frozen=True)
@@ -77,11 +87,13 @@ class LoopOptions:
     map_every: int | None = None  # iterations between mAP evaluations; None: no evaluation
     amp: bool = False  # mixed precision: float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU
     channels_last: bool = False  # NHWC activations and weights (faster convolutions on CPU)
-    sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (export.prune)
+    sparsity: float = 0.0  # network slimming: per-image L1 penalty on batch-norm scales (train.sparsity)
     progress: bool = True
     seed: int = 0
-    max_chart_loss: float = 20.0
+    max_chart_loss: float = schema_default("max_chart_loss")  # [net] max_chart_loss: the chart's loss axis
     chart_seconds: float = 10.0  # redraw the chart at most this often (and after every mAP, and at the end)
+    log_every: int = 1  # a results.csv row every N iterations (and at every mAP evaluation)
+    tensorboard: bool = False  # mirror results.csv to TensorBoard when it is installed (train() turns it on)
 
 
 def darknet_save_every(max_batches: int) -> int:
@@ -125,23 +137,25 @@ class Trainer:
     ``batches(start_iteration)`` must yield the mini-batches of iteration ``start_iteration + 1`` onwards (each of
     ``settings.mini_batch`` images for this process), deterministically.  ``evaluator`` computes mAP@0.5 when
     ``options.map_every`` is set (rank 0 only).  ``criterion`` defaults to :class:`DetectionLoss`; it must return
-    ``(summed loss, parts)``.
+    ``(summed loss, parts)``.  ``previews`` saves mosaics of augmented batches (rank 0).
     """
 
     def __init__(self, model: Darknet, settings: TrainSettings, batches: BatchSource, paths: CheckpointPaths,
                  options: LoopOptions = LoopOptions(), ctx: DistContext = DistContext(),
                  evaluator: Evaluator | None = None, criterion: nn.Module | None = None,
-                 ema_alpha: float | None = None) -> None:
+                 ema_alpha: float | None = None, previews: BatchPreviews | None = None) -> None:
         if options.map_every is not None and evaluator is None:
             raise ValueError("map_every needs an evaluator")
         self.model, self.settings, self.batches, self.paths = model, settings, batches, paths
         self.options, self.ctx, self.evaluator = options, ctx, evaluator
+        self.previews = previews if ctx.is_main else None
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         model.to(memory_format=self.memory_format)  # before DDP registers the parameters
         self.criterion = wrap_model(criterion if criterion is not None else DetectionLoss(model), ctx)
         self.optimizer = build_optimizer(model, settings, ctx.world_size)
         alpha = settings.ema_alpha if ema_alpha is None else ema_alpha
         self.ema = DarknetEma(model, alpha, settings.max_batches) if alpha > 0 else None
+        self.sparsity = SparsityPenalty(model, options.sparsity) if options.sparsity else None
         cuda = ctx.device.type == "cuda"
         # CPU autocast computes in bfloat16, whose float32 exponent range needs no loss scaling.
         self.autocast_dtype = torch.float16 if cuda else torch.bfloat16
@@ -150,6 +164,7 @@ class Trainer:
         self.progress = _Progress()
         self.rate = 0.0  # Darknet's rate of the last update (before the per-group lr_scale)
         self._last_chart = 0.0
+        self.results: ResultsLog | None = None  # opened by run() on rank 0, at the start iteration
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -212,6 +227,9 @@ class Trainer:
             stream = iter(self.batches(self.iteration))  # keep that out of the training RNG so resumes match
         bar = tqdm(total=settings.max_batches, initial=self.iteration, unit="it", dynamic_ncols=True,
                    disable=not (self.options.progress and ctx.is_main))
+        if ctx.is_main:
+            self.results = ResultsLog(self.paths.results, self.iteration, self.options.log_every,
+                                      self.paths.tensorboard if self.options.tensorboard else None)
         try:
             while self.iteration < settings.max_batches:
                 if stop_at is not None and self.iteration >= stop_at:
@@ -221,6 +239,8 @@ class Trainer:
                 self._after_iteration(loss, parts, images, time.perf_counter() - started, bar)
         finally:
             bar.close()
+            if self.results is not None:
+                self.results.close()
         if ctx.is_main:
             self._save("final")
         barrier(ctx)
@@ -243,6 +263,8 @@ class Trainer:
                 inputs, targets = next(stream)
             except StopIteration:
                 raise DarknetError(f"the training data ran out during iteration {k}") from None
+            if sub == 0 and self.previews is not None and self.previews.wanted():
+                self.previews.save(k, inputs, targets)
             inputs = inputs.to(ctx.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             targets = targets.to(ctx.device, non_blocking=True)
             last = sub == settings.subdivisions - 1
@@ -257,12 +279,9 @@ class Trainer:
         if not self.scaler.is_enabled() and not torch.isfinite(total):
             raise DarknetError(f"the loss became {total.item()} at iteration {k} (learning rate {self.rate:.3g}); "
                                f"lower learning_rate or check the labels for degenerate boxes")
-        if self.options.sparsity:
-            # Per image s: Darknet's loss sums `batch` images per rank and the rate is multiplied by the ranks that
-            # DDP averages over; the gradients may still carry the AMP scale.  Only channels prune can remove.
+        if self.sparsity is not None:
             scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            s = self.options.sparsity * settings.batch * scale / ctx.world_size
-            bn_l1_subgradient(self.model, s, prunable_bn_layers(self.model))
+            self.sparsity.apply(settings.batch, scale, ctx.world_size)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.progress.iteration = k
@@ -273,14 +292,19 @@ class Trainer:
         return (*self._per_image(total, parts, images), images * ctx.world_size)
 
     def _per_image(self, total: Tensor, parts: dict[str, Tensor], images: int) -> tuple[float, dict[str, float]]:
-        """Darknet's printed loss (the iteration's loss / images) and the parts shown beside it, over all ranks."""
-        zero = torch.zeros((), device=total.device)
-        values = torch.stack([total, *(parts.get(name, zero) for name in _LOGGED_PARTS)]) / images
+        """Darknet's printed loss (the iteration's loss / images) and its parts over all ranks (one device sync):
+        ``box``, ``obj``, ``cls``, ``iou`` over the heads, then ``box_0``, ``obj_0``, ... per head."""
+        values = torch.stack([total, *parts.values()]) / images
         loss, *means = mean_over_ranks(values, self.ctx).tolist()
-        line = dict(zip(_LOGGED_PARTS, means))
-        count, iou_sum = line.pop("count"), line.pop("iou_sum")
-        if count > 0:
-            line["iou"] = iou_sum / count
+        sums = dict(zip(parts, means))
+        line = {}
+        heads = sorted({int(name.split("/")[1]) for name in parts if "/" in name})
+        for suffix, label in [("", ""), *((f"/{head}", f"_{head}") for head in heads)]:
+            line.update({f"{name}{label}": sums[name + suffix] for name in ("box", "obj", "cls")
+                         if name + suffix in sums})
+            if "count" + suffix in sums:  # NaN when nothing was assigned (keeps results.csv's columns fixed)
+                count = sums["count" + suffix]
+                line[f"iou{label}"] = sums["iou_sum" + suffix] / count if count > 0 else math.nan
         return loss, line
 
     def _after_iteration(self, loss: float, parts: dict[str, float], images: int, seconds: float, bar: tqdm) -> None:
@@ -290,7 +314,7 @@ class Trainer:
             p.avg_loss = loss
         p.avg_loss = p.avg_loss * 0.9 + loss * 0.1
         k = p.iteration
-        self.history.add_loss(k, p.avg_loss)
+        self.history.add_loss(k, p.avg_loss, {name: parts[name] for name in ("box", "obj", "cls") if name in parts})
         evaluated = False
         if options.map_every is not None:
             due = max(p.iter_map + options.map_every, self.settings.burn_in)
@@ -298,7 +322,11 @@ class Trainer:
                 self._evaluate(bar)
                 evaluated = True
         if ctx.is_main:
-            shown = " ".join(f"{name} {value:.3f}" for name, value in parts.items())
+            self.results.log(k, {"loss": loss, "avg_loss": p.avg_loss, **parts, "lr": self.rate,
+                                 "images_per_s": images / max(seconds, 1e-9),
+                                 "map": p.last_map if evaluated else None}, evaluated)
+            shown = " ".join(f"{name} {value:.3f}" for name, value in parts.items()
+                             if "_" not in name and math.isfinite(value))
             best = f" best mAP {100 * p.best_map:.1f}%" if p.best_map >= 0 else ""
             bar.set_postfix_str(f"loss {loss:.3f} avg {p.avg_loss:.3f} {shown} lr {self.rate:.3g} "
                                 f"{images / max(seconds, 1e-9):.1f} img/s{best}", refresh=False)
@@ -342,22 +370,33 @@ class Trainer:
             self._save("last")
 
     def _save(self, tag: str | int) -> None:
-        """Write ``<cfg>_<tag>.weights``; with ``last``/``final`` also the EMA weights and the training state."""
-        seen = self.progress.iteration * self.settings.batch
-        save_weights(self.model, self.paths.weights(tag), seen)
+        """Write ``<cfg>_<tag>.weights``; with ``last``/``final`` also the EMA weights and the training state.
+
+        Raises:
+            CheckpointWriteError: a file cannot be written (stops training; earlier checkpoints are unchanged)."""
+        k = self.progress.iteration
+        seen = k * self.settings.batch
+        with stopping_on_write_error(self.paths.weights(tag), k):
+            save_weights(self.model, self.paths.weights(tag), seen)
         if tag in ("last", "final"):
             if self.ema is not None and self.ema.initialized:
-                with self.ema.swapped_in():
+                with self.ema.swapped_in(), stopping_on_write_error(self.paths.weights("ema"), k):
                     save_weights(self.model, self.paths.weights("ema"), seen)
-            save_state(self.paths.state, self.state_dict())
+            with stopping_on_write_error(self.paths.state, k):
+                save_state(self.paths.state, self.state_dict())
             self._maybe_chart(force=True)
 
     def _maybe_chart(self, force: bool) -> None:
+        """Redraw the loss chart; a chart that cannot be written is a warning (it never stops training)."""
         now = time.monotonic()
         if force or now - self._last_chart >= self.options.chart_seconds:
             self._last_chart = now
-            write_chart(self.paths.chart, self.history, self.settings.max_batches, self.options.max_chart_loss,
-                        self.paths.base)
+            try:
+                write_chart(self.paths.chart, self.history, self.settings.max_batches, self.options.max_chart_loss,
+                            self.paths.base)
+            except OSError as exc:
+                log.warning("%s: cannot write the chart (%s); training goes on", self.paths.chart,
+                            exc.strerror or exc)
 
     def _result(self) -> TrainResult:
         p = self.progress

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from darknet_torch.config.net import NetSettings
 from darknet_torch.config.sections import Section
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
@@ -51,6 +52,11 @@ _NET_KEYS_NOT_APPLIED = {
 }
 # Per-layer training keys (parse_network_cfg_custom) darknet_torch does not apply.
 _LAYER_KEYS_NOT_APPLIED = ("dont_update", "burnin_update", "train_only_bn", "clip", "onlyforward")
+# Head keys Darknet's loss reads that darknet_torch's does not.
+_HEAD_KEYS_NOT_APPLIED = {
+    "counters_per_class": "the per-class multipliers of the class and box deltas are not implemented",
+    "map": "remapping truth class ids through a .map file is not implemented",
+}
 
 
 @dataclass(frozen=True)
@@ -72,12 +78,13 @@ class TrainSettings:
         return self.batch // self.subdivisions
 
     @classmethod
-    def from_net(cls, net: Section) -> "TrainSettings":
-        """Validate and read the typed ``[net]`` section; errors name the cfg line."""
-        batch, subdivisions = net["batch"], net["subdivisions"]
+    def from_net(cls, net: NetSettings | Section) -> "TrainSettings":
+        """Validate the ``[net]`` settings for training (``model.net``; a section is read with
+        :meth:`NetSettings.of`); errors name the cfg line."""
+        net = NetSettings.of(net)
+        batch, subdivisions, mini = net.batch, net.subdivisions, net.mini_batch
         if subdivisions < 1:
             raise net.error(f"subdivisions={subdivisions} must be >= 1", "subdivisions")
-        mini = batch // subdivisions
         if mini < 1:
             raise net.error(f"batch={batch} with subdivisions={subdivisions} leaves no image per mini-batch "
                             f"(batch/subdivisions must be >= 1)", "batch")
@@ -87,16 +94,16 @@ class TrainSettings:
         if mini * subdivisions == 1:  # detector.c refuses batch=1 for training
             raise net.error("batch=1 cannot train (batch norm needs several images); set e.g. batch=64 "
                             "subdivisions=16", "batch")
-        if net["max_batches"] < 1:
-            raise net.error(f"max_batches={net['max_batches']} must be >= 1 to train", "max_batches")
-        for key in ("momentum", "decay"):
-            if not (0 <= net[key] < math.inf):
-                raise net.error(f"{key}={net[key]} must be a finite number >= 0", key)
-        if not 0 <= net["ema_alpha"] < 1:
-            raise net.error(f"ema_alpha={net['ema_alpha']} must be in [0, 1)", "ema_alpha")
-        return cls(batch=mini * subdivisions, subdivisions=subdivisions, max_batches=net["max_batches"],
-                   momentum=net["momentum"], decay=net["decay"], burn_in=net["burn_in"],
-                   ema_alpha=net["ema_alpha"], schedule=LrSchedule.from_net(net))
+        if net.max_batches < 1:
+            raise net.error(f"max_batches={net.max_batches} must be >= 1 to train", "max_batches")
+        for key, value in (("momentum", net.momentum), ("decay", net.decay)):
+            if not (0 <= value < math.inf):
+                raise net.error(f"{key}={value} must be a finite number >= 0", key)
+        if not 0 <= net.ema_alpha < 1:
+            raise net.error(f"ema_alpha={net.ema_alpha} must be in [0, 1)", "ema_alpha")
+        return cls(batch=mini * subdivisions, subdivisions=subdivisions, max_batches=net.max_batches,
+                   momentum=net.momentum, decay=net.decay, burn_in=net.burn_in, ema_alpha=net.ema_alpha,
+                   schedule=LrSchedule.from_net(net))
 
 
 def keys_not_applied(model: Darknet) -> list[str]:
@@ -110,6 +117,10 @@ def keys_not_applied(model: Darknet) -> list[str]:
             if sec.has(key) and sec[key]:
                 messages.append(f"{sec.where(key)}={sec[key]}: not applied (per-layer update control is not "
                                 f"implemented)")
+        for key, why in _HEAD_KEYS_NOT_APPLIED.items():
+            if sec.name in ("yolo", "Gaussian_yolo", "region") and sec.has(key):
+                value = ",".join(map(str, sec[key])) if isinstance(sec[key], list) else sec[key]
+                messages.append(f"{sec.where(key)}={value}: not applied ({why})")
         if sec.has("stopbackward") and sec["stopbackward"] > 1:
             messages.append(f"{sec.where('stopbackward')}={sec['stopbackward']}: only stopbackward=1 (freeze the "
                             f"layers before) is applied")
@@ -138,7 +149,9 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
     frozen = frozen_layer_count(model)
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for info, module in zip(model.layer_infos, model.module_list):
-        scale = float(info.section.get("learning_rate", 1.0))
+        if getattr(module, "shared_with", None) is not None:  # share_index: the parameters are another layer's
+            continue
+        scale = float(info.section["learning_rate"])  # every layer has it (COMMON_LAYER_KEYS)
         for param in module.parameters():
             if info.index < frozen:
                 param.requires_grad_(False)
@@ -153,7 +166,7 @@ def build_optimizer(model: Darknet, settings: TrainSettings, world_size: int = 1
     """Darknet's SGD for ``model`` (see the module docstring); the lr is set per iteration with ``set_lr``."""
     groups = param_groups(model, settings, world_size)
     if not groups:
-        raise CfgError(f"{model.hyperparams.where()}: nothing to train (no parameters, or stopbackward freezes all)")
+        raise CfgError(f"{model.net.where()}: nothing to train (no parameters, or stopbackward freezes all)")
     return torch.optim.SGD(groups, lr=0.0, momentum=settings.momentum, dampening=0.0, nesterov=False)
 
 
@@ -162,7 +175,7 @@ def darknet_init_(model: Darknet, generator: torch.Generator) -> None:
     """Initialise for training from scratch as Darknet does: kernels ``uniform(-s, s)`` with ``s = sqrt(2/fan_in)``
     (make_convolutional_layer / make_connected_layer), biases 0, batch-norm scales 1 (rolling statistics reset)."""
     for module in model.modules():
-        if isinstance(module, (ConvBlock, Connected)):
+        if isinstance(module, (ConvBlock, Connected)) and getattr(module, "shared_with", None) is None:
             layer = module.conv if isinstance(module, ConvBlock) else module.linear
             fan_in = layer.weight[0].numel()
             bound = math.sqrt(2.0 / fan_in)

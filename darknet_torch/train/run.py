@@ -14,15 +14,17 @@ from pathlib import Path
 
 import torch
 
-from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names
+from darknet_torch.data.dataset import DarknetDataset
+from darknet_torch.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.errors import CfgError, DarknetError
+from darknet_torch.files import remove_stale_temps
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.runtime import loader_workers, select_device
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
-from darknet_torch.train.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
     darknet_save_every
 from darknet_torch.train.optim import TrainSettings, darknet_init_, keys_not_applied
+from darknet_torch.train.previews import BatchPreviews
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ class TrainOptions:
     sparsity: float = 0.0  # network slimming's L1 penalty on batch-norm scales, per image
     backup: Path | None = None
     progress: bool = True
+    log_every: int = 1  # a results_<cfg>.csv row every N iterations
+    tensorboard: bool = True  # also TensorBoard scalars when it is installed
+    show_imgs: int = 0  # save mosaics of the first N iterations' batches (Darknet's -show_imgs)
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -69,10 +74,8 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
 
     ``ctx``: this process's place in a distributed job (default: one process on ``options.device``)."""
     ctx = ctx or DistContext(device=select_device(options.device))
-    data = read_data_file(options.data)
-    data = dataclasses.replace(data, warnings=tuple(w for w in data.warnings
-                                                    if not any(f"key {k!r}" in w for k in _SAVE_KEYS)))
-    backup = Path(options.backup or data.backup or "backup")
+    data = DarknetDataset.from_data_file(options.data, used_keys=_SAVE_KEYS)
+    backup = Path(options.backup or data.config.backup or "backup")
     paths = CheckpointPaths(backup, basecfg(options.cfg))
     state_path = (paths.state if options.resume is True else Path(options.resume)) if options.resume else None
     state = load_state(state_path) if state_path else None
@@ -83,7 +86,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     options = dataclasses.replace(options, seed=seed, workers=workers)
     torch.manual_seed(seed)
     model = Darknet(options.cfg)
-    settings = TrainSettings.from_net(model.hyperparams)
+    settings = TrainSettings.from_net(model.net)
     if ctx.is_main:
         for message in keys_not_applied(model):
             log.warning(message)
@@ -95,15 +98,19 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
         save_last_every=_data_int(data, "savelast", 100), map_every=map_every,
         amp=ctx.device.type == "cuda" if options.amp is None else options.amp,
         channels_last=ctx.device.type == "cpu" if options.channels_last is None else options.channels_last,
-        progress=options.progress,
-        seed=seed, max_chart_loss=model.hyperparams["max_chart_loss"], sparsity=options.sparsity)
+        progress=options.progress, log_every=options.log_every, tensorboard=options.tensorboard,
+        seed=seed, max_chart_loss=model.net.max_chart_loss, sparsity=options.sparsity)
+    names = data.names() if data.config.names is not None else [str(i) for i in range(model.num_classes)]
+    previews = BatchPreviews(paths.previews, names, options.show_imgs)
     trainer = Trainer(model, settings, _batch_source(data, model, options, ctx), paths, loop_options, ctx,
-                      evaluator, ema_alpha=options.ema_alpha)
+                      evaluator, ema_alpha=options.ema_alpha, previews=previews)
     if state is not None:
         trainer.load_state_dict(state, str(state_path))
     else:
         trainer.start_at(start)
     if ctx.is_main:
+        for stale in remove_stale_temps(paths.backup):
+            log.info("removed %s, left by an interrupted save", stale)
         log.info("training %s: batch %d (%d x %d) on %d process(es), iterations %d..%d, backup %s", options.cfg,
                  settings.batch, settings.subdivisions, settings.mini_batch, ctx.world_size, trainer.iteration,
                  settings.max_batches, paths.backup)
@@ -124,8 +131,8 @@ def _load_initial_weights(model: Darknet, options: TrainOptions, settings: Train
     return 0 if options.clear else model.header.seen // settings.batch
 
 
-def _data_int(data: DataConfig, key: str, default: int) -> int:
-    text = data.extra.get(key)
+def _data_int(data: DarknetDataset, key: str, default: int) -> int:
+    text = data.config.extra.get(key)
     if text is None:
         return default
     if not text.isdigit() or int(text) < 1:
@@ -133,43 +140,38 @@ def _data_int(data: DataConfig, key: str, default: int) -> int:
     return int(text)
 
 
-def _batch_source(data: DataConfig, model: Darknet, options: TrainOptions, ctx: DistContext):
+def _batch_source(data: DarknetDataset, model: Darknet, options: TrainOptions, ctx: DistContext):
     """The data pipeline's loader, restartable at any iteration; the data report is checked and shown once."""
-    from darknet_torch.data.training import build_train_loader, training_report
+    from darknet_torch.data.training import build_train_loader
 
-    report = training_report(data, model.num_classes)
+    report = data.training_report(model.num_classes)
     if ctx.is_main:
         log.info("%s", report.format())
     report.check()
-    net_h = model.input_size[0]
-    stride = max(net_h // grid_h for _, grid_h, _ in model.head_grids())
     heads = [model.layer_infos[i].section for i in model.head_indices]
-    return lambda start: build_train_loader(data, model.hyperparams, heads, options.workers, options.seed, start,
-                                            ctx.rank, ctx.world_size, report=report, stride=stride)
+    return lambda start: build_train_loader(data, model.net, heads, options.workers, options.seed, start,
+                                            ctx.rank, ctx.world_size, report=report, stride=model.stride)
 
 
-def _evaluator(data: DataConfig, model: Darknet, options: TrainOptions,
+def _evaluator(data: DarknetDataset, model: Darknet, options: TrainOptions,
                settings: TrainSettings) -> tuple[Evaluator, int]:
-    """mAP@0.5 on ``valid`` (Darknet: defaults to ``train``) and Darknet's evaluation period."""
+    """mAP@0.5 on ``valid`` (Darknet: defaults to ``train``) and Darknet's evaluation period; the validation labels
+    are scanned once, here."""
     try:
-        from darknet_torch.evaluate.runner import evaluate
+        from darknet_torch.evaluate.runner import check_class_counts, evaluate
     except ImportError as exc:
         raise DarknetError(f"--map needs darknet_torch.evaluate.runner, which cannot be imported ({exc}); "
                            f"train without --map") from exc
-    if data.names is None:
-        raise CfgError(f"{data.path}: --map needs names= (the class names file)")
-    names = read_names(data.names)
-    if len(names) != model.num_classes:
-        raise CfgError(f"{data.names}: {len(names)} names, but the cfg has classes={model.num_classes}")
-    list_path = data.valid or data.train
-    if list_path is None:
-        raise CfgError(f"{data.path}: --map needs valid= (or train=) to evaluate on")
-    images = read_image_list(list_path)
-    train_images = len(read_image_list(data.train)) if data.train is not None else len(images)
-    every = options.map_every or darknet_map_every(train_images, settings.batch)
+    names = data.names("--map needs the class names")
+    check_class_counts(model, names, model.num_classes)
+    list_path = data.validation_list()
+    images = data.images(list_path)
+    scan = data.scan(list_path, model.num_classes)
+    every = options.map_every or darknet_map_every(len(data.images(data.train_list())), settings.batch)
 
     def map50(net: Darknet) -> float:
-        report = evaluate(net, images, names, model.num_classes, workers=options.workers, progress=False)
+        report = evaluate(net, images, names, model.num_classes, workers=options.workers, progress=False,
+                          scan=scan)
         return float(report.map)
 
     return map50, every

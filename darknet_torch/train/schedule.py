@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
+from darknet_torch.config.net import NetSettings, schema_default
 from darknet_torch.errors import CfgError
 
 if TYPE_CHECKING:
@@ -44,25 +46,26 @@ def _c_pow(base: float, exponent: float) -> float:
 
 @dataclass(frozen=True)
 class LrSchedule:
-    """The ``[net]`` keys Darknet's rate depends on, named as in the cfg, with ``parse_net_options`` defaults.
+    """The ``[net]`` keys Darknet's rate depends on, named as in the cfg, with ``parse_net_options`` defaults (from
+    the cfg schema).
 
     ``sgdr_cycle=None`` means Darknet's default, ``max_batches``. ``scale`` is the ``step`` policy's factor;
     ``steps``/``scales`` are the ``steps`` policy's lists (``scales`` may be empty for ``sgdr``, which ignores them).
     """
 
-    learning_rate: float = 0.001
-    policy: str = "constant"
-    burn_in: int = 0
-    power: float = 4.0
-    max_batches: int = 0
-    step: int = 1
-    scale: float = 1.0
+    learning_rate: float = schema_default("learning_rate")
+    policy: str = schema_default("policy")
+    burn_in: int = schema_default("burn_in")
+    power: float = schema_default("power")
+    max_batches: int = schema_default("max_batches")
+    step: int = schema_default("step")
+    scale: float = schema_default("scale")
     steps: tuple[int, ...] = ()
     scales: tuple[float, ...] = ()
-    gamma: float = 1.0
-    learning_rate_min: float = 0.00001
-    sgdr_cycle: int | None = None
-    sgdr_mult: int = 2
+    gamma: float = schema_default("gamma")
+    learning_rate_min: float = schema_default("learning_rate_min")
+    sgdr_cycle: int | None = schema_default("sgdr_cycle")
+    sgdr_mult: int = schema_default("sgdr_mult")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
@@ -70,14 +73,10 @@ class LrSchedule:
         self._validate()
 
     @classmethod
-    def from_net(cls, net: "Section | dict") -> "LrSchedule":
-        """Build from the typed ``[net]`` section (or a dict); a missing or ``None`` value means Darknet's default."""
-        values = {}
-        for spec in fields(cls):
-            value = net.get(spec.name)
-            if value is not None:
-                values[spec.name] = tuple(value) if spec.name in ("steps", "scales") else value
-        return cls(**values)
+    def from_net(cls, net: "NetSettings | Section | Mapping[str, Any]") -> "LrSchedule":
+        """From the ``[net]`` settings (a section or mapping is read with :meth:`NetSettings.of`)."""
+        net = NetSettings.of(net)
+        return cls(**{spec.name: getattr(net, spec.name) for spec in fields(cls)})
 
     def _validate(self) -> None:
         # Darknet would divide by zero, loop forever or read past the scales list; say so instead.

@@ -34,7 +34,7 @@ from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
-from darknet_torch.model.weights import write_atomic
+from darknet_torch.files import write_atomic
 from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker

@@ -335,3 +335,59 @@ def test_stb_decoder_errors_name_the_source(tmp_path: Path) -> None:
     big = _png_bytes(np.zeros((10, 20, 3), np.uint8))
     with pytest.raises(DataError, match="more than max_pixels=199"):
         decode_image_bytes(big, max_pixels=199, decoder="stb")
+
+
+# ----------------------------------------------------------------------------- issue 17: extreme shapes, odd files
+
+
+@pytest.mark.parametrize(
+    ("orig", "expected"),
+    [
+        ((5000, 1), (416, 1, 0, 207)),     # Darknet: (1*416)//5000 = 0 rows, an empty image on grey
+        ((1, 5000), (1, 416, 207, 0)),
+        ((100_000, 3), (416, 1, 0, 207)),
+        ((417, 1), (416, 1, 0, 207)),      # (1*416)//417 = 0
+        ((416, 1), (416, 1, 0, 207)),      # 1 row already: Darknet's own result
+    ],
+)
+def test_letterbox_keeps_at_least_one_pixel_per_side(orig: tuple[int, int], expected: tuple[int, int, int, int]) -> None:
+    info = letterbox_geometry(*orig, NET, NET)
+    assert (info.new_w, info.new_h, info.dx, info.dy) == expected
+    assert min(info.box_scale) > 0  # boxes map back finitely (Darknet divides by new_h = 0 here)
+
+
+def test_a_5000x1_image_letterboxes_to_its_resized_row_on_grey() -> None:
+    image = torch.from_numpy(np.random.default_rng(5).random((3, 1, 5000), dtype=np.float32))
+    canvas, info = letterbox_image(image, NET, NET)
+    assert canvas.shape == (3, NET, NET) and (info.new_h, info.dy) == (1, 207)
+    assert torch.equal(canvas[:, 207:208], resize_image(image, NET, 1))
+    assert bool((canvas[:, :207] == 0.5).all()) and bool((canvas[:, 208:] == 0.5).all())
+
+
+def _encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(6).integers(0, 256, (12, 17, 3), dtype=np.uint8)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.skipif(not stb_available(), reason="optional package libstb (stb_image) not installed: pip install libstb")
+@pytest.mark.parametrize("fmt", ["WEBP", "TIFF"])
+def test_formats_stb_cannot_read_are_decoded_by_pillow(fmt: str) -> None:
+    data = _encoded(fmt)
+    decoded = decode_image_bytes(data, decoder="stb")
+    assert decoded.shape == (3, 12, 17) and torch.equal(decoded, decode_image_bytes(data, decoder="pil"))
+
+
+@pytest.mark.skipif(not stb_available(), reason="optional package libstb (stb_image) not installed: pip install libstb")
+def test_a_truncated_jpeg_decoded_by_stb_is_a_warning_naming_the_file(tmp_path: Path) -> None:
+    complete = _encoded("JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(complete[: len(complete) * 2 // 3])
+    warnings: list[str] = []
+    image = load_image(path, decoder="stb", warn=warnings.append)
+    assert image.shape == (3, 12, 17)  # decoded as Darknet does, the missing part grey
+    assert warnings == [f"{path}: truncated JPEG (no end-of-image marker): decoded as Darknet does, the missing part "
+                        "grey (the pil decoder refuses such files)"]
+    for fine in (complete, complete + b"\0" * 64, complete + b"trailing data after the end marker"):
+        decode_image_bytes(fine, decoder="stb", warn=warnings.append)
+    assert len(warnings) == 1

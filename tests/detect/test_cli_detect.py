@@ -149,3 +149,16 @@ def test_other_input_size_and_plain_nms_run(tmp_path, photos, model_args, capsys
     status = main(["detect", str(photos / "dog.jpg"), "--output", str(tmp_path / "out"), "--img-size", "320", "608",
                    "--nms-kind", "plain", "--ext-output", *model_args])
     assert status == 0 and "dog: " in capsys.readouterr().out
+
+
+def test_readme_first_command_finds_the_samples_objects_with_yolov4_tiny(repo_root, yolov4_tiny_weights, tmp_path,
+                                                                         monkeypatch, capsys):
+    """``python detect.py`` with every default (yolov4-tiny, data/samples): a person, a cat and a cup (README)."""
+    monkeypatch.chdir(repo_root)  # the defaults are paths relative to the checkout, as in the README
+    # exit 0 includes a strict load: a weights file that does not fit the cfg exactly is an error (exit 2)
+    assert main(["detect", "--output", str(tmp_path), "--no-save-img", "--no-progress", "--workers", "0"]) == 0
+    assert "4 of 4 images detected" in capsys.readouterr().out
+    found = {Path(entry["filename"]).stem: {obj["name"] for obj in entry["objects"]}
+             for entry in json.loads((tmp_path / "results.json").read_text())}
+    assert {"astronaut", "chelsea", "coffee", "rocket"} == set(found)
+    assert "person" in found["astronaut"] and "cat" in found["chelsea"] and "cup" in found["coffee"]

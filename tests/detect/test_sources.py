@@ -1,11 +1,13 @@
 """Expanding detection sources: files, folders, .txt lists and globs, with errors that name the path."""
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
 
-from darknet_torch.detect.sources import expand_sources
+from darknet_torch.detect.sources import expand_sources, read_path_lines
 from darknet_torch.errors import DataError
 
 
@@ -81,3 +83,21 @@ def test_glob_patterns_match_images_only(tree: Path):
 def test_several_sources_keep_their_order(tree: Path):
     got = expand_sources([tree / "sub" / "c.jpg", tree, str(tree / "sub" / "deeper" / "*.bmp")])
     assert names(got, tree) == ["sub/c.jpg", "B.PNG", "a.jpg", "sub/deeper/d.bmp"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_dash_reads_image_paths_from_standard_input(tree: Path, monkeypatch):
+    # Darknet's `detector test ... < list.txt`: every line, in order, taken as is (a bad path fails at decoding)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tree / 'B.PNG'}\n\n# comment\n  {tree / 'missing.jpg'}  \n"))
+    assert expand_sources(["-"]) == [tree / "B.PNG", tree / "missing.jpg"]
+
+
+def test_stdin_prompts_like_darknet_only_on_a_terminal(capsys):
+    assert read_path_lines(_Terminal("a.jpg\nb.jpg\n")) == [Path("a.jpg"), Path("b.jpg")]
+    assert capsys.readouterr().out == "Enter Image Path: " * 3
+    with pytest.raises(DataError, match="no image paths on standard input"):
+        read_path_lines(io.StringIO("\n"))

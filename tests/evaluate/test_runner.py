@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from darknet_torch.cli.main import main
 from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
+from darknet_torch.data.images import stb_available
 from darknet_torch.data.loaders import inference_loader
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import format_map_report
@@ -116,6 +118,31 @@ def test_evaluate_uses_the_loader_and_restores_training_mode(detections, coco128
     assert report.darknet.points == 101 and report.darknet.unique_truth_count == sum(map(len, full.truths[:6]))
     assert report.coco is not None and 0 < report.coco.map < report.coco.map50 <= 1
     assert "Average Precision  (AP) @[ IoU=0.50:0.95" in report.format(names)
+
+
+# Regression guard, not parity evidence: ../shared/golden has no Darknet map printout for yolov4-tiny, so these are
+# the lines our own code printed when the weights became the default (README, Evaluation). yolov4-tiny's parity with
+# Darknet is shown on the mini yolov4-tiny goldens (layers: tests/model/test_golden_layers.py; boxes, NMS:
+# tests/detect/test_golden_detections.py) and by the same code paths giving Darknet's yolov3-tiny printout above.
+YOLOV4_TINY_COCO128 = {
+    "stb": (" detections_count = 8209, unique_truth_count = 929  ",
+            " for conf_thresh = 0.25, TP = 384, FP = 193, FN = 545, average IoU = 51.66 % ",
+            " mean average precision (mAP@0.50) = 0.453071, or 45.31 % "),
+    "pil": (" detections_count = 8192, unique_truth_count = 929  ",
+            " for conf_thresh = 0.25, TP = 382, FP = 193, FN = 547, average IoU = 51.55 % ",
+            " mean average precision (mAP@0.50) = 0.452699, or 45.27 % "),
+}
+
+
+@pytest.mark.slow
+def test_yolov4_tiny_map_on_coco128_prints_the_recorded_lines(coco128_dir, repo_root, yolov4_tiny_weights, capsys):
+    decoder = "stb" if stb_available() else "pil"
+    code = main(["map", str(coco128_dir / "coco128.data"), str(repo_root / "cfg" / "yolov4-tiny.cfg"),
+                 str(yolov4_tiny_weights), "--decoder", decoder, "--no-progress"])
+    printed = capsys.readouterr().out.splitlines()
+    assert code == 0
+    for line in YOLOV4_TINY_COCO128[decoder]:
+        assert line in printed
 
 
 # --------------------------------------------------------------------------- bad input (tiny model, fast)

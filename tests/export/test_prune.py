@@ -13,9 +13,10 @@ from darknet_torch import Darknet
 from darknet_torch.cli.main import main
 from darknet_torch.config import parse_cfg_text
 from darknet_torch.config.sections import ALIASES, COMMON_LAYER_KEYS, SCHEMAS
-from darknet_torch.export.prune import (PruningPlan, apply_pruning, bn_l1_subgradient, channel_graph,
-                                        network_cost, plan_pruning, prunable_bn_layers, save_pruned)
+from darknet_torch.export.prune import (PruningPlan, apply_pruning, channel_graph, network_cost, plan_pruning,
+                                        prunable_bn_layers, save_pruned)
 from darknet_torch.model.layers.conv import ConvBlock
+from darknet_torch.train.sparsity import bn_l1_subgradient
 from tests.golden import GOLDEN, load_run
 
 REPO = Path(__file__).resolve().parents[2]

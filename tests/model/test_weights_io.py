@@ -36,6 +36,15 @@ def test_real_weights_round_trip_is_byte_identical(real_weights, golden_dir, tmp
     assert _md5(out) == "3bcd6b390912c18924b46b26a9e7ff53"
 
 
+def test_real_yolov4_tiny_weights_load_strictly_and_round_trip(yolov4_tiny_weights, repo_root, tmp_path):
+    """The default model's official file fits the project's cfg exactly and is written back byte for byte."""
+    model = Darknet(repo_root / "cfg" / "yolov4-tiny.cfg").load_darknet_weights(yolov4_tiny_weights)
+    assert (model.header.major, model.header.minor, model.header.revision) == (0, 2, 5)
+    out = tmp_path / "copy.weights"
+    model.save_darknet_weights(out)
+    assert _md5(out) == "8911bf808aed305d6854c4ea48fcc731"
+
+
 @pytest.fixture()
 def tiny_run():
     if not MINI:

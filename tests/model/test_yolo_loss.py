@@ -43,6 +43,30 @@ def box_iou(a, b):
     return 0.0 if inter == 0 or union == 0 else inter / union
 
 
+def box_iou_kind(a, b, kind):
+    """box.c box_iou_kind: box_iou, box_giou, box_diou (power 0.6) or box_ciou of a (the anchor) against b."""
+    plain = box_iou(a, b)
+    left, right = min(a[0] - a[2] / 2, b[0] - b[2] / 2), max(a[0] + a[2] / 2, b[0] + b[2] / 2)
+    top, bot = min(a[1] - a[3] / 2, b[1] - b[3] / 2), max(a[1] + a[3] / 2, b[1] + b[3] / 2)
+    w, h = right - left, bot - top
+    if kind == "iou":
+        return plain
+    if kind == "giou":
+        c = w * h
+        ow = min(a[0] + a[2] / 2, b[0] + b[2] / 2) - max(a[0] - a[2] / 2, b[0] - b[2] / 2)
+        oh = min(a[1] + a[3] / 2, b[1] + b[3] / 2) - max(a[1] - a[3] / 2, b[1] - b[3] / 2)
+        union = a[2] * a[3] + b[2] * b[3] - (0.0 if ow < 0 or oh < 0 else ow * oh)
+        return plain if c == 0 else plain - (c - union) / c
+    c = w * w + h * h
+    d = (a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2
+    if c == 0:
+        return plain
+    if kind == "diou":
+        return plain - (d / c) ** 0.6
+    v = 4 / math.pi ** 2 * (math.atan(b[2] / b[3]) - math.atan(a[2] / a[3])) ** 2
+    return plain - (d / c + v / (1 - plain + v + 0.000001) * v)
+
+
 def dx_box_iou(pred, truth, kind):
     top, bot = pred[1] - pred[3] / 2, pred[1] + pred[3] / 2
     left, right = pred[0] - pred[2] / 2, pred[0] + pred[2] / 2
@@ -217,7 +241,9 @@ def darknet_delta(head: YOLOLayer, out: torch.Tensor, truths: list[list[tuple]],
                     best_n, best = n, value
             if best_n in c.mask:
                 assign(b, t, best_n)
-            for n, value in enumerate(shape_iou):
+            kind_iou = [box_iou_kind([0, 0, aw / net_w, ah / net_h], [0, 0, tw, th], c.iou_thresh_kind)
+                        for aw, ah in c.anchors]
+            for n, value in enumerate(kind_iou):
                 if n in c.mask and n != best_n and c.iou_thresh < 1 and value > c.iou_thresh:
                     assign(b, t, n)
                     fired["extra anchor"] += 1
@@ -255,6 +281,8 @@ CASES = {
     "ciou-iou_thresh-max_delta": dict(iou_loss="ciou", scale_x_y=1.2, iou_thresh=0.213, max_delta=0.02,
                                       iou_normalizer=0.07, ignore_thresh=0.3, truth_thresh=0.4),
     "giou": dict(iou_loss="giou", ignore_thresh=0.3),
+    "giou-iou_thresh_kind_giou": dict(iou_loss="giou", iou_thresh=0.1, iou_thresh_kind="giou", ignore_thresh=0.3),
+    "mse-iou_thresh_kind_ciou": dict(iou_thresh=0.213, iou_thresh_kind="ciou", ignore_thresh=0.3),
     "diou-focal": dict(iou_loss="diou", focal_loss=True, ignore_thresh=0.3),
     "mse-smooth-truth_thresh": dict(objectness_smooth=True, truth_thresh=0.4, ignore_thresh=0.25, label_smooth_eps=0.2),
 }
@@ -390,6 +418,16 @@ def test_iou_thresh_assigns_extra_anchors():
     # not with iou_thresh above the shape IoU
     _, _, parts = small_delta(small_head(iou_thresh=0.3), torch.zeros(1, 14, 4, 4), [[0, 0, 0.4, 0.6, 0.25, 0.25]])
     assert parts["count"].item() == 1
+
+
+@pytest.mark.parametrize("kind,thresh,extra", [("iou", 0.3, True), ("giou", 0.3, False), ("ciou", 0.3, True),
+                                               ("ciou", 0.32, False), ("diou", 0.32, True)])
+def test_iou_thresh_kind_picks_the_extra_anchors(kind, thresh, extra):
+    """16x16 px truth; best anchor 16x16 (slot 0); the 8x32 anchor (slot 1) has IoU 1/3, GIoU 1/12, CIoU 0.316,
+    DIoU 1/3 (same centre): box_iou_kind decides whether it is trained too."""
+    head = small_head(anchors=((4, 4), (16, 16), (8, 32), (48, 48)), iou_thresh=thresh, iou_thresh_kind=kind)
+    _, _, parts = small_delta(head, torch.zeros(1, 14, 4, 4), [[0, 0, 0.4, 0.6, 0.25, 0.25]])
+    assert parts["count"].item() == (2 if extra else 1)
 
 
 def test_ignore_thresh_needs_a_class_above_quarter():

@@ -48,14 +48,16 @@ def http_request(base: str, method: str, path: str, body: bytes | None = None,
         conn.close()
 
 
-def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, dict[str, str]]:
-    """A multipart/form-data body (text ``fields``, ``files`` name -> (filename, bytes)) and its headers."""
+def multipart(fields: dict[str, str], files: dict[str, tuple[str | None, bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body (text ``fields``, ``files`` name -> (filename, bytes)) and its headers; a None
+    filename leaves it out of the part's Content-Disposition (which makes the part a text field)."""
     boundary = "----darknet-torch-test-boundary"
     parts = []
     for name, value in fields.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     for name, (filename, data) in files.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        parts.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
                      f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -110,13 +112,14 @@ def wait_healthy(base: str, seconds: float, process: subprocess.Popen | None = N
 
 
 @contextlib.contextmanager
-def thread_server(app) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a thread, on a loopback socket bound here (no port race); yields its URL."""
+def thread_server(app, **options) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a thread, on a loopback socket bound here (no port race); yields its URL.
+    ``options`` go to ``uvicorn.Config`` (e.g. :func:`darknet_torch.serve.connections.uvicorn_options`)."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"

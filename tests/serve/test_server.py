@@ -187,7 +187,8 @@ def test_client_reports_service_errors(cli_server: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("option", [["--queue-size", "0"], ["--max-batch", "0"], ["--timeout", "0"],
-                                    ["--thresh", "1.5"], ["--weights", "missing/yolov3-tiny.weights"]])
+                                    ["--thresh", "1.5"], ["--weights", "missing/yolov3-tiny.weights"],
+                                    ["--max-detections", "0"], ["--header-timeout", "0"], ["--max-response-kb", "1"]])
 def test_cli_refuses_bad_options_before_serving(option: list[str], yolo_cfg: Path, real_weights: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn

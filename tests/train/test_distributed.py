@@ -1,19 +1,17 @@
 """Data-parallel training: two CPU processes (gloo) launched by torchrun against Darknet's multi-GPU update."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from darknet_torch.config.data_files import read_data_file
 from darknet_torch.data.training import build_train_loader
+from darknet_torch.distributed import DistContext, init_distributed
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.train.distributed import DistContext, init_distributed, wrap_model
+from darknet_torch.train.distributed import wrap_model
 from darknet_torch.train.loop import DetectionLoss
 from darknet_torch.train.optim import TrainSettings, darknet_init_
+from tests.multiprocess import torchrun
 
 WORLD = 2
 SEED = 7
@@ -65,11 +63,8 @@ def test_two_processes_train_as_darknets_two_gpus(synthetic_data, cfg_factory, t
     # ill-conditioned that 1e-7 differences in the weights (the all-reduce's summation order) grow to 1e-4 in two
     # iterations; per-GPU BN statistics are what both Darknet and DDP use anyway.
     cfg = cfg_factory(net=NET, yolo={"jitter": 0.2}, batch_normalize=False)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-               "-m", "darknet_torch", "train", "--data", str(synthetic_data), "--cfg", str(cfg), "--workers", "0",
-               "--seed", str(SEED), "--quiet", "--backup", str(tmp_path / "ddp")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = torchrun(["train", "--data", str(synthetic_data), "--cfg", str(cfg), "--workers", "0", "--seed",
+                     str(SEED), "--quiet", "--backup", str(tmp_path / "ddp")], processes=WORLD)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained to iteration 3") == WORLD
     trained = Darknet(cfg).load_darknet_weights(tmp_path / "ddp" / "tiny_final.weights")

@@ -202,6 +202,34 @@ def test_detection_loss_is_the_models_training_loss(tiny_cfg):
     assert parts["count"].item() >= 2
 
 
+def test_loss_parts_per_head_are_the_heads_own(golden_dir, tmp_path):
+    """Per-head parts (results.csv's box_0, obj_1, ...) are each head's yolo_loss parts; the totals are their sums;
+    the per-image values come from the same single device fetch as the progress line."""
+    cfg = tmp_path / "two_heads.cfg"  # the mini yolov3-tiny (two [yolo] heads) with a batch that can train
+    cfg.write_text((golden_dir / "mini" / "yolov3-tiny" / "yolov3-tiny.cfg").read_text().replace("batch=1\n",
+                                                                                                 "batch=2\n", 1))
+    torch.manual_seed(0)
+    model = Darknet(cfg).train()
+    images = torch.rand(2, 3, 128, 128)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 2, 0.25, 0.7, 0.05, 0.08], [1, 3, 0.6, 0.3, 0.5, 0.6]])
+    _, parts = DetectionLoss(model)(images, targets)
+    _, head_parts = model.compute_loss(images, targets)
+    assert len(head_parts) == 2
+    for head, own in enumerate(head_parts):
+        for name in ("box", "obj", "cls", "count"):
+            assert parts[f"{name}/{head}"].item() == pytest.approx(own[name].item(), rel=1e-6)
+    trainer = make_trainer(cfg, tmp_path, lambda *a: None)
+    total = sum(parts[f"{name}/{h}"] for name in ("box", "obj", "cls") for h in (0, 1))
+    loss, line = trainer._per_image(total, parts, images=2)
+    assert list(line)[:3] == ["box", "obj", "cls"] and {"box_0", "obj_1", "cls_1", "iou_0"} <= set(line)
+    for name in ("box", "obj", "cls"):
+        assert line[name] == pytest.approx(line[f"{name}_0"] + line[f"{name}_1"], rel=1e-6)
+        assert line[f"{name}_1"] == pytest.approx(head_parts[1][name].item() / 2, rel=1e-6)
+    assert loss == pytest.approx(sum(line[n] for n in ("box", "obj", "cls")), rel=1e-6)
+    count = head_parts[0]["count"].item() + head_parts[1]["count"].item()
+    assert line["iou"] == pytest.approx(sum((p["iou"] * p["count"]).item() for p in head_parts) / count, rel=1e-6)
+
+
 def test_untrainable_heads_are_refused(tmp_path, tiny_cfg):
     cfg = tmp_path / "region.cfg"
     text = tiny_cfg.read_text()
@@ -254,6 +282,24 @@ def test_keys_that_cannot_apply_are_reported(cfg_factory):
     assert all("tiny.cfg:" in m for m in messages)
 
 
+def test_head_training_keys_that_cannot_apply_are_reported(cfg_factory):
+    cfg = cfg_factory(yolo={"counters_per_class": "100,20,5", "map": "data/coco9k.map", "iou_thresh_kind": "giou",
+                            "iou_thresh": 0.2})
+    messages = keys_not_applied(Darknet(cfg))
+    assert len(messages) == 2  # iou_thresh_kind is applied (yolo_loss), so it is not reported
+    assert any(m.endswith("[yolo] counters_per_class=100,20,5: not applied (the per-class multipliers of the "
+                          "class and box deltas are not implemented)") for m in messages)
+    assert any("[yolo] map=data/coco9k.map: not applied" in m for m in messages)
+    assert keys_not_applied(Darknet(cfg_factory(yolo={"iou_thresh_kind": "iou"}))) == []
+
+
+def test_head_training_keys_are_checked_like_darknet(cfg_factory):
+    with pytest.raises(CfgError, match=r"\[yolo\] counters_per_class: counters_per_class has 2 values but classes=3"):
+        Darknet(cfg_factory(yolo={"counters_per_class": "1,2"}))
+    with pytest.raises(CfgError, match=r"\[yolo\] iou_thresh_kind: iou_thresh_kind=mse must be iou, giou"):
+        Darknet(cfg_factory(yolo={"iou_thresh_kind": "mse"}))
+
+
 def test_ema_follows_darknets_schedule(tiny_cfg):
     model = Darknet(tiny_cfg)
     ema = DarknetEma(model, alpha=0.5, max_batches=2008)  # starts at 1004, applied at 1008
@@ -299,3 +345,15 @@ def test_sparsity_adds_the_bn_scale_subgradient(cfg_factory, stream_factory, squ
     assert before
     for g0, gp, gs in zip(before, after_plain, after_sparse):
         assert torch.allclose(gs, gp - rate * 0.01 * torch.sign(g0), atol=1e-6)
+
+
+def test_shared_convolutions_are_one_parameter_set(tmp_path):
+    """share_index (TridentNet): the shared kernel is optimised once, under the layer that owns it."""
+    from tests.model.test_legacy_layers import SHARED_CFG
+    cfg = tmp_path / "shared.cfg"
+    cfg.write_text(SHARED_CFG.format(share=1).replace("[net]\n", "[net]\nbatch=2\nmax_batches=10\n"))
+    model = Darknet(cfg)
+    settings = TrainSettings.from_net(model.hyperparams)
+    params = [p for group in param_groups(model, settings) for p in group["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
+    build_optimizer(model, settings)  # torch refuses a parameter listed twice

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from darknet_torch.errors import DarknetError
 from darknet_torch.model.heads.yolo import grid_offsets
 
 
@@ -32,10 +31,6 @@ class RegionLayer(nn.Module):
         p = x.reshape(b, self.num_anchors, self.entries, h, w)
         cls = torch.softmax(p[:, :, 5:], dim=2) if self.softmax else p[:, :, 5:]
         return torch.cat([p[:, :, :4], torch.sigmoid(p[:, :, 4:5]), cls], dim=2).reshape(x.shape)
-
-    def loss(self, out: Tensor, targets: Tensor, net_hw: tuple[int, int],
-             head_input: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        raise DarknetError("training loss for [region] (YOLOv2) is not implemented; only [yolo] heads can be trained")
 
     def darknet_layout(self, out: Tensor) -> Tensor:
         """Darknet's dumped ``l.output``: ``[h*w][n][5+C]`` per sample, flattened."""

@@ -2,7 +2,8 @@
 
 ``forward`` returns exactly what Darknet's layer holds in ``l.output`` (layout ``[anchor][entry][row][col]``), so layer
 dumps compare 1:1 with the goldens; ``decode`` turns that into boxes.  Training (targets and losses) lives in
-``darknet_torch.model.heads.yolo_loss`` and is reached through :meth:`YOLOLayer.loss`.
+``darknet_torch.model.heads.yolo_loss``, which imports this module (never the reverse); ``model.losses`` maps the head
+type to it.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class YoloConfig:
     jitter: float
     resize: float
     focal_loss: bool
+    iou_thresh_kind: str = "iou"  # box_iou_kind for the iou_thresh extra anchors: iou, giou, diou or ciou
 
     @classmethod
     def from_section(cls, sec: Section, anchors: tuple[tuple[float, float], ...], mask: tuple[int, ...]) -> "YoloConfig":
@@ -52,7 +54,8 @@ class YoloConfig:
                    cls_normalizer=sec["cls_normalizer"], delta_normalizer=sec["delta_normalizer"],
                    max_delta=sec["max_delta"], label_smooth_eps=sec["label_smooth_eps"],
                    objectness_smooth=bool(sec["objectness_smooth"]), random=sec["random"], jitter=sec["jitter"],
-                   resize=sec["resize"], focal_loss=bool(sec.get("focal_loss", False)))
+                   resize=sec["resize"], focal_loss=bool(sec.get("focal_loss", False)),
+                   iou_thresh_kind=sec["iou_thresh_kind"])
 
     @property
     def masked_anchors(self) -> tuple[tuple[float, float], ...]:
@@ -127,14 +130,6 @@ class YOLOLayer(nn.Module):
             bw, bh = torch.exp(tw) * aw, torch.exp(th) * ah
         boxes = torch.stack([x, y, bw, bh, obj], dim=-1)                      # B nA H W 5
         return torch.cat([boxes, cls.permute(0, 1, 3, 4, 2)], dim=-1).reshape(b, na * h * w, -1)
-
-    def loss(self, out: Tensor, targets: Tensor, net_hw: tuple[int, int],
-             head_input: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Darknet's ``[yolo]`` loss for this head (see :mod:`darknet_torch.model.heads.yolo_loss`); passing the
-        tensor the head was applied to keeps the gradient exact where the sigmoid saturates."""
-        from darknet_torch.model.heads.yolo_loss import yolo_loss
-
-        return yolo_loss(self, out, targets, net_hw, head_input)
 
     def extra_repr(self) -> str:
         c = self.config

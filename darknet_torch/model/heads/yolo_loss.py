@@ -27,9 +27,8 @@ by the batch.
 
 Not replicated: a truth with ``cx == 0`` does not end the image's truth list (Darknet ``if (!truth.x) break``); a
 truth at ``cx == 1`` uses the last cell (Darknet writes one cell past the row); ``[yolo] map=``,
-``counters_per_class`` (class multipliers; so ``cls_normalizer`` has no effect, as in Darknet without them),
-``iou_thresh_kind`` other than ``iou`` (YoloConfig does not carry it), the ``[net]`` bad-label rejection options, and
-adversarial training.  Exact float-equality tests on deltas (a class delta that is exactly 0) follow the generic case.
+``counters_per_class`` (class multipliers; so ``cls_normalizer`` has no effect, as in Darknet without them), the
+``[net]`` bad-label rejection options, and adversarial training (training warns about each when set).  Exact float-equality tests on deltas (a class delta that is exactly 0) follow the generic case.
 """
 from __future__ import annotations
 
@@ -41,7 +40,7 @@ from torch import Tensor
 
 from darknet_torch.errors import DarknetError, DataError
 from darknet_torch.model.heads.yolo import GaussianYOLOLayer, YoloConfig, YOLOLayer
-from darknet_torch.ops import iou
+from darknet_torch.ops import ciou, diou, giou, iou
 
 __all__ = ["yolo_loss", "yolo_delta"]
 
@@ -299,6 +298,19 @@ class _Assigned:
     order: Tensor         # Darknet's processing order within an image (smaller first)
 
 
+def _thresh_iou(kind: str, truth_shapes: Tensor, anchor_shapes: Tensor, shape_iou: Tensor) -> Tensor:
+    """box.c ``box_iou_kind(anchor, truth, iou_thresh_kind)`` for every (truth, anchor) pair, both centred at 0."""
+    if kind == "iou":
+        return shape_iou
+    pairs = torch.broadcast_shapes(truth_shapes.unsqueeze(1).shape, anchor_shapes.unsqueeze(0).shape)
+    anchor, truth = anchor_shapes.unsqueeze(0).expand(pairs), truth_shapes.unsqueeze(1).expand(pairs)
+    if kind == "giou":
+        return giou(anchor, truth)
+    if kind == "diou":
+        return diou(anchor, truth, 0.6)  # box_diou's hard-coded power
+    return ciou(anchor, truth)
+
+
 def _assignments(truths: _Truths, cfg: YoloConfig, shape: tuple[int, int, int, int],
                  net_hw: tuple[int, int]) -> _Assigned:
     """The best anchor of all the layer's anchors (by shape IoU) if it is in this head's mask, plus every other
@@ -313,7 +325,10 @@ def _assignments(truths: _Truths, cfg: YoloConfig, shape: tuple[int, int, int, i
     shape_iou = iou(truth_shapes.unsqueeze(1), shapes.unsqueeze(0))                          # (T, A)
     best = shape_iou.argmax(dim=1, keepdim=True) if len(truth_shapes) else shape_iou.new_zeros((0, 1), dtype=torch.long)
     primary = torch.arange(total, device=device) == best
-    chosen = primary | (shape_iou > cfg.iou_thresh) if cfg.iou_thresh < 1 else primary
+    if cfg.iou_thresh < 1:
+        chosen = primary | (_thresh_iou(cfg.iou_thresh_kind, truth_shapes, shapes, shape_iou) > cfg.iou_thresh)
+    else:
+        chosen = primary
     mask_slot = torch.full((total,), -1, dtype=torch.long, device=device)
     mask_slot[torch.tensor(cfg.mask, device=device)] = torch.arange(na, device=device)
     truth, anchor = (chosen & (mask_slot >= 0)).nonzero(as_tuple=True)

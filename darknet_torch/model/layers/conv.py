@@ -28,6 +28,14 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
         self.act = Activation(activation)
         self.fused: tuple[Tensor, Tensor] | None = None
+        self.shared_with: int | None = None  # share_index: the layer whose parameters this one uses
+
+    def share(self, source: "ConvBlock", index: int) -> None:
+        """Use ``source``'s kernel, bias and batch norm (``share_index``), keeping this layer's geometry."""
+        self.conv.weight = source.conv.weight
+        self.conv.bias = source.conv.bias
+        self.bn = source.bn
+        self.shared_with = index
 
     def forward(self, x: Tensor) -> Tensor:
         if self.fused is not None and not self.training:
@@ -40,7 +48,10 @@ class ConvBlock(nn.Module):
         return self.act(x)
 
     def darknet_params(self) -> list[Tensor]:
-        """Tensors in ``.weights`` order: biases, [scales, rolling mean, rolling variance], weights."""
+        """Tensors in ``.weights`` order: biases, [scales, rolling mean, rolling variance], weights (none when the
+        parameters are another layer's, as Darknet skips ``share_layer`` convolutions)."""
+        if self.shared_with is not None:
+            return []
         if self.bn is None:
             return [self.conv.bias, self.conv.weight]
         return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]

@@ -1,0 +1,129 @@
+"""Writing output files so that a reader never sees a torn file and nothing but the named file is replaced.
+
+:func:`write_atomic` decides by what is at the path (``lstat``), never by its name:
+
+* a regular file or a new path: a temporary file in the same folder (``.<name>.<random>.tmp``), fsync, then
+  ``os.replace`` — a reader sees the old file or the whole new one; an existing file keeps its permission bits, a new
+  one gets what ``open()`` would give it (``0o666 & ~umask``);
+* a symlink: followed, like a shell's ``>``; the rule above applies to its final target, the link itself is kept;
+* a FIFO, character or block device (``/dev/null``, ``/dev/stdout``, a named pipe): written straight through, no
+  temporary file and no rename (renaming over one would destroy the device node or pipe);
+* ``-``: standard output;
+* a folder (or anything else, e.g. a socket): refused with an ``OSError`` naming the path.
+
+:func:`remove_stale_temps` deletes the temporary files a killed writer left behind (only names of that form).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+STDOUT = "-"
+_TEMP_SUFFIX = ".tmp"
+# ``.<name>.<mkstemp's 8 random characters>.tmp``: what write_atomic leaves behind when killed mid-write.
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: changing the process umask later, from threads, would race
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path``: atomically for regular files, straight through for pipes/devices/``-``.
+
+    Raises:
+        OSError: the folder or file cannot be written, or ``path`` is a folder or a socket (``IsADirectoryError``,
+            errno ``EISDIR`` / ``EINVAL``); the message names the path.
+    """
+    if os.fspath(path) == STDOUT:
+        _write_stdout(data)
+        return
+    target, mode = _resolve(path)
+    if mode is None or stat.S_ISREG(mode):
+        _replace(target, data, None if mode is None else stat.S_IMODE(mode))
+    elif _is_stream_mode(mode):
+        with open(target, "wb", buffering=0) as handle:
+            handle.write(data)
+    elif stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    else:
+        raise OSError(errno.EINVAL, "not a regular file, pipe or device", str(path))
+
+
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """True for ``-`` and (links to) FIFOs and devices: written straight through, no file to put siblings beside."""
+    if os.fspath(path) == STDOUT:
+        return True
+    mode = _resolve(path)[1]
+    return mode is not None and _is_stream_mode(mode)
+
+
+def _resolve(path: str | os.PathLike[str]) -> tuple[Path, int | None]:
+    """The path to write (a symlink's final target) and its ``st_mode`` (None: nothing there yet)."""
+    target = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    try:
+        return target, target.lstat().st_mode
+    except FileNotFoundError:
+        return target, None
+
+
+def _is_stream_mode(mode: int) -> bool:
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.flush()  # keep the order with text already printed
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # a text-only stream put in place of stdout (e.g. io.StringIO)
+        sys.stdout.write(data.decode("utf-8", "replace"))
+    else:
+        binary.write(data)
+    sys.stdout.flush() if binary is None else binary.flush()
+
+
+def _replace(path: Path, data: bytes, mode: int | None) -> None:
+    """Temporary file beside ``path``, fsync, rename over it: ``path`` is the old file or the new one, never torn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_stale_temp(path: Path) -> bool:
+    """True for a name :func:`write_atomic` gives its temporary files (``.<name>.XXXXXXXX.tmp``)."""
+    return bool(_TEMP_NAME.match(path.name))
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed :func:`write_atomic` left in ``folder`` (not recursive); returns them.
+
+    Only regular files named like ours are touched; a missing folder is no error.
+    """
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if is_stale_temp(entry) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

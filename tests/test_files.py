@@ -1,0 +1,131 @@
+"""write_atomic by what is at the path: regular files replaced atomically, links followed, pipes/devices/'-' written
+through (never renamed over), folders refused; stale temporary files cleaned."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from darknet_torch.files import is_stream, remove_stale_temps, write_atomic
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_new_file_gets_open_permissions_and_parents(tmp_path):
+    path = tmp_path / "a" / "b" / "out.bin"
+    write_atomic(path, b"data")
+    assert path.read_bytes() == b"data"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask()
+    assert _leftovers(path.parent) == []
+
+
+def test_existing_file_is_replaced_keeping_its_permissions(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_bytes(b"old old old")
+    path.chmod(0o640)
+    write_atomic(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert _leftovers(tmp_path) == []
+
+
+def test_symlink_is_followed_target_updated_and_link_kept(tmp_path):
+    target = tmp_path / "real" / "results.json"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    write_atomic(link, b"new")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert _leftovers(tmp_path) == [] and _leftovers(target.parent) == []
+
+
+def test_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "made.txt")
+    write_atomic(link, b"x")
+    assert link.is_symlink() and (tmp_path / "made.txt").read_bytes() == b"x"
+
+
+def test_fifo_is_written_through_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_atomic(fifo, b"through the pipe\n")
+    reader.join(timeout=10)
+    assert received == [b"through the pipe\n"]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and is_stream(fifo)
+    assert _leftovers(tmp_path) == []
+
+
+def _null_device(tmp_path: Path) -> Path:
+    """A char device that is safe to write: as root a fresh node (1, 3) in tmp; otherwise /dev/null itself, which an
+    unprivileged rename could not replace anyway (the old behaviour failed there instead of writing)."""
+    if os.geteuid() != 0:
+        return Path("/dev/null")
+    node = tmp_path / "null"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("cannot create a device node here (no CAP_MKNOD)")
+    return node
+
+
+def test_char_device_is_written_through_and_stays_a_device(tmp_path):
+    device = _null_device(tmp_path)
+    before = device.lstat()
+    write_atomic(device, b"discarded")
+    after = device.lstat()
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev and after.st_ino == before.st_ino
+    assert is_stream(device)
+
+
+def test_symlink_to_a_device_writes_through(tmp_path):
+    device = _null_device(tmp_path)
+    link = tmp_path / "out.json"
+    link.symlink_to(device)
+    write_atomic(link, b"discarded")
+    assert link.is_symlink() and stat.S_ISCHR(device.lstat().st_mode)
+
+
+def test_dash_is_stdout(monkeypatch):
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr("sys.stdout", stdout)
+    print("before", end="\n")
+    write_atomic("-", b"{\"a\": 1}\n")
+    assert stdout.buffer.getvalue() == b"before\n{\"a\": 1}\n"
+    assert is_stream("-") and not is_stream(Path("new-file.json"))
+
+
+def test_folder_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "results.json"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="results.json"):
+        write_atomic(folder, b"x")
+    assert folder.is_dir() and list(folder.iterdir()) == []
+
+
+def test_remove_stale_temps_only_removes_our_temp_names(tmp_path):
+    ours = [tmp_path / ".last.pt.k2j_9xq1.tmp", tmp_path / ".chart.png.abcdefgh.tmp"]
+    theirs = [tmp_path / "notes.tmp", tmp_path / ".last.pt.short.tmp", tmp_path / "last.pt"]
+    for path in ours + theirs:
+        path.write_bytes(b"x")
+    (tmp_path / ".dir.pt.abcdefgh.tmp").mkdir()
+    assert sorted(remove_stale_temps(tmp_path)) == sorted(ours)
+    assert all(p.exists() for p in theirs) and (tmp_path / ".dir.pt.abcdefgh.tmp").is_dir()
+    assert remove_stale_temps(tmp_path / "missing") == []
