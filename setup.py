@@ -12,8 +12,13 @@ EXTRAS = {
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
     # HTTP service (darknet_torch serve): Starlette (ASGI) on uvicorn; python-multipart parses uploads.
     "serve": ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18"],
+    # Training's scalars in TensorBoard (torch.utils.tensorboard needs the package); results.csv is written anyway.
+    "tensorboard": ["tensorboard>=2.10"],
+    # video, cameras and streams (darknet_torch demo): PyAV, whose wheels bundle FFmpeg (decode, encode, FFV1).
+    "video": ["av>=12"],
 }
-EXTRAS["dev"] = sorted({"pytest>=7", *EXTRAS["exact"], *EXTRAS["coco"], *EXTRAS["onnx"], *EXTRAS["serve"]})
+EXTRAS["dev"] = sorted({"pytest>=7", *EXTRAS["exact"], *EXTRAS["coco"], *EXTRAS["onnx"], *EXTRAS["serve"],
+                        *EXTRAS["tensorboard"], *EXTRAS["video"]})
 
 setup(
     name="darknet_torch",

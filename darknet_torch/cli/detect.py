@@ -29,6 +29,7 @@ from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.files import STDOUT
 from darknet_torch.model.loading import load_model
+from darknet_torch.video.sources import is_video_file
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save-img", action="store_true", help="do not write annotated images")
     p.add_argument("--save-labels", action="store_true",
                    help="write Darknet label files (class cx cy w h, relative) to OUTPUT/labels/")
+    p.add_argument("--crop", action="store_true",
+                   help="write each detection cut out of its image to OUTPUT/crops/<class>/<image>_<n>.<ext>")
     p.add_argument("--json", "--out", metavar="FILE", help="Darknet -out JSON file; '-' for standard output "
                    "(default: OUTPUT/results.json)")
     p.add_argument("--no-json", action="store_true", help="do not write the JSON files")
@@ -128,13 +131,24 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     if ctx.enabled and STDIN_SOURCE in [*args.sources, *args.source]:
         raise CfgError("under torchrun every process would read standard input: give the image paths in a .txt list")
     settings = inference_settings(args, DETECTOR_TEST)
-    paths = expand_sources([*args.sources, *args.source] or [DEFAULT_SOURCE], args.recursive)
+    sources = [*args.sources, *args.source] or [DEFAULT_SOURCE]
+    videos = [s for s in sources if is_video_file(s)]  # video files go through darknet_torch.video
+    paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
+        else []
     model = load_model(args.cfg, args.weights, ctx.device)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
+    from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults
+
+    video_status = run_video_files(predictor, videos, args.output, save_video=not args.no_save_img,
+                                   save_json=not args.no_json, save_labels=args.save_labels,
+                                   ext_output=args.ext_output, batch_size=args.batch_size,
+                                   progress=False if args.no_progress else None) if videos and ctx.is_main else 0
+    if not paths:
+        return video_status
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
-        json_path=args.json, progress=False if args.no_progress else None,
+        json_path=args.json, progress=False if args.no_progress else None, save_crops=args.crop,
         on_result=_printer(args.ext_output, args.print_lines, args.thresh), ctx=ctx)
     if not ctx.is_main:
         return 0 if report.ok else 1
@@ -149,4 +163,4 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     if not report.ok:
         print(f"{len(report.failed)} image(s) failed, {len(report.write_errors)} file(s) not written "
               "(see the errors above)", file=sys.stderr)
-    return 0 if report.ok else 1
+    return max(video_status, 0 if report.ok else 1)

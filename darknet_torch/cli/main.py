@@ -16,6 +16,7 @@ COMMANDS = {
     "custom-cfg": "darknet_torch.cli.custom_cfg",
     "detect": "darknet_torch.cli.detect",
     "classify": "darknet_torch.cli.classify",
+    "demo": "darknet_torch.cli.demo",
     "map": "darknet_torch.cli.map",
     "export": "darknet_torch.cli.export",
     "calc_anchors": "darknet_torch.cli.calc_anchors",

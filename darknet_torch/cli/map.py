@@ -21,9 +21,11 @@ from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import add_inference_options, inference_settings
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
+from darknet_torch.evaluate.plots import write_evaluation_plots
 from darknet_torch.evaluate.runner import evaluate
 from darknet_torch.model.loading import load_model
 
@@ -52,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write PR / F1 / precision / recall curves, confusion matrices at --thresh and "
+                        "per-class CSV tables to DIR (the numbers of the printout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -90,6 +95,8 @@ def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     # -thresh is the confidence of Darknet's summary lines; the detection threshold is --det-thresh
     settings = inference_settings(args, DETECTOR_MAP, thresh=args.det_thresh)
     data_path, cfg, weights = _files(args)
+    if args.plots:
+        prepare_output_dir(args.plots)  # a folder that cannot be written fails before the inference
     dataset = DarknetDataset.from_data_file(data_path)
     for warning in dataset.warnings:
         log.warning(warning)
@@ -118,4 +125,7 @@ def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     for path, error in report.failed:
         print(f"error: {error}" if str(path) in error else f"error: {path}: {error}", file=sys.stderr)
     print(report.format(names))
+    if args.plots:
+        files = write_evaluation_plots(report.matched, report.darknet, names, args.plots)
+        print(f"{len(files)} plots and tables written to {args.plots}")
     return 1 if report.failed else 0

@@ -50,6 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "take cores from the training step)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data stream and the initialisation (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--log-every", type=int, default=1, metavar="N",
+                   help="a row of <backup>/results_<cfg>.csv (loss parts per head, lr, images/s, mAP) every N "
+                        "iterations (default 1; also TensorBoard scalars when tensorboard is installed)")
+    p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard scalars even when installed")
+    p.add_argument("--show-imgs", type=int, nargs="?", const=3, default=0, metavar="N",
+                   help="save the augmented batches of the first N iterations (default 3) as JPEG mosaics with "
+                        "their boxes in <backup>/batches_<cfg>/; creating the file 'request' there saves the next")
+    p.add_argument("-show_imgs", dest="show_imgs", action="store_const", const=3, help="Darknet's spelling of "
+                   "--show-imgs (3 iterations; takes no value)")
     p.add_argument("--dont-show", "-dont_show", action="store_true",
                    help="accepted for Darknet command lines (the chart is always written to a file, never shown)")
     p.set_defaults(run=run)
@@ -69,6 +78,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         raise DarknetError("train needs a .data file and a .cfg: --data obj.data --cfg x.cfg (or: obj.data x.cfg)")
     if (args.workers is not None and args.workers < 0) or (args.map_every is not None and args.map_every < 1):
         raise DarknetError("--workers must be >= 0 and --map-every >= 1")
+    if args.log_every < 1 or args.show_imgs < 0:
+        raise DarknetError("--log-every must be >= 1 and --show-imgs >= 0")
     if args.ema_alpha is not None and not 0 < args.ema_alpha < 1:
         raise DarknetError(f"--ema-alpha {args.ema_alpha} must be in (0, 1)")
     resume = Path(args.resume) if isinstance(args.resume, str) else args.resume
@@ -76,7 +87,8 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
                         resume=resume, device=args.device, workers=args.workers, seed=args.seed,
                         calc_map=args.calc_map, map_every=args.map_every, ema_alpha=args.ema_alpha, amp=args.amp,
                         channels_last=args.channels_last, sparsity=args.sparsity, backup=args.backup,
-                        progress=not args.quiet)
+                        progress=not args.quiet, log_every=args.log_every, tensorboard=not args.no_tensorboard,
+                        show_imgs=args.show_imgs)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -118,7 +118,7 @@ def decode_image_bytes(
                  "grey (the pil decoder refuses such files)")
     else:
         raise ValueError(f"unknown decoder {decoder!r}: expected 'pil', 'stb' or 'auto'")
-    return _u8_hwc_to_unit_chw(pixels)
+    return u8_hwc_to_unit_chw(pixels)
 
 
 def stb_available() -> bool:
@@ -201,7 +201,7 @@ def _truncated_jpeg(data: bytes) -> bool:
     return False
 
 
-def _u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
+def u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` holding Darknet's ``u8 / 255.``.
 
     Darknet divides in double and rounds to float; float32 division is correctly rounded and gives the same 256

@@ -8,6 +8,7 @@ Layout of ``output_dir``::
 
     <name>.<ext>          annotated image (same format as the source when Pillow writes it, else PNG)
     labels/<name>.txt     Darknet -save_labels lines (only with save_labels)
+    crops/<class>/<name>_<n>.<ext>   each shown detection cut out of the image (only with save_crops)
     results.json          Darknet -out JSON of all images (written by the pipeline at the end)
     coco_results.json     COCO results form, when every image has a numeric COCO id
 
@@ -27,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
+from darknet_torch.detect.outputs_crops import crops
 from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import label_lines
 from darknet_torch.detect.predictor import Detection
@@ -102,7 +104,7 @@ def _unit_chw_to_pil(pixels) -> Image.Image:
 
 
 class OutputWriter:
-    """Writes each image's annotated copy and label file in the background; collects failures.
+    """Writes each image's annotated copy, label file and crops in the background; collects failures.
 
     ``submit`` returns at once; ``close`` waits for every pending write and returns the error messages (each names
     the file).  The annotated image is drawn on the source decoded again with the detection run's ``decoder``, so
@@ -111,9 +113,9 @@ class OutputWriter:
 
     def __init__(self, output_dir: Path, num_classes: int, thresh: float, save_images: bool = True,
                  save_labels: bool = False, decoder: Decoder = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 threads: int = 2) -> None:
+                 threads: int = 2, save_crops: bool = False) -> None:
         self.output_dir, self.num_classes, self.thresh = output_dir, num_classes, thresh
-        self.save_images, self.save_labels = save_images, save_labels
+        self.save_images, self.save_labels, self.save_crops = save_images, save_labels, save_crops
         self.decoder, self.max_pixels = decoder, max_pixels
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="detect-writer")
         self._pending: list[Future] = []
@@ -123,26 +125,29 @@ class OutputWriter:
         """Queue the files of one successfully detected image."""
         if self.save_labels:
             self._pending.append(self._pool.submit(self._write_labels, name, list(detections)))
-        if self.save_images:
-            self._pending.append(self._pool.submit(self._write_image, source, name, list(detections)))
+        if self.save_images or self.save_crops:
+            self._pending.append(self._pool.submit(self._write_pictures, source, name, list(detections)))
 
     def _write_labels(self, name: str, detections: list[Detection]) -> None:
         path = label_file_path(self.output_dir, name)
         lines = label_lines(detections, self.thresh)
         self._guarded(path, lambda: write_atomic(path, "".join(f"{line}\n" for line in lines).encode()))
 
-    def _write_image(self, source: Path, name: str, detections: list[Detection]) -> None:
+    def _write_pictures(self, source: Path, name: str, detections: list[Detection]) -> None:
+        """The annotated image and/or the crops, from one decoding of the source."""
         path = annotated_image_path(self.output_dir, name, source)
+        image = self._guarded(path, lambda: _unit_chw_to_pil(load_image(source, self.max_pixels, self.decoder)))
+        if self.save_images:
+            self._guarded(path, lambda: write_atomic(
+                path, _encode(draw_detections(image, detections, self.num_classes, self.thresh), path)))
+        if self.save_crops:
+            for relative, crop in crops(image, detections, self.thresh, name, path.suffix):
+                crop_path = self.output_dir / relative
+                self._guarded(crop_path, lambda: write_atomic(crop_path, _encode(crop, crop_path)))
 
-        def work() -> None:
-            image = _unit_chw_to_pil(load_image(source, self.max_pixels, self.decoder))
-            write_atomic(path, _encode(draw_detections(image, detections, self.num_classes, self.thresh), path))
-
-        self._guarded(path, work)
-
-    def _guarded(self, path: Path, work) -> None:
+    def _guarded(self, path: Path, work):
         try:
-            work()
+            return work()
         except (OSError, DarknetError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise _WriteFailed(f"{path}: cannot write: {reason}") from None

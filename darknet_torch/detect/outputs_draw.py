@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -50,8 +50,9 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _label_text(box: BoxDetection) -> str:
-    return ", ".join(f"{d.name} {100 * d.score:.0f}%" for d in box.classes)
+def _label_text(box: BoxDetection, show_scores: bool = True, track_id: int | None = None) -> str:
+    text = ", ".join(f"{d.name} {100 * d.score:.0f}%" if show_scores else d.name for d in box.classes)
+    return text if track_id is None else f"{text} (id: {track_id})"
 
 
 def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -60,10 +61,13 @@ def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def draw_detections(image: Image.Image, detections: Sequence[Detection], num_classes: int,
-                    thresh: float = DETECTOR_TEST.thresh) -> Image.Image:
+                    thresh: float = DETECTOR_TEST.thresh, show_scores: bool = True,
+                    track_ids: Mapping[tuple[float, float, float, float], int] | None = None) -> Image.Image:
     """A copy of ``image`` (RGB, the original the boxes refer to) with the boxes Darknet would draw.
 
-    ``detections``: :meth:`Predictor.to_detections` output for this image (relative boxes).
+    ``detections``: :meth:`Predictor.to_detections` output for this image (relative boxes); ``show_scores=False``
+    labels with the class names only (ground-truth boxes).  ``track_ids``: a tracker's id per box, keyed by the box's
+    ``(x, y, w, h)``; shown as ``(id: N)`` after the label, as Darknet's demo does.
     """
     out = image.convert("RGB") if image.mode != "RGB" else image.copy()
     W, H = out.size
@@ -76,7 +80,9 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection], num_cla
         draw.rectangle((left, top, right, bottom), outline=colour, width=stroke)
     # Labels after all boxes, so no outline crosses a label.
     for box, (left, top, _, _), colour in zip(boxes, corners, colours):
-        _draw_label(draw, _label_text(box), font, colour, left, top, W)
+        best = box.best
+        track_id = track_ids.get((best.x, best.y, best.w, best.h)) if track_ids else None
+        _draw_label(draw, _label_text(box, show_scores, track_id), font, colour, left, top, W)
     return out
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -134,12 +134,22 @@ def label_lines(detections: Sequence[Detection], thresh: float = DETECTOR_TEST.t
     return lines
 
 
-def darknet_json_frame(frame_id: int, filename: str | Path, detections: Sequence[Detection]) -> dict:
-    """One image in Darknet's ``-out`` JSON form (``detection_to_json``): every shown (box, class), array order."""
-    objects = [{"class_id": d.class_id, "name": d.name,
-                "relative_coordinates": {"center_x": d.x, "center_y": d.y, "width": d.w, "height": d.h},
-                "confidence": d.score}
-               for d in detections if _shown(d)]
+def darknet_json_frame(frame_id: int, filename: str | Path, detections: Sequence[Detection],
+                       track_ids: Mapping[tuple[float, float, float, float], int] | None = None) -> dict:
+    """One image in Darknet's ``-out`` JSON form (``detection_to_json``): every shown (box, class), array order.
+
+    ``track_ids`` (video): a tracker's id per box, keyed by ``(x, y, w, h)``; objects of a tracked box get
+    ``"track_id"``."""
+    objects = []
+    for d in detections:
+        if _shown(d):
+            obj = {"class_id": d.class_id, "name": d.name,
+                   "relative_coordinates": {"center_x": d.x, "center_y": d.y, "width": d.w, "height": d.h},
+                   "confidence": d.score}
+            track_id = track_ids.get((d.x, d.y, d.w, d.h)) if track_ids else None
+            if track_id is not None:
+                obj["track_id"] = track_id
+            objects.append(obj)
     return {"frame_id": frame_id, "filename": str(filename), "objects": objects}
 
 

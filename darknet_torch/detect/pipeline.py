@@ -72,12 +72,13 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
                   save_images: bool = True, save_labels: bool = False, save_json: bool = True,
                   json_path: str | os.PathLike[str] | None = None, progress: bool | None = None,
                   on_result: Callable[[ImageResult], None] | None = None,
-                  ctx: DistContext | None = None) -> DetectReport:
+                  ctx: DistContext | None = None, save_crops: bool = False) -> DetectReport:
     """Run ``predictor`` on ``paths`` (in order) and, if ``output_dir`` is given, write the results there.
 
     Outputs (see :mod:`darknet_torch.detect.outputs`): annotated images (``save_images``), Darknet label files
-    (``save_labels``), Darknet ``-out`` JSON at ``json_path`` (default ``output_dir/results.json``; ``save_json``)
-    and ``coco_results.json`` beside it (in ``output_dir`` when ``json_path`` is ``-``, a pipe or a device) when every
+    (``save_labels``), crops of the detections in ``crops/<class>/`` (``save_crops``), Darknet ``-out`` JSON at
+    ``json_path`` (default ``output_dir/results.json``; ``save_json``) and ``coco_results.json`` beside it (in
+    ``output_dir`` when ``json_path`` is ``-``, a pipe or a device) when every
     image name carries a numeric COCO id.
     ``progress``: show a progress bar (None: when there are several images and stderr is a terminal).
     ``on_result`` is called for each image as soon as its detections are known (in input order), e.g. to print.
@@ -93,9 +94,9 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
     paths = [Path(p) for p in paths]
     folder = prepare_output_dir(output_dir) if output_dir is not None else None
     writer = None
-    if folder is not None and (save_images or save_labels):
+    if folder is not None and (save_images or save_labels or save_crops):
         writer = OutputWriter(folder, predictor.model.num_classes, predictor.thresh, save_images, save_labels,
-                              decoder)
+                              decoder, save_crops=save_crops)
     names = output_names(paths)
     ctx = ctx or DistContext()
     mine = batch_shard(len(paths), batch_size, ctx)

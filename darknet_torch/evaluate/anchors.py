@@ -11,6 +11,7 @@ produces cfg values; nothing here serialises a model.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.data.labels import LabelIssue, missing_label_issue
 from darknet_torch.errors import DataError
+from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -155,5 +157,7 @@ def plot_anchors(wh: np.ndarray, result: AnchorResult, path: str | os.PathLike[s
     axes.legend(loc="upper left")
     figure.tight_layout()
     out = Path(path)
-    figure.savefig(out)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=out.suffix[1:].lower() or "png")
+    write_atomic(out, buffer.getvalue())
     return out

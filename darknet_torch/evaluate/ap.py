@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -160,6 +161,93 @@ def average_precision(precision: np.ndarray, recall: np.ndarray, points: int = 0
     return _sequential_sum(interpolated) / points
 
 
+@dataclass(frozen=True)
+class MatchedDetections:
+    """Every (detection, class) row of a data set matched to the ground truth as ``detector map`` matches them.
+
+    Rows are in Darknet's array order (images in order, then each image's rows); truths are concatenated over the
+    images. What ``compute_map`` scores, and what the evaluation plots draw, so both show the same numbers.
+    """
+
+    prob: np.ndarray  #: (R,) float32 probability of each row
+    class_id: np.ndarray  #: (R,) int64 class of each row
+    image: np.ndarray  #: (R,) int64 index of the row's image
+    truth: np.ndarray  #: (R,) int64 index of the matched truth (same class, IoU > iou_thresh), -1 if none
+    iou: np.ndarray  #: (R,) float32 IoU with that truth (0 if none)
+    truth_class: np.ndarray  #: (T,) int64 class of each truth
+    truth_image: np.ndarray  #: (T,) int64 index of each truth's image
+    box: np.ndarray  #: (R, 4) float32 relative centre/size of each row
+    truth_box: np.ndarray  #: (T, 4) float32 relative centre/size of each truth
+    num_classes: int
+
+    @cached_property
+    def truths_per_class(self) -> np.ndarray:
+        return np.bincount(self.truth_class, minlength=self.num_classes).astype(np.int64)
+
+    @cached_property
+    def first_match(self) -> np.ndarray:
+        """(R,) bool: the summary's TP rule at any threshold: matched, and no earlier row (array order) took the
+        same truth. At ``thresh`` the TPs are ``first_match & (prob > thresh)``, every other row above it an FP."""
+        return _first_occurrences(self.truth)
+
+    @cached_property
+    def rank_order(self) -> np.ndarray:
+        """Row indices by descending prob (stable, as glibc's merge-sort ``qsort``)."""
+        return np.argsort(-self.prob, kind="stable")
+
+    @cached_property
+    def ranked_tp(self) -> np.ndarray:
+        """(R,) bool in rank order: a truth counts once, for its best-ranked row."""
+        return _first_occurrences(self.truth[self.rank_order])
+
+    def pr_curve(self, class_id: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(prob, precision, recall) float64 at each rank of one class's rows (``None``: all rows pooled, recall
+        over all truths): the points ``detector map`` integrates into the class's AP."""
+        ranked_class = self.class_id[self.rank_order]
+        keep = slice(None) if class_id is None else ranked_class == class_id
+        is_tp = self.ranked_tp[keep]
+        cum_tp = np.cumsum(is_tp)
+        precision = cum_tp / np.arange(1, len(is_tp) + 1, dtype=np.float64)
+        n_truths = len(self.truth_class) if class_id is None else self.truths_per_class[class_id]
+        recall = cum_tp / float(n_truths) if n_truths else np.zeros(len(is_tp))
+        return self.prob[self.rank_order][keep].astype(np.float64), precision, recall
+
+
+def match_detections(detections: Sequence[np.ndarray], truths: Sequence[np.ndarray], num_classes: int,
+                     iou_thresh: float = 0.5) -> MatchedDetections:
+    """Match each image's rows to its truths as ``validate_detector_map`` does (see :func:`compute_map` for the
+    input forms); rows with prob <= 0 are dropped, as Darknet skips them."""
+    if len(detections) != len(truths):
+        raise ValueError(f"{len(detections)} detection arrays for {len(truths)} truth arrays")
+    iou_t = np.float32(iou_thresh)
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in
+                                            ("prob", "class_id", "image", "truth", "iou", "truth_class",
+                                             "truth_image", "box", "truth_box")}
+    truth_offset = 0
+    for image, (dets, gts) in enumerate(zip(detections, truths)):
+        dets = _check_rows(dets, 6, "detections", image)
+        dets = dets[dets[:, 5] > 0]
+        gts = _check_rows(gts, 5, "truths", image)
+        det_class = _class_ids(dets[:, 4], num_classes, "detections", image)
+        gt_class = _class_ids(gts[:, 0], num_classes, "truths", image)
+        index, iou = _match_image(dets, det_class, gts, gt_class, iou_t)
+        columns["prob"].append(dets[:, 5])
+        columns["class_id"].append(det_class)
+        columns["image"].append(np.full(len(dets), image, np.int64))
+        columns["truth"].append(np.where(index >= 0, index + truth_offset, -1))
+        columns["iou"].append(iou)
+        columns["truth_class"].append(gt_class)
+        columns["truth_image"].append(np.full(len(gts), image, np.int64))
+        columns["box"].append(dets[:, :4])
+        columns["truth_box"].append(gts[:, 1:5])
+        truth_offset += len(gts)
+    empty = {"prob": np.zeros(0, np.float32), "iou": np.zeros(0, np.float32),
+             "box": np.zeros((0, 4), np.float32), "truth_box": np.zeros((0, 4), np.float32)}
+    joined = {name: np.concatenate(parts) if parts else empty.get(name, np.zeros(0, np.int64))
+              for name, parts in columns.items()}
+    return MatchedDetections(**joined, num_classes=num_classes)
+
+
 def compute_map(
     detections: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
@@ -186,69 +274,42 @@ def compute_map(
     All inputs are rounded to float32 first, as Darknet stores them. With no detection at all
     every AP is 0 (Darknet reads out of bounds there).
     """
-    if len(detections) != len(truths):
-        raise ValueError(f"{len(detections)} detection arrays for {len(truths)} truth arrays")
+    _check_points(points)
+    matched = match_detections(detections, truths, num_classes, iou_thresh)
+    return score_matched(matched, iou_thresh, points, thresh_calc_avg_iou)
+
+
+def score_matched(matched: MatchedDetections, iou_thresh: float = 0.5, points: int = 0,
+                  thresh_calc_avg_iou: float = 0.25) -> MapResult:
+    """:func:`compute_map` on rows already matched with ``iou_thresh`` by :func:`match_detections`."""
     _check_points(points)
     iou_t, conf_t = np.float32(iou_thresh), np.float32(thresh_calc_avg_iou)
-
-    probs, classes, truth_index, best_iou, truth_classes = [], [], [], [], []
-    truth_offset = 0
-    for image, (dets, gts) in enumerate(zip(detections, truths)):
-        dets = _check_rows(dets, 6, "detections", image)
-        dets = dets[dets[:, 5] > 0]
-        gts = _check_rows(gts, 5, "truths", image)
-        det_class = _class_ids(dets[:, 4], num_classes, "detections", image)
-        gt_class = _class_ids(gts[:, 0], num_classes, "truths", image)
-        index, iou = _match_image(dets, det_class, gts, gt_class, iou_t)
-        probs.append(dets[:, 5])
-        classes.append(det_class)
-        truth_index.append(np.where(index >= 0, index + truth_offset, -1))
-        best_iou.append(iou)
-        truth_classes.append(gt_class)
-        truth_offset += len(gts)
-    prob = np.concatenate(probs) if probs else np.zeros(0, np.float32)
-    cls = np.concatenate(classes) if classes else np.zeros(0, np.int64)
-    tidx = np.concatenate(truth_index) if truth_index else np.zeros(0, np.int64)
-    ious = np.concatenate(best_iou) if best_iou else np.zeros(0, np.float32)
-    truths_per_class = np.bincount(
-        np.concatenate(truth_classes) if truth_classes else np.zeros(0, np.int64),
-        minlength=num_classes,
-    )
+    num_classes, n_truths = matched.num_classes, len(matched.truth_class)
 
     # Summary at the confidence threshold, rows in array order (images, then detections).
-    above = prob > conf_t
-    tp_rows = above & _first_occurrences(tidx)
+    above = matched.prob > conf_t
+    tp_rows = above & matched.first_match
     fp_rows = above & ~tp_rows
     tp, fp = int(tp_rows.sum()), int(fp_rows.sum())
-    avg_iou = np.float32(_sequential_sum(ious[tp_rows])) if tp else np.float32(0)
+    avg_iou = np.float32(_sequential_sum(matched.iou[tp_rows])) if tp else np.float32(0)
     if tp + fp:
         avg_iou = np.float32(avg_iou / np.float32(tp + fp))
-    tp32, fp32, fn32 = np.float32(tp), np.float32(fp), np.float32(truth_offset - tp)
+    tp32, fp32, fn32 = np.float32(tp), np.float32(fp), np.float32(n_truths - tp)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = tp32 / (tp32 + fp32)
         recall = tp32 / (tp32 + fn32)
         f1 = np.float32(2) * precision * recall / (precision + recall)
 
-    # Ranking: stable sort by descending prob; a truth counts once, for its best-ranked row.
-    order = np.argsort(-prob, kind="stable")
-    ranked_class = cls[order]
-    ranked_tp = _first_occurrences(tidx[order])
     ap = np.zeros(num_classes, np.float64)
-    for class_id in range(num_classes):
-        is_tp = ranked_tp[ranked_class == class_id]
-        if len(is_tp) == 0:
-            continue
-        cum_tp = np.cumsum(is_tp)
-        class_precision = cum_tp / np.arange(1, len(is_tp) + 1, dtype=np.float64)
-        n_truths = truths_per_class[class_id]
-        class_recall = cum_tp / float(n_truths) if n_truths else np.zeros(len(is_tp))
+    for class_id in np.unique(matched.class_id):
+        _, class_precision, class_recall = matched.pr_curve(int(class_id))
         ap[class_id] = average_precision(class_precision, class_recall, points)
 
     return MapResult(
         ap=ap,
-        truths_per_class=truths_per_class.astype(np.int64),
-        tp_per_class=np.bincount(cls[tp_rows], minlength=num_classes).astype(np.int64),
-        fp_per_class=np.bincount(cls[fp_rows], minlength=num_classes).astype(np.int64),
+        truths_per_class=matched.truths_per_class,
+        tp_per_class=np.bincount(matched.class_id[tp_rows], minlength=num_classes).astype(np.int64),
+        fp_per_class=np.bincount(matched.class_id[fp_rows], minlength=num_classes).astype(np.int64),
         map=_sequential_sum(ap) / num_classes,
         iou_thresh=float(iou_t),
         points=points,
@@ -258,10 +319,10 @@ def compute_map(
         f1=float(f1),
         tp=tp,
         fp=fp,
-        fn=truth_offset - tp,
+        fn=n_truths - tp,
         avg_iou=float(avg_iou),
-        detections_count=len(prob),
-        unique_truth_count=truth_offset,
+        detections_count=len(matched.prob),
+        unique_truth_count=n_truths,
     )
 
 

@@ -29,7 +29,8 @@ from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.distributed import DistContext, batch_shard, gather_lists
 from darknet_torch.errors import CfgError
-from darknet_torch.evaluate.ap import MapResult, compute_map, expand_detections, format_map_report
+from darknet_torch.evaluate.ap import (MapResult, MatchedDetections, expand_detections, format_map_report,
+                                      match_detections, score_matched)
 from darknet_torch.evaluate.coco import CocoStats, coco_evaluate, require_pycocotools
 from darknet_torch.evaluate.sharding import gather_detections
 from darknet_torch.model.darknet import Darknet
@@ -111,6 +112,8 @@ class EvalReport:
     coco: CocoStats | None = None
     #: See :attr:`DatasetDetections.warnings`.
     warnings: tuple[str, ...] = ()
+    #: The matched rows ``darknet`` was scored from (what the evaluation plots draw).
+    matched: MatchedDetections | None = None
 
     @property
     def map(self) -> float:
@@ -259,9 +262,10 @@ def score_detections(data: DatasetDetections, iou_thresh: float = 0.5, points: i
                      conf_thresh: float = 0.25, coco: bool = False) -> EvalReport:
     """Darknet's mAP (``-iou_thresh``, ``-points``, ``-thresh`` = ``conf_thresh`` of the summary line) and,
     with ``coco``, COCO's mAP@[.5:.95] / @0.5 of the same detections (needs the ``coco`` extra)."""
-    result = compute_map(data.detections, data.truths, data.num_classes, iou_thresh, points, conf_thresh)
+    matched = match_detections(data.detections, data.truths, data.num_classes, iou_thresh)
+    result = score_matched(matched, iou_thresh, points, conf_thresh)
     stats = coco_evaluate(data.detections, data.truths, data.image_sizes, data.num_classes) if coco else None
-    return EvalReport(result, data.labels, data.failed, stats, data.warnings)
+    return EvalReport(result, data.labels, data.failed, stats, data.warnings, matched)
 
 
 def evaluate(model: Darknet | Predictor, image_paths: Sequence[str | os.PathLike[str]], names: Sequence[str],

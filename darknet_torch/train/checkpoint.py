@@ -54,6 +54,20 @@ class CheckpointPaths:
     def chart(self) -> Path:
         return self.backup / f"chart_{self.base}.png"
 
+    @property
+    def results(self) -> Path:
+        """Per-iteration numbers (``train.results_log``)."""
+        return self.backup / f"results_{self.base}.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.backup / f"tensorboard_{self.base}"
+
+    @property
+    def previews(self) -> Path:
+        """Augmented training batches as JPEG mosaics (``--show-imgs``)."""
+        return self.backup / f"batches_{self.base}"
+
 
 class CheckpointWriteError(DarknetError):
     """A checkpoint could not be written (disk full, read-only folder); the files already there are unchanged."""

@@ -30,6 +30,8 @@ from darknet_torch.train.checkpoint import (CheckpointPaths, restore_rng, rng_st
 from darknet_torch.train.distributed import mean_over_ranks, wrap_model
 from darknet_torch.train.ema import DarknetEma
 from darknet_torch.train.optim import TrainSettings, build_optimizer
+from darknet_torch.train.previews import BatchPreviews
+from darknet_torch.train.results_log import ResultsLog
 from darknet_torch.train.schedule import set_lr
 from darknet_torch.train.sparsity import SparsityPenalty
 
@@ -39,7 +41,8 @@ MiniBatch = tuple[Tensor, Tensor]  # images (B, 3, H, W) in [0, 1]; targets (T, 
 BatchSource = Callable[[int], Iterable[MiniBatch]]  # start iteration -> endless stream of mini-batches
 Evaluator = Callable[[Darknet], float]  # model (eval mode) -> mAP@0.5 in [0, 1]
 
-# Logging sums DetectionLoss returns; box/obj/cls are shown per image, iou as iou_sum / count.
+# Logging sums DetectionLoss returns (over the heads, and per head as "<part>/<head>"); box/obj/cls are shown per
+# image, iou as iou_sum / count.
 _LOGGED_PARTS = ("box", "obj", "cls", "count", "iou_sum")
 
 
@@ -48,7 +51,8 @@ class DetectionLoss(nn.Module):
 
     ``forward(images, targets)`` returns ``(loss, parts)``: the loss summed over the mini-batch and all heads (Darknet
     sums, it does not average) and detached logging sums over the heads: ``box``, ``obj``, ``cls`` (shares of the
-    loss), ``count`` (assigned predictions) and ``iou_sum`` (their IoU summed).  Each head gets its input tensor too,
+    loss), ``count`` (assigned predictions) and ``iou_sum`` (their IoU summed), and the same per head as
+    ``box/0``, ``obj/0``, ... (heads in cfg order).  Each head gets its input tensor too,
     so the gradient reaches the conv before it exactly as Darknet's delta (see ``yolo_loss``).
     """
 
@@ -64,11 +68,14 @@ class DetectionLoss(nn.Module):
     def forward(self, images: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, head_parts = self.model.compute_loss(images, targets)
         sums = {name: torch.zeros((), device=images.device) for name in _LOGGED_PARTS}
-        for parts in head_parts:
-            for name in ("box", "obj", "cls", "count"):
-                sums[name] += parts[name]
-            sums["iou_sum"] += parts["iou"] * parts["count"]
-        return total, sums
+        per_head = {}
+        for head, parts in enumerate(head_parts):
+            own = {name: parts[name] for name in ("box", "obj", "cls", "count")}
+            own["iou_sum"] = parts["iou"] * parts["count"]
+            for name, value in own.items():
+                sums[name] += value
+                per_head[f"{name}/{head}"] = value
+        return total, {**sums, **per_head}
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,8 @@ class LoopOptions:
     seed: int = 0
     max_chart_loss: float = schema_default("max_chart_loss")  # [net] max_chart_loss: the chart's loss axis
     chart_seconds: float = 10.0  # redraw the chart at most this often (and after every mAP, and at the end)
+    log_every: int = 1  # a results.csv row every N iterations (and at every mAP evaluation)
+    tensorboard: bool = False  # mirror results.csv to TensorBoard when it is installed (train() turns it on)
 
 
 def darknet_save_every(max_batches: int) -> int:
@@ -128,17 +137,18 @@ class Trainer:
     ``batches(start_iteration)`` must yield the mini-batches of iteration ``start_iteration + 1`` onwards (each of
     ``settings.mini_batch`` images for this process), deterministically.  ``evaluator`` computes mAP@0.5 when
     ``options.map_every`` is set (rank 0 only).  ``criterion`` defaults to :class:`DetectionLoss`; it must return
-    ``(summed loss, parts)``.
+    ``(summed loss, parts)``.  ``previews`` saves mosaics of augmented batches (rank 0).
     """
 
     def __init__(self, model: Darknet, settings: TrainSettings, batches: BatchSource, paths: CheckpointPaths,
                  options: LoopOptions = LoopOptions(), ctx: DistContext = DistContext(),
                  evaluator: Evaluator | None = None, criterion: nn.Module | None = None,
-                 ema_alpha: float | None = None) -> None:
+                 ema_alpha: float | None = None, previews: BatchPreviews | None = None) -> None:
         if options.map_every is not None and evaluator is None:
             raise ValueError("map_every needs an evaluator")
         self.model, self.settings, self.batches, self.paths = model, settings, batches, paths
         self.options, self.ctx, self.evaluator = options, ctx, evaluator
+        self.previews = previews if ctx.is_main else None
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         model.to(memory_format=self.memory_format)  # before DDP registers the parameters
         self.criterion = wrap_model(criterion if criterion is not None else DetectionLoss(model), ctx)
@@ -154,6 +164,7 @@ class Trainer:
         self.progress = _Progress()
         self.rate = 0.0  # Darknet's rate of the last update (before the per-group lr_scale)
         self._last_chart = 0.0
+        self.results: ResultsLog | None = None  # opened by run() on rank 0, at the start iteration
 
     # ------------------------------------------------------------------------------------------------ state
     @property
@@ -216,6 +227,9 @@ class Trainer:
             stream = iter(self.batches(self.iteration))  # keep that out of the training RNG so resumes match
         bar = tqdm(total=settings.max_batches, initial=self.iteration, unit="it", dynamic_ncols=True,
                    disable=not (self.options.progress and ctx.is_main))
+        if ctx.is_main:
+            self.results = ResultsLog(self.paths.results, self.iteration, self.options.log_every,
+                                      self.paths.tensorboard if self.options.tensorboard else None)
         try:
             while self.iteration < settings.max_batches:
                 if stop_at is not None and self.iteration >= stop_at:
@@ -225,6 +239,8 @@ class Trainer:
                 self._after_iteration(loss, parts, images, time.perf_counter() - started, bar)
         finally:
             bar.close()
+            if self.results is not None:
+                self.results.close()
         if ctx.is_main:
             self._save("final")
         barrier(ctx)
@@ -247,6 +263,8 @@ class Trainer:
                 inputs, targets = next(stream)
             except StopIteration:
                 raise DarknetError(f"the training data ran out during iteration {k}") from None
+            if sub == 0 and self.previews is not None and self.previews.wanted():
+                self.previews.save(k, inputs, targets)
             inputs = inputs.to(ctx.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             targets = targets.to(ctx.device, non_blocking=True)
             last = sub == settings.subdivisions - 1
@@ -274,14 +292,19 @@ class Trainer:
         return (*self._per_image(total, parts, images), images * ctx.world_size)
 
     def _per_image(self, total: Tensor, parts: dict[str, Tensor], images: int) -> tuple[float, dict[str, float]]:
-        """Darknet's printed loss (the iteration's loss / images) and the parts shown beside it, over all ranks."""
-        zero = torch.zeros((), device=total.device)
-        values = torch.stack([total, *(parts.get(name, zero) for name in _LOGGED_PARTS)]) / images
+        """Darknet's printed loss (the iteration's loss / images) and its parts over all ranks (one device sync):
+        ``box``, ``obj``, ``cls``, ``iou`` over the heads, then ``box_0``, ``obj_0``, ... per head."""
+        values = torch.stack([total, *parts.values()]) / images
         loss, *means = mean_over_ranks(values, self.ctx).tolist()
-        line = dict(zip(_LOGGED_PARTS, means))
-        count, iou_sum = line.pop("count"), line.pop("iou_sum")
-        if count > 0:
-            line["iou"] = iou_sum / count
+        sums = dict(zip(parts, means))
+        line = {}
+        heads = sorted({int(name.split("/")[1]) for name in parts if "/" in name})
+        for suffix, label in [("", ""), *((f"/{head}", f"_{head}") for head in heads)]:
+            line.update({f"{name}{label}": sums[name + suffix] for name in ("box", "obj", "cls")
+                         if name + suffix in sums})
+            if "count" + suffix in sums:  # NaN when nothing was assigned (keeps results.csv's columns fixed)
+                count = sums["count" + suffix]
+                line[f"iou{label}"] = sums["iou_sum" + suffix] / count if count > 0 else math.nan
         return loss, line
 
     def _after_iteration(self, loss: float, parts: dict[str, float], images: int, seconds: float, bar: tqdm) -> None:
@@ -291,7 +314,7 @@ class Trainer:
             p.avg_loss = loss
         p.avg_loss = p.avg_loss * 0.9 + loss * 0.1
         k = p.iteration
-        self.history.add_loss(k, p.avg_loss)
+        self.history.add_loss(k, p.avg_loss, {name: parts[name] for name in ("box", "obj", "cls") if name in parts})
         evaluated = False
         if options.map_every is not None:
             due = max(p.iter_map + options.map_every, self.settings.burn_in)
@@ -299,7 +322,11 @@ class Trainer:
                 self._evaluate(bar)
                 evaluated = True
         if ctx.is_main:
-            shown = " ".join(f"{name} {value:.3f}" for name, value in parts.items())
+            self.results.log(k, {"loss": loss, "avg_loss": p.avg_loss, **parts, "lr": self.rate,
+                                 "images_per_s": images / max(seconds, 1e-9),
+                                 "map": p.last_map if evaluated else None}, evaluated)
+            shown = " ".join(f"{name} {value:.3f}" for name, value in parts.items()
+                             if "_" not in name and math.isfinite(value))
             best = f" best mAP {100 * p.best_map:.1f}%" if p.best_map >= 0 else ""
             bar.set_postfix_str(f"loss {loss:.3f} avg {p.avg_loss:.3f} {shown} lr {self.rate:.3g} "
                                 f"{images / max(seconds, 1e-9):.1f} img/s{best}", refresh=False)

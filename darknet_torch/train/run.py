@@ -24,6 +24,7 @@ from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
     darknet_save_every
 from darknet_torch.train.optim import TrainSettings, darknet_init_, keys_not_applied
+from darknet_torch.train.previews import BatchPreviews
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class TrainOptions:
     sparsity: float = 0.0  # network slimming's L1 penalty on batch-norm scales, per image
     backup: Path | None = None
     progress: bool = True
+    log_every: int = 1  # a results_<cfg>.csv row every N iterations
+    tensorboard: bool = True  # also TensorBoard scalars when it is installed
+    show_imgs: int = 0  # save mosaics of the first N iterations' batches (Darknet's -show_imgs)
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -94,10 +98,12 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
         save_last_every=_data_int(data, "savelast", 100), map_every=map_every,
         amp=ctx.device.type == "cuda" if options.amp is None else options.amp,
         channels_last=ctx.device.type == "cpu" if options.channels_last is None else options.channels_last,
-        progress=options.progress,
+        progress=options.progress, log_every=options.log_every, tensorboard=options.tensorboard,
         seed=seed, max_chart_loss=model.net.max_chart_loss, sparsity=options.sparsity)
+    names = data.names() if data.config.names is not None else [str(i) for i in range(model.num_classes)]
+    previews = BatchPreviews(paths.previews, names, options.show_imgs)
     trainer = Trainer(model, settings, _batch_source(data, model, options, ctx), paths, loop_options, ctx,
-                      evaluator, ema_alpha=options.ema_alpha)
+                      evaluator, ema_alpha=options.ema_alpha, previews=previews)
     if state is not None:
         trainer.load_state_dict(state, str(state_path))
     else:

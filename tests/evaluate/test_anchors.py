@@ -147,7 +147,8 @@ def test_cli_prints_darknets_line_and_saves_the_plot(coco128_dir, tmp_path, caps
 
 
 def test_cli_bad_plot_path_exits_2(coco128_dir, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
     code = main(["calc_anchors", "--data", str(coco128_dir / "coco128.data"), "--width", "416", "--height", "416",
-                 "--seed", "0", "--show", str(tmp_path / "missing" / "plot.png")])
+                 "--seed", "0", "--show", str(tmp_path / "a_file" / "plot.png")])
     assert code == 2
     assert "cannot save the plot" in capsys.readouterr().err

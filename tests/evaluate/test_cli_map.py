@@ -110,3 +110,16 @@ def test_bad_options_exit_2(capsys, dataset, mini, args):
 def test_positional_and_option_forms_cannot_be_mixed(capsys, dataset, mini):
     code, _, err = run_map(capsys, dataset, *mini, "--data", dataset)
     assert code == 2 and "either positionally or with --data" in err
+
+
+def test_plots_option_writes_the_files_and_checks_the_folder_first(capsys, dataset, mini, tmp_path):
+    cfg, weights = mini
+    code, out, _ = run_map(capsys, "--data", dataset, "--cfg", cfg, "--weights", weights, "--plots", tmp_path / "p")
+    assert code == 0 and f"10 plots and tables written to {tmp_path / 'p'}" in out
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [
+        "confidence_curves.csv", "confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",
+        "f1_curve.png", "p_curve.png", "per_class.csv", "pr_curve.csv", "pr_curve.png", "r_curve.png"]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, out, err = run_map(capsys, "--data", dataset, "--cfg", cfg, "--weights", weights, "--plots", blocker / "p")
+    assert code == 2 and str(blocker / "p") in err and "mean average precision" not in out

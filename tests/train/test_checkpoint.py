@@ -50,7 +50,7 @@ def test_darknet_save_rules_names_and_seen(cfg_factory, stream_factory, squared_
     trainer = run_trainer(cfg, backup, stream_factory, squared_output_loss, save_every=10, save_last_every=4)
     names = sorted(p.name for p in backup.iterdir())
     assert names == ["chart_net1.png", "net1_10.weights", "net1_20.weights", "net1_final.weights", "net1_last.pt",
-                     "net1_last.weights"]
+                     "net1_last.weights", "results_net1.csv"]
     assert header_seen(backup / "net1_10.weights") == 10 * 4
     assert header_seen(backup / "net1_20.weights") == 20 * 4
     assert header_seen(backup / "net1_last.weights") == 20 * 4  # last save at 20 (every 4 iterations)

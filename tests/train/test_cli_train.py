@@ -1,6 +1,7 @@
 """``darknet_torch train`` / ``python train.py``: both argument orders, start iterations, and bad input."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 from darknet_torch.cli.main import build_parser, main
 from darknet_torch.cli.train import options_from_args
 from darknet_torch.model.darknet import Darknet
+from darknet_torch.train.checkpoint import load_state
 from darknet_torch.train.run import build_trainer
 
 
@@ -60,11 +62,25 @@ def test_argument_errors(argv, message, capsys):
 
 def test_train_end_to_end(synthetic_data, cfg_factory, capsys):
     cfg = cfg_factory(net={"max_batches": 3})
-    assert main(["train", str(synthetic_data), str(cfg), "--workers", "0", "--quiet"]) == 0
+    assert main(["train", str(synthetic_data), str(cfg), "--workers", "0", "--quiet", "-show_imgs", "--no-tensorboard"]) == 0
     assert "trained to iteration 3" in capsys.readouterr().out
     backup = synthetic_data.parent / "backup"
-    assert sorted(p.name for p in backup.iterdir()) == ["chart_tiny.png", "tiny_final.weights", "tiny_last.pt"]
+    assert sorted(p.name for p in backup.iterdir()) == ["batches_tiny", "chart_tiny.png", "results_tiny.csv",
+                                                        "tiny_final.weights", "tiny_last.pt"]
+    assert sorted(p.name for p in (backup / "batches_tiny").iterdir()) == [f"batch_{k}.jpg" for k in (1, 2, 3)]
     assert Darknet(cfg).load_darknet_weights(backup / "tiny_final.weights").header.seen == 3 * 8
+    # results.csv holds the numbers the chart and the state keep (one [yolo] head: its parts are the totals)
+    rows = list(csv.DictReader((backup / "results_tiny.csv").open()))
+    history = load_state(backup / "tiny_last.pt")["history"]
+    assert [int(r["iteration"]) for r in rows] == history["loss_iterations"] == [1, 2, 3]
+    assert [float(r["avg_loss"]) for r in rows] == history["avg_loss"]
+    for part in ("box", "obj", "cls"):
+        assert [float(r[part]) for r in rows] == history["parts"][part]
+        assert [r[part] for r in rows] == [r[f"{part}_0"] for r in rows]
+    for row in rows:
+        assert float(row["box"]) + float(row["obj"]) + float(row["cls"]) == pytest.approx(float(row["loss"]),
+                                                                                        rel=1e-4)
+        assert float(row["images_per_s"]) > 0 and float(row["lr"]) >= 0 and row["map"] == ""
 
 
 def test_weights_start_at_their_iteration_unless_clear(synthetic_data, cfg_factory, tmp_path, capsys, caplog):

@@ -202,6 +202,34 @@ def test_detection_loss_is_the_models_training_loss(tiny_cfg):
     assert parts["count"].item() >= 2
 
 
+def test_loss_parts_per_head_are_the_heads_own(golden_dir, tmp_path):
+    """Per-head parts (results.csv's box_0, obj_1, ...) are each head's yolo_loss parts; the totals are their sums;
+    the per-image values come from the same single device fetch as the progress line."""
+    cfg = tmp_path / "two_heads.cfg"  # the mini yolov3-tiny (two [yolo] heads) with a batch that can train
+    cfg.write_text((golden_dir / "mini" / "yolov3-tiny" / "yolov3-tiny.cfg").read_text().replace("batch=1\n",
+                                                                                                 "batch=2\n", 1))
+    torch.manual_seed(0)
+    model = Darknet(cfg).train()
+    images = torch.rand(2, 3, 128, 128)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.4], [1, 2, 0.25, 0.7, 0.05, 0.08], [1, 3, 0.6, 0.3, 0.5, 0.6]])
+    _, parts = DetectionLoss(model)(images, targets)
+    _, head_parts = model.compute_loss(images, targets)
+    assert len(head_parts) == 2
+    for head, own in enumerate(head_parts):
+        for name in ("box", "obj", "cls", "count"):
+            assert parts[f"{name}/{head}"].item() == pytest.approx(own[name].item(), rel=1e-6)
+    trainer = make_trainer(cfg, tmp_path, lambda *a: None)
+    total = sum(parts[f"{name}/{h}"] for name in ("box", "obj", "cls") for h in (0, 1))
+    loss, line = trainer._per_image(total, parts, images=2)
+    assert list(line)[:3] == ["box", "obj", "cls"] and {"box_0", "obj_1", "cls_1", "iou_0"} <= set(line)
+    for name in ("box", "obj", "cls"):
+        assert line[name] == pytest.approx(line[f"{name}_0"] + line[f"{name}_1"], rel=1e-6)
+        assert line[f"{name}_1"] == pytest.approx(head_parts[1][name].item() / 2, rel=1e-6)
+    assert loss == pytest.approx(sum(line[n] for n in ("box", "obj", "cls")), rel=1e-6)
+    count = head_parts[0]["count"].item() + head_parts[1]["count"].item()
+    assert line["iou"] == pytest.approx(sum((p["iou"] * p["count"]).item() for p in head_parts) / count, rel=1e-6)
+
+
 def test_untrainable_heads_are_refused(tmp_path, tiny_cfg):
     cfg = tmp_path / "region.cfg"
     text = tiny_cfg.read_text()

@@ -1,0 +1,313 @@
+"""Detection on a frame source with decoding, inference and output in three overlapping stages.
+
+    reader thread       decode a frame, fit it to the network (Darknet's resize/letterbox)
+        -> bounded queue ->
+    calling thread      batches of the frames that are ready (up to ``batch_size``): forward, boxes, NMS
+        -> bounded queue ->
+    output thread       tracker, drawing, video encoding, JSON lines, label files, HTTP streams, printout
+
+Files are processed frame by frame (a full queue makes the reader wait).  Live sources run in latest-frame mode:
+the reader replaces a frame still waiting in the queue, so inference always takes the newest one and the output
+never falls behind (the report counts the dropped frames).  Every output is closed on every exit path, including
+Ctrl-C and SIGTERM (raised as KeyboardInterrupt by the CLI), so the video written so far is complete and playable.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from darknet_torch.data.images import u8_hwc_to_unit_chw
+from darknet_torch.detect.outputs import prepare_output_dir
+from darknet_torch.detect.outputs_draw import draw_detections
+from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
+from darknet_torch.detect.predictor import Detection, Predictor
+from darknet_torch.errors import DataError
+from darknet_torch.files import write_atomic
+from darknet_torch.video.sources import Frame, FrameSource
+from darknet_torch.video.streaming import StreamServer
+from darknet_torch.video.tracker import IoUTracker
+from darknet_torch.video.writer import OUTPUT_EXTENSIONS, VideoWriter
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class VideoOutputs:
+    """What to produce.  ``video``: annotated video (codec by extension); ``json_lines``: one Darknet ``-out``
+    JSON object per frame and line; ``labels_dir``: Darknet label files ``<stem>_<frame>.txt``; ``*_port``: HTTP
+    streams on ``host``; ``track``: give objects track ids (in the JSON and on the boxes)."""
+
+    video: Path | None = None
+    json_lines: Path | None = None
+    labels_dir: Path | None = None
+    mjpeg_port: int | None = None
+    json_port: int | None = None
+    host: str = "127.0.0.1"
+    track: bool = True
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Detections of one frame; ``frame_id`` counts from 1 in the source (live sources skip dropped frames)."""
+
+    frame_id: int
+    width: int
+    height: int
+    detections: list[Detection]
+    #: Track id of each drawn box, keyed by its (x, y, w, h).
+    track_ids: dict[tuple[float, float, float, float], int] = field(default_factory=dict)
+
+
+@dataclass
+class VideoReport:
+    source: str
+    frames: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    results: list[FrameResult] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.interrupted
+
+
+@dataclass
+class _Prepared:
+    frame: Frame
+    input: object
+    info: object
+
+
+def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs = VideoOutputs(), *,
+              batch_size: int = 4, max_frames: int | None = None, progress: bool | None = None,
+              keep_results: bool = False, on_frame: Callable[[FrameResult], None] | None = None) -> VideoReport:
+    """Detect on every frame of ``source`` (live: the newest frames) and write ``outputs``.
+
+    ``on_frame`` is called from the output thread for each frame, in order (e.g. to print);
+    ``keep_results`` keeps every :class:`FrameResult` in the report (memory grows with the video).
+
+    Raises:
+        DataError: an output cannot be created or a port cannot be bound (before any frame is processed).
+    """
+    report = VideoReport(source.name)
+    try:
+        sink = _OutputStage(predictor, source, outputs, report, keep_results, on_frame)
+    except BaseException:
+        source.close()
+        raise
+    bar = tqdm(total=None if source.live else (min(source.expected_frames or 0, max_frames or 1 << 62) or None),
+               unit="frame", desc=Path(source.name).name or source.name, dynamic_ncols=True,
+               disable=True if progress is False else None)
+    sink.bar = bar
+    inputs: queue.Queue = queue.Queue(maxsize=1 if source.live else 2 * batch_size)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read, args=(predictor, source, inputs, stop, max_frames, report),
+                              name="video-reader", daemon=True)
+    start = time.perf_counter()
+    reader.start()
+    sink.start()
+    try:
+        done = False
+        while not done:
+            batch = [inputs.get()]
+            while len(batch) < batch_size and batch[-1] is not _END:
+                try:
+                    batch.append(inputs.get_nowait())
+                except queue.Empty:
+                    break
+            if batch[-1] is _END:
+                batch.pop()
+                done = True
+            if batch:
+                dets = predictor.detect_batch(torch.stack([p.input for p in batch]), [p.info for p in batch])
+                for prepared, found in zip(batch, dets):
+                    sink.put(prepared.frame, predictor.to_detections(found))
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        stop.set()
+        sink.finish()
+        reader.join(timeout=5)
+        if not reader.is_alive():  # else it is blocked in a device read: closing under it is unsafe; exit ends it
+            source.close()
+        bar.close()
+        report.seconds = time.perf_counter() - start
+    report.errors[:0] = source.errors
+    return report
+
+
+def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: threading.Event,
+          max_frames: int | None, report: VideoReport) -> None:
+    """Reader thread: decode and prepare frames; on a live source keep only the newest waiting frame."""
+    torch.set_num_threads(1)  # this thread's own OpenMP team: the forward pass keeps every core's thread
+    try:
+        for count, frame in enumerate(source.frames(), start=1):
+            network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
+            item = _Prepared(frame, network_input, info)
+            if source.live:
+                try:
+                    inputs.get_nowait()
+                    report.dropped += 1
+                except queue.Empty:
+                    pass
+                inputs.put(item)
+            else:
+                _put_unless_stopped(inputs, item, stop)
+            if stop.is_set() or (max_frames is not None and count >= max_frames):
+                break
+    except Exception as exc:  # noqa: BLE001 (reported as this source's error, the outputs are still finalised)
+        report.errors.append(f"{source.name}: reading failed: {exc}")
+    finally:
+        _put_unless_stopped(inputs, _END, stop)
+
+
+def _put_unless_stopped(inputs: queue.Queue, item: object, stop: threading.Event) -> None:
+    """Wait for room in ``inputs``, unless the pipeline stops meanwhile (then nobody reads it any more)."""
+    while not stop.is_set():
+        try:
+            inputs.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+class _OutputStage:
+    """The output thread: everything done with a frame's detections, in frame order."""
+
+    def __init__(self, predictor: Predictor, source: FrameSource, outputs: VideoOutputs, report: VideoReport,
+                 keep_results: bool, on_frame: Callable[[FrameResult], None] | None) -> None:
+        self.num_classes, self.thresh = predictor.model.num_classes, predictor.thresh
+        self.source, self.outputs, self.report = source, outputs, report
+        self.keep_results, self.on_frame = keep_results, on_frame
+        self.tracker = IoUTracker() if outputs.track else None
+        self.bar: tqdm | None = None
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self._closers: list[Callable[[], None]] = []
+        try:
+            self._open()
+        except BaseException:
+            self._close_all()
+            raise
+        self.thread = threading.Thread(target=self._run, name="video-output", daemon=True)
+
+    def _open(self) -> None:
+        o = self.outputs
+        self.video = self.json_file = self.mjpeg = self.json_stream = None
+        if o.video is not None:
+            self.video = VideoWriter(o.video, self.source.fps)
+            self._closers.append(self.video.close)
+        if o.json_lines is not None:
+            try:
+                o.json_lines.parent.mkdir(parents=True, exist_ok=True)
+                self.json_file = open(o.json_lines, "w", encoding="utf-8")  # noqa: SIM115 (closed by finish)
+            except OSError as exc:
+                raise DataError(f"{o.json_lines}: cannot write ({exc.strerror or exc})") from None
+            self._closers.append(self.json_file.close)
+        if o.labels_dir is not None:
+            prepare_output_dir(o.labels_dir)
+        if o.mjpeg_port is not None:
+            self.mjpeg = StreamServer("mjpeg", o.mjpeg_port, o.host)
+            self._closers.append(self.mjpeg.close)
+        if o.json_port is not None:
+            self.json_stream = StreamServer("json", o.json_port, o.host)
+            self._closers.append(self.json_stream.close)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def put(self, frame: Frame, detections: list[Detection]) -> None:
+        self.queue.put((frame, detections))
+
+    def finish(self) -> None:
+        """Process what is queued, then close every output (the video gets its trailer)."""
+        self.queue.put(_END)
+        self.thread.join()
+        self._close_all()
+
+    def _close_all(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 (a failed close is reported, the others still run)
+                self.report.errors.append(f"closing an output failed: {exc}")
+        self._closers.clear()
+
+    def _run(self) -> None:
+        torch.set_num_threads(1)  # (the tracker's IoU) as in the reader thread
+        while (item := self.queue.get()) is not _END:
+            try:
+                self._handle(*item)
+            except Exception as exc:  # noqa: BLE001 (reported; later frames still go out)
+                self.report.errors.append(f"frame {item[0].index + 1}: {exc}")
+
+    def _handle(self, frame: Frame, detections: list[Detection]) -> None:
+        width, height = frame.size
+        boxes = [box.best for box in select_boxes(detections, self.thresh)]
+        track_ids = {}
+        if self.tracker is not None:
+            track_ids = {(b.x, b.y, b.w, b.h): i for b, i in zip(boxes, self.tracker.update(boxes))}
+        result = FrameResult(frame.index + 1, width, height, detections, track_ids)
+        if self.video is not None or self.mjpeg is not None:
+            drawn = draw_detections(Image.fromarray(frame.image), detections, self.num_classes, self.thresh,
+                                    track_ids)
+            if self.video is not None:
+                self._guard("video", self.outputs.video, lambda: self.video.write(np.asarray(drawn)))
+            if self.mjpeg is not None:
+                buffer = io.BytesIO()
+                drawn.save(buffer, format="JPEG", quality=80)
+                self.mjpeg.publish(buffer.getvalue())
+        if self.json_file is not None or self.json_stream is not None:
+            record = darknet_json_frame(result.frame_id, self.source.name, detections, track_ids)
+            line = json.dumps(record, ensure_ascii=False)
+            if self.json_file is not None:
+                self._guard("json_file", self.outputs.json_lines, lambda: (self.json_file.write(line + "\n"),
+                                                                           self.json_file.flush()))
+            if self.json_stream is not None:
+                self.json_stream.publish(line.encode())
+        if self.outputs.labels_dir is not None:
+            path = self.outputs.labels_dir / f"{Path(self.source.name).stem}_{result.frame_id:06d}.txt"
+            lines = label_lines(detections, self.thresh)
+            self._guard(None, path, lambda: write_atomic(path, "".join(f"{x}\n" for x in lines).encode()))
+        self.report.frames += 1
+        if self.keep_results:
+            self.report.results.append(result)
+        if self.on_frame is not None:
+            self.on_frame(result)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _guard(self, output: str | None, path: Path | None, work: Callable[[], object]) -> None:
+        """Run one write; a failure is reported with its path and, for a stream ``output``, ends that output
+        (the file stays closed and finalised by what was written before)."""
+        try:
+            work()
+        except (OSError, ValueError) as exc:
+            self.report.errors.append(f"{path}: cannot write: {getattr(exc, 'strerror', None) or exc}")
+            if output is not None:
+                setattr(self, output, None)
+
+
+def default_output_paths(output_dir: Path, source: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Annotated video and JSON lines for a video file in ``detect``'s output folder: ``<stem><ext>`` (``.mp4`` when
+    the source's container cannot be written) and ``<stem>.jsonl``."""
+    source = Path(source)
+    suffix = source.suffix.lower() if source.suffix.lower() in OUTPUT_EXTENSIONS else ".mp4"
+    return output_dir / f"{source.stem}{suffix}", output_dir / f"{source.stem}.jsonl"

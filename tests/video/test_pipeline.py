@@ -1,0 +1,137 @@
+"""The video pipeline: every frame's detections equal ``detect`` on the same decoded frames; outputs; live mode."""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from darknet_torch.detect.outputs_format import darknet_json_frame
+from darknet_torch.detect.pipeline import detect_images
+from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.predictor import Predictor
+from darknet_torch.detect.settings import DETECTOR_TEST
+from darknet_torch.model.loading import load_model
+from darknet_torch.video.pipeline import VideoOutputs, run_video
+from darknet_torch.video.sources import Frame, FrameSource, open_source
+from tests.video.videos import photo_frames, read_video, write_video
+
+
+@pytest.fixture(scope="module")
+def predictor(repo_root, real_weights) -> Predictor:
+    model = load_model(repo_root / "cfg" / "yolov3-tiny.cfg", real_weights, "cpu")
+    names = (repo_root / "data" / "coco.names").read_text().splitlines()
+    return build_predictor(model, DETECTOR_TEST.replace(thresh=0.2), names=names)
+
+
+def test_every_frame_equals_detect_on_the_decoded_frames(predictor, tmp_path, one_thread):
+    frames = photo_frames(10, 160, 120)
+    video = write_video(tmp_path / "clip.mkv", frames)
+    decoded, _ = read_video(video)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, frames))  # FFV1 in RGB: lossless
+    outputs = VideoOutputs(json_lines=tmp_path / "out" / "clip.jsonl", video=tmp_path / "out" / "clip.mp4")
+    report = run_video(predictor, open_source(str(video)), outputs, batch_size=3, keep_results=True,
+                       progress=False)
+    assert report.ok and report.frames == 10 and report.dropped == 0
+
+    # detect on the same frames saved as PNG files (lossless), batches of 4 (the video ran batches of up to 3)
+    for i, image in enumerate(decoded):
+        Image.fromarray(image).save(tmp_path / f"frame{i:02d}.png")
+    expected = detect_images(predictor, sorted(tmp_path.glob("frame*.png")), batch_size=4, workers=0).results
+    assert sum(len(r.detections) for r in expected) >= 10  # the photo's objects are found: the test can fail
+    for result, want in zip(report.results, expected):
+        assert (result.width, result.height) == (want.width, want.height)
+        assert result.detections == want.detections
+
+    lines = [json.loads(line) for line in outputs.json_lines.read_text().splitlines()]
+    assert [line["frame_id"] for line in lines] == list(range(1, 11))
+    for line, result, want in zip(lines, report.results, expected):
+        plain = [{k: v for k, v in obj.items() if k != "track_id"} for obj in line["objects"]]
+        assert plain == darknet_json_frame(result.frame_id, video, want.detections)["objects"]
+        assert all(obj["track_id"] >= 1 for obj in line["objects"])
+    # the dog moves 2 px per frame: one id all along
+    dog_ids = {obj["track_id"] for line in lines for obj in line["objects"] if obj["name"] == "dog"}
+    assert len(dog_ids) == 1
+
+    written, fps = read_video(outputs.video)
+    assert len(written) == 10 and written[0].shape == (120, 160, 3) and fps == 10
+
+
+class SlowCamera(FrameSource):
+    """A live source producing frames faster than the network takes them."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__("camera 0", fps=100.0, live=True)
+        self.count = count
+
+    def frames(self):
+        image = photo_frames(1, 64, 48)[0]
+        for i in range(self.count):
+            time.sleep(0.005)
+            yield Frame(i, image)
+
+
+def test_live_source_drops_frames_instead_of_falling_behind(predictor, one_thread):
+    seen: list[int] = []
+    report = run_video(predictor, SlowCamera(60), batch_size=4, progress=False,
+                       on_frame=lambda r: seen.append(r.frame_id))
+    assert report.ok and report.frames + report.dropped == 60 and report.dropped > 0
+    assert seen == sorted(seen) and seen[-1] == 60  # frames go out in order, and the newest is never dropped
+
+
+class GatedSource(FrameSource):
+    """A file-like source that starts once ``gate`` is set (when the test's stream clients are connected)."""
+
+    def __init__(self, frames: list[np.ndarray], gate) -> None:
+        super().__init__("gated.mp4", fps=10.0)
+        self.images, self.gate = frames, gate
+
+    def frames(self):
+        assert self.gate.wait(20)
+        for i, image in enumerate(self.images):
+            yield Frame(i, image)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _client(port: int, connected: threading.Event, out: dict, key: str) -> None:
+    for _ in range(100):  # the server starts with the pipeline
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/")
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    response = conn.getresponse()
+    connected.set()
+    out[key] = response.read()
+
+
+def test_streams_serve_every_frame_to_a_connected_client(predictor, one_thread):
+    json_port, mjpeg_port = _free_port(), _free_port()
+    got: dict = {}
+    ready = [threading.Event(), threading.Event()]
+    gate = threading.Event()
+    clients = [threading.Thread(target=_client, args=(port, event, got, key)) for port, event, key in
+               ((json_port, ready[0], "json"), (mjpeg_port, ready[1], "mjpeg"))]
+    for client in clients:
+        client.start()
+    threading.Thread(target=lambda: (ready[0].wait(20), ready[1].wait(20), gate.set()), daemon=True).start()
+    report = run_video(predictor, GatedSource(photo_frames(3, 64, 48), gate),
+                       VideoOutputs(json_port=json_port, mjpeg_port=mjpeg_port), batch_size=1, progress=False)
+    for client in clients:
+        client.join(30)
+    assert report.ok and report.frames == 3
+    frames = json.loads(got["json"])  # a slow client may skip frames; the last one always arrives
+    assert frames[-1]["frame_id"] == 3 and frames[-1]["filename"] == "gated.mp4"
+    assert got["mjpeg"].count(b"Content-Type: image/jpeg") >= 1
