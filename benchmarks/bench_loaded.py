@@ -88,7 +88,7 @@ def runs_of(workers: dict, args: argparse.Namespace, maps: dict) -> list[tuple[s
                 return answer["seconds"]
             pipeline[f"map {mode} [{setting}]"] = run
     blocks = [("forward", forward, args.repeats, args.warmup)]
-    return blocks + ([("map", pipeline, args.map_repeats, 1)] if pipeline else [])
+    return blocks + ([("map", pipeline, args.map_repeats, args.map_warmup)] if pipeline else [])
 
 
 def _duration(seconds: float, what: str) -> str:
@@ -109,6 +109,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--map-repeats", type=int, default=3)
+    p.add_argument("--map-warmup", type=int, default=1)
     p.add_argument("--settle", type=float, default=5.0, help="seconds between starting the load and timing")
     p.add_argument("--images", type=Path, default=SHARED / "coco128" / "images" / "train2017")
     args = p.parse_args()

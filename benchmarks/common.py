@@ -116,8 +116,10 @@ def finish(name: str, info: dict, rows: list[list[str]], header: list[str], resu
 @contextlib.contextmanager
 def background_load(processes: int) -> Iterator[None]:
     """``processes`` busy-loop processes (pure Python, one core each) for the duration: a reproducible stand-in for
-    the other jobs of a shared machine.  Stopped (by their process ids) on exit."""
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    the other jobs of a shared machine.  Stopped (by their process ids) on exit; each also stops by itself once its
+    parent is gone (a killed benchmark leaves no load behind)."""
+    loop = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass"
+    busy = [subprocess.Popen([sys.executable, "-c", loop]) for _ in range(processes)]
     try:
         yield
     finally:
