@@ -4,10 +4,11 @@ torch runs its CPU kernels on an OpenMP (libgomp) team, one thread per core.  Be
 threads spin-wait for ~3 ms (``GOMP_SPINCOUNT=300000``) before they sleep, and every region ends in a barrier.  On a
 quiet machine spinning saves each region a wake-up; on a shared one the spinning threads burn the time slices
 the other processes need, and each barrier waits for whichever of our threads the kernel has descheduled.  With
-four busy processes beside it on two cores, yolov3-tiny's forward slows 4-8x under the spin-wait and 2-4x with
-``OMP_WAIT_POLICY=PASSIVE`` (benchmarks/README.md, "Busy machine").  libgomp reads the policy once, when it loads
-(at ``import torch``), so :func:`configure_openmp` runs on ``import darknet_torch`` before this package imports
-torch: every command, ``serve``, the loader processes and every subprocess inherit it.
+four busy processes beside it on two cores, yolov3-tiny's ``--fast exact`` forward took 1214 ms with the spin-wait
+and 343 ms with ``OMP_WAIT_POLICY=PASSIVE`` (onnxruntime 456 ms; benchmarks/README.md, "Busy machine").  On a quiet
+machine passive waiting costs the forward ~20 %, so it is chosen only when the machine is busy.  libgomp reads the
+policy once, when it loads (at ``import torch``), so :func:`configure_openmp` runs on ``import darknet_torch`` before
+this package imports torch: every command, ``serve``, the loader processes and every subprocess inherit it.
 """
 from __future__ import annotations
 
@@ -27,8 +28,7 @@ def configure_openmp(environ: MutableMapping[str, str] = os.environ) -> str | No
     """Set ``OMP_WAIT_POLICY=PASSIVE`` in ``environ`` when the machine is busy; return the value set, else None.
 
     Nothing changes when the user set any of :data:`USER_SETTINGS`, or when torch is already loaded (too late for
-    libgomp: the caller's policy stays).  On a quiet machine libgomp's default spin-wait stays: passive waiting
-    costs a quiet forward up to 20 %.
+    libgomp: the caller's policy stays).  On a quiet machine libgomp's default spin-wait stays.
     """
     if "torch" in sys.modules or any(name in environ for name in USER_SETTINGS):
         return None
