@@ -21,6 +21,8 @@ from collections.abc import MutableMapping
 USER_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 #: Other runnable processes (on average) from which the machine counts as busy.
 BUSY_RUNNABLE = 1.0
+#: The 1-minute load average counts only while at least this fraction of the 5-minute one (a load still going on).
+NOT_FALLING = 0.75
 _SAMPLES, _SAMPLE_GAP = 5, 0.004
 
 
@@ -41,8 +43,10 @@ def configure_openmp(environ: MutableMapping[str, str] = os.environ) -> str | No
 def machine_is_busy(cores: int | None = None) -> bool:
     """Whether other work competes for this process's cores: on average at least :data:`BUSY_RUNNABLE` other
     runnable process right now (``/proc/loadavg``'s runnable count, a few samples over ~20 ms), or a 1-minute load
-    average of at least the number of cores (sustained oversubscription, which a previous run of ours alone does
-    not reach).  False where ``/proc/loadavg`` cannot be read."""
+    average of at least the number of cores that is not falling (at least :data:`NOT_FALLING` of the 5-minute one:
+    sustained oversubscription, which a previous run of ours alone does not reach; a load that has just ended
+    still shows in the 1-minute average for a minute, and passive waiting then cost a near-quiet forward 5-10 %).
+    False where ``/proc/loadavg`` cannot be read."""
     cores = cores or available_cores()
     try:
         runnable = []
@@ -51,10 +55,10 @@ def machine_is_busy(cores: int | None = None) -> bool:
                 time.sleep(_SAMPLE_GAP)
             fields = _read_loadavg()
             runnable.append(int(fields[3].split("/")[0]) - 1)  # minus this process
-        load1 = float(fields[0])
+        load1, load5 = float(fields[0]), float(fields[1])
     except (OSError, IndexError, ValueError):
         return False
-    return sum(runnable) / len(runnable) >= BUSY_RUNNABLE or load1 >= cores
+    return sum(runnable) / len(runnable) >= BUSY_RUNNABLE or load1 >= max(cores, NOT_FALLING * load5)
 
 
 def available_cores() -> int:

@@ -78,6 +78,7 @@ def test_nothing_changes_once_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -
     ("0.40 0.30 0.20 1/300 1234", False),   # only ourselves running, quiet minute
     ("0.40 0.30 0.20 3/300 1234", True),    # two other runnable tasks now
     ("2.10 1.00 0.50 1/300 1234", True),    # nothing else at this instant, but a sustained 2 on 2 cores
+    ("2.58 5.36 6.44 1/300 1234", False),   # a load that ended: the 1-minute average is still falling
     ("1.90 1.00 0.50 1/300 1234", False),   # what a long run of ours leaves behind
 ])
 def test_machine_is_busy_reads_runnable_tasks_and_load(monkeypatch: pytest.MonkeyPatch, loadavg: str,
