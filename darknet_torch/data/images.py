@@ -205,9 +205,11 @@ def u8_hwc_to_unit_chw(pixels: np.ndarray) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> float32 ``[3, H, W]`` holding Darknet's ``u8 / 255.``.
 
     Darknet divides in double and rounds to float; float32 division is correctly rounded and gives the same 256
-    values (tests/data/test_images.py checks every one), twice as fast as a lookup table."""
-    planar = torch.from_numpy(np.require(pixels, requirements="CW")).permute(2, 0, 1)  # Pillow's arrays are read-only
-    return planar.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+    values (tests/data/test_images.py checks every one), twice as fast as a lookup table.  The planar copy is made
+    in uint8 first: converting a contiguous array is faster than converting while permuting (1.2 vs 1.8 ms at 640x480).
+    """
+    planar = np.array(pixels.transpose(2, 0, 1), order="C")  # always a new, writable copy (Pillow's are read-only)
+    return torch.from_numpy(planar).to(torch.float32).div_(255.0)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -249,16 +251,24 @@ def resize_image(img: torch.Tensor, w: int, h: int) -> torch.Tensor:
     # In-place arithmetic on the freshly gathered taps: the same separately rounded products and sums, fewer passes.
     # Horizontal pass: [..., H, W] -> [..., H, w].
     ix, dx = _axis_taps(in_w, w)
-    part = img[..., ix].mul_(1 - dx).add_(img[..., (ix + 1).clamp_max(in_w - 1)].mul_(dx))
+    part = _take_columns(img, ix).mul_(1 - dx).add_(_take_columns(img, (ix + 1).clamp_max(in_w - 1)).mul_(dx))
     part[..., w - 1 if in_w > 1 else 0:] = img[..., in_w - 1 : in_w]  # copied columns
 
     # Vertical pass: [..., H, w] -> [..., h, w]; two separately rounded steps as in Darknet's add_pixel.
     iy, dy = _axis_taps(in_h, h)
     dy_col = dy[:, None]
-    out = part[..., iy, :].mul_(1 - dy_col)
+    out = part.index_select(-2, iy).mul_(1 - dy_col)
     if in_h > 1 and h > 1:
-        out[..., :-1, :].add_(part[..., iy[:-1] + 1, :].mul_(dy_col[:-1]))
+        out[..., :-1, :].add_(part.index_select(-2, iy[:-1] + 1).mul_(dy_col[:-1]))
     return out
+
+
+def _take_columns(img: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``img[..., index]`` as a new tensor.  On the CPU numpy's ``take`` gathers along the last axis about 3.5x faster
+    than torch's indexing (0.7 vs 2.6 ms for a 640x480 frame's 416 columns), the bulk of a video frame's resize."""
+    if img.device.type != "cpu" or img.requires_grad:
+        return img[..., index]
+    return torch.from_numpy(np.take(img.numpy(), index.numpy(), axis=-1))
 
 
 def letterbox_geometry(orig_w: int, orig_h: int, net_w: int, net_h: int) -> LetterboxInfo:

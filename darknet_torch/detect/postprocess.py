@@ -85,20 +85,21 @@ def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]],
     ``decoded``: ``(B, N, 5+C)`` from :meth:`Darknet.forward`; ``grids``: :meth:`Darknet.head_grids`;
     ``keep_all_heads[i]``: head i is a ``[region]`` head (every box kept, as Darknet does); ``infos[b]``: how image b
     was fitted into the network input (:func:`darknet_torch.data.images.preprocess`).  The row permutation and the
-    region mask depend only on the grids, so they are built once per batch.
+    region mask depend only on the grids, so they are built once per batch.  Only the kept rows are gathered and
+    checked (a few dozen of thousands): a video's frames spend no time on the others.
     """
     order = darknet_row_order(grids, decoded.device)
     keep_all = torch.cat([torch.full((a * h * w,), flag, dtype=torch.bool, device=decoded.device)
                           for (a, h, w), flag in zip(grids, keep_all_heads)])[order]
-    batch = decoded[:, order]
-    selected = keep_all | (batch[:, :, 4] > thresh)
-    finite = torch.isfinite(batch).all(dim=2)
-    dropped = int((selected & ~finite).sum())
+    image, row = (keep_all | (decoded[:, order, 4] > thresh)).nonzero(as_tuple=True)  # each image's rows in order
+    rows = decoded[image, order[row]]
+    finite = torch.isfinite(rows).all(dim=1)
+    dropped = int((~finite).sum())
     if dropped:  # Darknet would keep them; they would crash drawing and write 'inf' into label files
         log.warning("dropped %d detection(s) with NaN/inf values (diverged or damaged weights?)", dropped)
-        selected &= finite
-    return [_image_detections(rows[keep], keep_all[keep], info, thresh)
-            for rows, keep, info in zip(batch, selected, infos)]
+        image, row, rows = image[finite], row[finite], rows[finite]
+    return [_image_detections(rows[image == b], keep_all[row[image == b]], info, thresh)
+            for b, info in enumerate(infos)]
 
 
 def _image_detections(rows: Tensor, keep_all: Tensor, info: LetterboxInfo, thresh: float) -> Detections:

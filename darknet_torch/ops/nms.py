@@ -73,7 +73,9 @@ def darknet_array_order(objectness: Tensor, probs: Tensor) -> Tensor:
     significant.  It decides which of two duplicates ``detector map`` counts as the TP, and the printout order.
     """
     order = _swap_compaction_order(objectness)
-    for k in range(probs.shape[1]):
+    # A stable sort by an all-zero column leaves the order as it is: only the classes some row scores are sorted by
+    # (a handful of 80 for a video frame's detections).
+    for k in (probs != 0).any(0).nonzero().flatten().tolist():
         order = order[probs[order, k].sort(descending=True, stable=True).indices]
     return order
 

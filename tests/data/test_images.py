@@ -86,6 +86,16 @@ def test_resize_matches_naive_darknet_transcription(shape: tuple[int, int, int],
     assert torch.equal(resize_image(torch.from_numpy(im), w, h), expected)
 
 
+def test_resize_matches_naive_transcription_on_random_sizes_and_strided_input() -> None:
+    # the numpy gather path (_take_columns) on many size pairs, including a non-contiguous (HWC-permuted) input
+    rng = np.random.default_rng(14)
+    for _ in range(24):
+        in_h, in_w, h, w = (int(v) for v in rng.integers(1, 33, size=4))
+        hwc = rng.random((in_h, in_w, 3), dtype=np.float32)
+        expected = torch.from_numpy(naive_darknet_resize(np.ascontiguousarray(hwc.transpose(2, 0, 1)), w, h))
+        assert torch.equal(resize_image(torch.from_numpy(hwc).permute(2, 0, 1), w, h), expected), (in_w, in_h, w, h)
+
+
 def test_resize_accepts_a_batch_dimension() -> None:
     rng = np.random.default_rng(1)
     batch = rng.random((2, 3, 10, 14), dtype=np.float32)

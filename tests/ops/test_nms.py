@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from darknet_torch.ops import NMS_KINDS, apply_nms, diounms_sort, do_nms_sort, nms_per_class, xywh_to_xyxy
+from darknet_torch.ops.nms import darknet_array_order
 
 MINI = [
     "Gaussian_yolov3_BDD", "enet-coco", "yolov2", "yolov2-tiny", "yolov3", "yolov3-spp", "yolov3-tiny",
@@ -342,3 +343,15 @@ def test_empty_input() -> None:
     out = do_nms_sort(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, 80))
     assert out.shape == (0, 80)
     assert nms_per_class(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)).numel() == 0
+
+
+def test_darknet_array_order_equals_one_stable_sort_per_class_with_empty_classes_and_ties():
+    # darknet_array_order skips the classes no row scores; Darknet sorts by every class in turn (numpy replay)
+    rng = np.random.default_rng(14)
+    for _ in range(50):
+        n, c = int(rng.integers(1, 30)), int(rng.integers(1, 12))
+        probs = np.where(rng.random((n, c)) < 0.2, rng.integers(1, 4, (n, c)) / 4, 0).astype(np.float32)  # ties
+        sequential = np.arange(n)
+        for k in range(c):
+            sequential = sequential[np.argsort(-probs[sequential, k], kind="stable")]
+        assert darknet_array_order(torch.ones(n), torch.from_numpy(probs)).tolist() == sequential.tolist()
