@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, save, table,  # noqa: E402
-                    timed)
+from common import (REPO, SHARED, finish, interleaved, machine, median, print_header, table, timed)  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from darknet_torch.data.images import load_image, preprocess  # noqa: E402
@@ -170,10 +169,7 @@ def main() -> int:
                     print(table(rows[-len(times):], HEADER), flush=True)
             if pytorchyolo is not None:
                 pytorchyolo.close()
-    info["load_average_end"] = [round(x, 2) for x in load_average()]
-    print(f"\n# load average at the end: {info['load_average_end']}")
-    print(table(rows, HEADER))
-    print(f"results: {save('inference', {'machine': info, 'results': results})}")
+    finish("inference", info, rows, HEADER, results)
     return 0
 
 
