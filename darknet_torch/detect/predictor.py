@@ -67,8 +67,8 @@ def make_preparer(settings: InferenceSettings) -> Callable[[Tensor], tuple[Tenso
 class Predictor:
     """Runs a :class:`Darknet` model on images the way Darknet's detector does, with :class:`InferenceSettings`.
 
-    The settings' ``None`` fields are resolved from the model (:func:`resolve_settings`) and also exposed as plain
-    attributes.  Build one with :func:`darknet_torch.detect.build.build_predictor`, which also applies
+    The settings' ``None`` fields are resolved from the model (:func:`resolve_settings`); ``thresh``, ``nms_thresh``,
+    ``nms_kind``, ``letterbox`` and ``input_size`` read them.  Build one with :func:`darknet_torch.detect.build.build_predictor`, which also applies
     ``settings.fast``.
     """
 
@@ -88,9 +88,26 @@ class Predictor:
 
     def _use(self, settings: InferenceSettings) -> None:
         self.settings = resolve_settings(self.model, settings)
-        self.thresh, self.nms_thresh = self.settings.thresh, self.settings.nms
-        self.nms_kind, self.letterbox = self.settings.nms_kind, self.settings.letterbox
-        self.input_size = self.settings.input_size
+
+    @property
+    def thresh(self) -> float:
+        return self.settings.thresh
+
+    @property
+    def nms_thresh(self) -> float:
+        return self.settings.nms
+
+    @property
+    def nms_kind(self) -> str:
+        return self.settings.nms_kind
+
+    @property
+    def letterbox(self) -> bool:
+        return self.settings.letterbox
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.settings.input_size
 
     def with_settings(self, **changes) -> Predictor:
         """A shallow copy (same model, no weights copied) whose settings differ by ``changes`` (not ``fast``:

@@ -127,9 +127,9 @@ def test_queued_requests_run_as_one_batch_with_the_library_results(fresh: GatedP
         answers = [f.result(timeout=60) for f in [first, *later]]
     assert fresh.batch_sizes == [1, 3, 1]  # the lone first request, then the queued ones grouped by settings
     assert all(status == 200 for status, _ in answers)
-    library = Predictor(fresh.model)
+    plain = Predictor(fresh.model)
     for (_, body), data, query in zip(answers, [photos[0], *photos], ["", *queries]):
-        library.thresh = 0.6 if query else 0.25
+        library = plain.with_settings(thresh=0.6 if query else 0.25)
         image = decode_image_bytes(data, decoder="pil")
         expected = library.predict([image])[0]
         assert [d["class_id"] for d in body["detections"]] == [d.class_id for d in expected]
