@@ -86,9 +86,10 @@ def _write_stdout(data: bytes) -> None:
     binary = getattr(sys.stdout, "buffer", None)
     if binary is None:  # a text-only stream put in place of stdout (e.g. io.StringIO)
         sys.stdout.write(data.decode("utf-8", "replace"))
+        sys.stdout.flush()
     else:
         binary.write(data)
-    sys.stdout.flush() if binary is None else binary.flush()
+        binary.flush()
 
 
 def _replace(path: Path, data: bytes, mode: int | None) -> None:

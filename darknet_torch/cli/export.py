@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from darknet_torch.cli.options import inference_settings, parse_img_size
+from darknet_torch.cli.options import inference_settings
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
@@ -87,8 +87,8 @@ def _verify(path: Path, model: Darknet, size: tuple[int, int], args: argparse.Na
 
 
 def run(args: argparse.Namespace) -> int:
-    size = parse_img_size(args.img_size)
     settings = inference_settings(args, DETECTOR_TEST, nms=args.nms_thresh)  # --nms is a flag here
+    size = settings.input_size
     predictor = build_predictor(args.cfg, settings, weights=args.weights, device="cpu")
     model = predictor.model
     output = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")

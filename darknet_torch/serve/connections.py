@@ -37,9 +37,13 @@ def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
             "timeout_keep_alive": KEEP_ALIVE_SECONDS, "limit_concurrency": None}
 
 
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
 def error_bytes(status: int, message: str) -> bytes:
     """A complete ``Connection: close`` HTTP/1.1 response carrying the service's JSON error body."""
-    body = json.dumps({"error": message}).encode()
+    body = _error_body(message)
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode() + body
@@ -53,7 +57,7 @@ def guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Pro
                     "retry shortly")
 
     async def unavailable(scope: Scope, receive: Receive, send: Send) -> None:
-        body = json.dumps({"error": busy_message}).encode()
+        body = _error_body(busy_message)
         await send({"type": "http.response.start", "status": 503,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"retry-after", b"1"), (b"connection", b"close")]})
@@ -77,7 +81,7 @@ def guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Pro
             excess = len(open_) - max_connections
             if excess > 0:  # those waiting longest for a head make room (not before EVICTION_GRACE: a real
                 now = self.loop.time()  # client's head arrives moments after it connects)
-                idle = [c for c in open_ if not getattr(c, "busy", True) and now - c.waiting_since >= EVICTION_GRACE]
+                idle = [c for c in open_ if not c.busy and now - c.waiting_since >= EVICTION_GRACE]
                 for victim in sorted(idle, key=lambda c: c.waiting_since)[:excess]:
                     victim.transport.close()
 
@@ -87,7 +91,7 @@ def guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Pro
 
         def data_received(self, data: bytes) -> None:
             if not self.busy:  # this data may start a request: refuse it if every other connection is busy
-                others_busy = sum(1 for c in self.connections if c is not self and getattr(c, "busy", True))
+                others_busy = sum(1 for c in self.connections if c is not self and c.busy)
                 self.app = unavailable if others_busy >= max_connections else self.config.loaded_app
             super().data_received(data)
             if self.busy:

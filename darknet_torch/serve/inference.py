@@ -81,9 +81,10 @@ def _json_size(value: object) -> int:
 
 def _fit(entries: list[dict], budget: int) -> list[dict]:
     """The highest-scored ``entries`` whose JSON fits in ``budget`` bytes (with separating commas), in their order."""
-    sizes = [_json_size(e) + 1 for e in entries]
-    if sum(sizes) <= budget:
+    # one serialisation in the usual case (the list's JSON is the entries' plus a comma each, plus 1), per entry when over
+    if not entries or _json_size(entries) - 1 <= budget:
         return entries
+    sizes = [_json_size(e) + 1 for e in entries]
     kept, used = set(), 0
     for index in sorted(range(len(entries)), key=lambda i: -entries[i]["score"]):
         if used + sizes[index] > budget:
@@ -106,11 +107,6 @@ def default_settings(predictor: Predictor) -> RequestSettings:
     return RequestSettings(predictor.thresh, predictor.nms_thresh, predictor.letterbox)
 
 
-def with_settings(predictor: Predictor, settings: RequestSettings) -> Predictor:
-    """A shallow copy of ``predictor`` (same model, no weights copied) using ``settings``."""
-    return predictor.with_settings(thresh=settings.thresh, nms=settings.nms, letterbox=settings.letter_box)
-
-
 def warm_up(predictor: Predictor) -> None:
     """One forward pass on a blank image, so the first request does not pay for lazy initialisation."""
     h, w = predictor.input_size
@@ -129,7 +125,7 @@ def run_jobs(predictor: Predictor, jobs: Sequence[ImageJob], max_pixels: int, de
     results: list[Prediction | DataError | None] = [None] * len(jobs)
     order = sorted(range(len(jobs)), key=lambda i: astuple(jobs[i].settings))
     for settings, group in groupby(order, key=lambda i: jobs[i].settings):
-        tuned = with_settings(predictor, settings)
+        tuned = predictor.with_settings(thresh=settings.thresh, nms=settings.nms, letterbox=settings.letter_box)
         start = time.perf_counter()
         inputs, infos, kept, notes = [], [], [], []
         for index in group:
