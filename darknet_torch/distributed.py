@@ -115,20 +115,21 @@ def batch_shard(count: int, batch_size: int, ctx: DistContext) -> list[int]:
     return [i for i in range(count) if (i // batch_size) % ctx.world_size == ctx.rank]
 
 
+#: Marks an input no rank has reported (None is a legitimate value).
+_MISSING = object()
+
+
 def gather_in_input_order(indexed: Sequence[tuple[int, T]], count: int, ctx: DistContext) -> list[T] | None:
     """Every rank's ``(input index, value)`` pairs as one list of values in input order, on rank 0; None elsewhere.
 
     Together the ranks must cover ``0..count-1`` exactly once (:func:`batch_shard` does).  Not distributed: the
     values of ``indexed`` in index order.
     """
-    parts: list[Sequence[tuple[int, T]]] | None = [indexed]
-    if ctx.enabled:
-        parts = [[] for _ in range(ctx.world_size)] if ctx.is_main else None
-        dist.gather_object(list(indexed), parts, dst=0)
-    if parts is None:
+    pairs = gather_lists(indexed, ctx)
+    if pairs is None:
         return None
     ordered: list = [_MISSING] * count
-    for index, value in (pair for part in parts for pair in part):
+    for index, value in pairs:
         if ordered[index] is not _MISSING:
             raise RuntimeError(f"input {index} was processed by two ranks")
         ordered[index] = value
@@ -146,6 +147,3 @@ def gather_lists(items: Sequence[T], ctx: DistContext) -> list[T] | None:
     dist.gather_object(list(items), parts, dst=0)
     return None if parts is None else [item for part in parts for item in part]
 
-
-#: Marks an input no rank has reported (None is a legitimate value).
-_MISSING = object()
