@@ -53,6 +53,36 @@ def test_maxpool_odd_size_rounds_up():
     assert MaxPool(2, (2, 2), padding=1)(x)[0, 0].tolist() == [[4, 5], [7, 8]]
 
 
+@pytest.mark.parametrize("size, stride, padding", [(2, (2, 2), 0), (2, (2, 2), 1), (2, (1, 1), 1), (3, (2, 2), 2),
+                                                   (5, (1, 1), 4), (13, (1, 1), 12), (3, (1, 2), 2), (1, (2, 2), 0)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_maxpool_inference_path_equals_torch_max_pool2d(size, stride, padding, layout, dtype):
+    # Inference takes the separable form; the reference is torch's own pooling kernel on the same -inf padded
+    # input.  Small integers make ties common; a NaN must come out where a window reads it.
+    torch.manual_seed(0)
+    x = torch.randint(-3, 4, (2, 5, 17, 14)).to(dtype)
+    x[1, 2, 4, 6] = float("nan")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    pool = MaxPool(size, stride, padding)
+    before, after = padding // 2, padding - padding // 2
+    expected = torch.nn.functional.max_pool2d(
+        torch.nn.functional.pad(x, (before, after, before, after), value=float("-inf")), size, stride)
+    with torch.inference_mode():
+        out = pool(x)
+    assert out.dtype == dtype and out.shape == expected.shape
+    assert torch.equal(out.isnan(), expected.isnan()) and out.isnan().any()
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+
+
+def test_maxpool_training_gradient_goes_to_one_tap_of_a_tie():
+    # Darknet's backward routes each output's gradient to the single arg-max tap; so training keeps max_pool2d.
+    x = torch.ones(1, 1, 2, 2, requires_grad=True)
+    MaxPool(2, (2, 2), 0)(x).sum().backward()
+    assert sorted(x.grad.flatten().tolist()) == [0.0, 0.0, 0.0, 1.0]
+
+
 def test_maxpool_depth_takes_every_out_c_th_channel():
     x = torch.tensor([1.0, 5.0, 3.0, 2.0, 9.0, 0.0]).reshape(1, 6, 1, 1)
     assert MaxPoolDepth(2)(x).flatten().tolist() == [9.0, 5.0]  # channels {0,2,4} and {1,3,5}

@@ -21,15 +21,17 @@ class MaxPool(nn.Module):
         self.after = padding - self.before
 
     def forward(self, x: Tensor) -> Tensor:
+        separable = _separable_applies(x)
         # Extra right/bottom padding beyond what the last window needs is dropped by floor mode, so fixed pads are exact.
-        if self.before == self.after and self.before <= self.size // 2:
+        if not separable and self.before == self.after and self.before <= self.size // 2:
             return F.max_pool2d(x, self.size, self.stride, padding=self.before)
         # e.g. size 2 stride 2 on even sizes: no copy, no fill.  A traced graph (ONNX) keeps the padding, which is
         # right at every input size, since whether the padding is read depends on the size.
-        if self.before == 0 and not torch.jit.is_tracing() and self._pad_unread(x.shape[2], x.shape[3]):
-            return F.max_pool2d(x, self.size, self.stride)
-        pads = (self.before, self.after, self.before, self.after)
-        return F.max_pool2d(F.pad(x, pads, value=float("-inf")), self.size, self.stride)
+        if not (self.before == 0 and not torch.jit.is_tracing() and self._pad_unread(x.shape[2], x.shape[3])):
+            x = F.pad(x, (self.before, self.after, self.before, self.after), value=float("-inf"))
+        if separable:
+            return separable_max_pool2d(x, self.size, self.stride)
+        return F.max_pool2d(x, self.size, self.stride)
 
     def _pad_unread(self, h: int, w: int) -> bool:
         """True when no window reaches the right/bottom padding: the unpadded pooling has as many windows."""
@@ -39,6 +41,38 @@ class MaxPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, stride={self.stride}, pad=({self.before},{self.after})"
+
+
+def _separable_applies(x: Tensor) -> bool:
+    """Inference on the CPU, outside a traced graph: the separable form is bit-identical there and 3-17x faster
+    than ``F.max_pool2d`` (whose NCHW kernel took a third of yolov3-tiny's forward).  With gradients the
+    ``F.max_pool2d`` path stays: its backward routes each gradient to one arg-max tap, as Darknet's does."""
+    return (x.device.type == "cpu" and x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad)
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())
+
+
+def separable_max_pool2d(x: Tensor, size: int, stride: tuple[int, int]) -> Tensor:
+    """Unpadded ``size x size`` max pooling (floor mode) as a max over ``size`` strided column views, then over
+    ``size`` row views of that: the maximum of the same taps, so the result equals ``F.max_pool2d`` bit for bit."""
+    (sy, sx), height, width = stride, x.shape[2], x.shape[3]
+    out_h, out_w = (height - size) // sy + 1, (width - size) // sx + 1
+    if size == 1:
+        return x[:, :, : sy * (out_h - 1) + 1 : sy, : sx * (out_w - 1) + 1 : sx].clone()
+
+    def columns(j: int) -> Tensor:
+        return x[..., j : j + sx * (out_w - 1) + 1 : sx]
+
+    rows_max = torch.maximum(columns(0), columns(1))
+    for j in range(2, size):
+        torch.maximum(rows_max, columns(j), out=rows_max)
+
+    def rows(i: int) -> Tensor:
+        return rows_max[:, :, i : i + sy * (out_h - 1) + 1 : sy]
+
+    out = torch.maximum(rows(0), rows(1))
+    for i in range(2, size):
+        torch.maximum(out, rows(i), out=out)
+    return out
 
 
 class MaxPoolDepth(nn.Module):
