@@ -240,6 +240,8 @@ def type_section(raw: RawSection, reported: set[tuple[str, str]] | None = None) 
     for key in REQUIRED.get(name, ()):
         if key not in explicit:
             raise section.error(f"missing required key {key}=")
+        if not raw.options[key].value:
+            raise section.error(f"{key}= is empty; it must name at least one earlier layer (e.g. {key}=-1)", key)
     return section
 
 

@@ -139,3 +139,10 @@ def test_every_official_cfg_builds_or_is_a_named_refusal(official_cfg_dir):
         built += 1
     assert refused == OFFICIAL_REFUSALS
     assert built == OFFICIAL_BUILT
+
+
+@pytest.mark.parametrize("section,key", [("route", "layers"), ("shortcut", "from")])
+def test_empty_layer_reference_names_file_line_section_key(section, key):
+    """``layers=`` / ``from=`` with no value used to be an IndexError ([route]) or a shortcut that adds nothing."""
+    with pytest.raises(CfgError, match=rf"t.cfg:8 \[{section}\] {key}: {key}= is empty"):
+        _sections(NET + f"[convolutional]\nfilters=4\n[{section}]\n{key}=\n")
