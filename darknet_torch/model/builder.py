@@ -208,7 +208,11 @@ def build_upsample(sec: Section, ctx: BuildContext) -> Built:
     c, h, w = _need_image(sec, ctx)
     stride = sec["stride"]
     if stride == 0:
-        raise sec.error("stride must not be 0", "stride")
+        raise sec.error("stride must not be 0 (a positive stride upsamples, a negative one downsamples)", "stride")
+    if stride < 0 and (h % -stride or w % -stride):
+        # Darknet's out_w = w / stride drops the last rows/columns (or gives a 0x0 output): refused, not guessed.
+        raise sec.error(f"stride={stride} must divide the input size {w}x{h} (a negative stride downsamples by "
+                        f"{-stride})", "stride")
     shape = (c, h * stride, w * stride) if stride > 0 else (c, h // -stride, w // -stride)
     return Upsample(stride, sec["scale"]), shape, 0.0
 
@@ -261,6 +265,10 @@ def build_scale_channels(sec: Section, ctx: BuildContext) -> Built:
 
 def build_softmax(sec: Section, ctx: BuildContext) -> Built:
     _refuse(sec, ("tree",), "hierarchical softmax trees are not implemented")
+    c, h, w = ctx.in_shape
+    groups = _positive(sec, "groups", sec["groups"])
+    if (c * h * w) % groups:  # make_softmax_layer: assert(inputs%groups == 0), inputs = c*h*w
+        raise sec.error(f"groups={groups} must divide the layer's {c * h * w} inputs ({c}x{h}x{w})", "groups")
     return Softmax(sec["groups"], sec["temperature"], bool(sec["spatial"])), ctx.in_shape, 0.0
 
 
