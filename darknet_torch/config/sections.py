@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,12 +19,42 @@ from darknet_torch.errors import CfgError, UnsupportedCfgError
 log = logging.getLogger(__name__)
 
 
+class _Refused(ValueError):
+    """A value Python would read but Darknet's atoi/atof reads differently; the message says why."""
+
+
+# Darknet reads numbers with atoi/atof. Python's int()/float() also take "1_0" (atoi: 1), non-ASCII digits (atoi:
+# 0) and "nan"/"inf" (atof: the same, then NaN thresholds and infinite sizes): only plain ASCII numbers are accepted.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _number_problem(text: str) -> str | None:
+    lowered = text.lower().lstrip("+-")
+    if lowered.startswith(("nan", "inf")):
+        return "nan and inf are not allowed; leave the key out for Darknet's default"
+    if "_" in text:
+        return "no '_' separators: Darknet's atoi/atof stops reading at the '_'"
+    if not text.isascii():
+        return "use ASCII digits"
+    return None
+
+
 def _int(text: str) -> int:
+    if not _INT_TEXT.fullmatch(text):
+        problem = _number_problem(text)
+        raise _Refused(problem) if problem else ValueError(text)
     return int(text)
 
 
 def _float(text: str) -> float:
-    return float(text)
+    if not _FLOAT_TEXT.fullmatch(text):
+        problem = _number_problem(text)
+        raise _Refused(problem) if problem else ValueError(text)
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999
+        raise _Refused("the value overflows to infinity")
+    return value
 
 
 def _flag(text: str) -> bool:
@@ -233,6 +264,8 @@ def type_section(raw: RawSection, reported: set[tuple[str, str]] | None = None) 
         convert = schema[key][0]
         try:
             values[key] = convert(option.value)
+        except _Refused as exc:
+            raise CfgError(f"{raw.where(key)}: {key}={option.value!r} is not {TYPE_NAMES[convert]} ({exc})") from None
         except ValueError:
             raise CfgError(f"{raw.where(key)}: {key}={option.value!r} is not {TYPE_NAMES[convert]}") from None
         explicit[key] = option.line

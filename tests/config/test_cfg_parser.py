@@ -146,3 +146,27 @@ def test_empty_layer_reference_names_file_line_section_key(section, key):
     """``layers=`` / ``from=`` with no value used to be an IndexError ([route]) or a shortcut that adds nothing."""
     with pytest.raises(CfgError, match=rf"t.cfg:8 \[{section}\] {key}: {key}= is empty"):
         _sections(NET + f"[convolutional]\nfilters=4\n[{section}]\n{key}=\n")
+
+
+@pytest.mark.parametrize("section,line,reason", [
+    ("[convolutional]\nfilters=1_6", "filters='1_6' is not an integer", "no '_' separators"),
+    ("[convolutional]\nfilters=\u0663", "filters='\u0663' is not an integer", "use ASCII digits"),
+    ("[yolo]\nignore_thresh=nan", "ignore_thresh='nan' is not a number", "nan and inf are not allowed"),
+    ("[yolo]\nignore_thresh=-inf", "ignore_thresh='-inf' is not a number", "nan and inf are not allowed"),
+    ("[yolo]\nignore_thresh=1e999", "ignore_thresh='1e999' is not a number", "overflows to infinity"),
+    ("[yolo]\nanchors=10,14,nan,27", "anchors='10,14,nan,27' is not a comma-separated list of numbers", "nan"),
+    ("[yolo]\nmask=0,1_0", "mask='0,1_0' is not a comma-separated list of integers", "no '_' separators"),
+])
+def test_numbers_python_reads_but_darknet_would_not_are_refused_with_location(section, line, reason):
+    """int()/float() accept '1_6' (atoi: 1), non-ASCII digits (atoi: 0) and nan/inf: refused, file:line:key named."""
+    name = section.split("]")[0] + "]"
+    with pytest.raises(CfgError, match=rf"t.cfg:6 \{name[:-1]}\] {line.split('=')[0]}: ") as info:
+        _sections(NET + section + "\n")
+    assert line in str(info.value) and reason in str(info.value)
+
+
+def test_plain_numbers_keep_darknets_meaning():
+    _, conv, yolo = _sections(NET + "[convolutional]\nfilters=+4\n[yolo]\nignore_thresh=.5\njitter=3.\n"
+                              "iou_normalizer=7.5e-2\nanchors=1,2,3,4\n")
+    assert conv["filters"] == 4
+    assert (yolo["ignore_thresh"], yolo["jitter"], yolo["iou_normalizer"]) == (0.5, 3.0, 0.075)
