@@ -23,7 +23,7 @@ from darknet_torch.errors import CfgError, DataError
 _PATH_KEYS = ("train", "valid", "names", "backup")
 _TYPED_KEYS = ("classes", "eval", *_PATH_KEYS)
 
-_INT_RE = re.compile(r"[+-]?\d+")
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)  # ASCII: int() also reads other scripts' digits, atoi does not
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def _data_int(data: DarknetDataset, key: str, default: int) -> int:
     text = data.config.extra.get(key)
     if text is None:
         return default
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²".isdigit() is True, int("²") fails
         raise CfgError(f"{data.path}: {key}={text!r} must be a positive number of iterations")
     return int(text)
 

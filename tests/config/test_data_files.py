@@ -91,7 +91,7 @@ def test_malformed_data_file_lines_raise_with_path_and_line(tmp_path, line, mess
     assert str(info.value).startswith(f"{data}:2: ")
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "eighty", "80.0"])
+@pytest.mark.parametrize("value", ["0", "-3", "eighty", "80.0", "8_0", "\u0663"])  # \u0663: int() reads 3, atoi 0
 def test_classes_must_be_a_positive_integer(tmp_path, value):
     data = tmp_path / "bad.data"
     data.write_text(f"names = x\nclasses = {value}\n")
