@@ -24,3 +24,19 @@ class UnsupportedCfgError(CfgError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+#: Longest piece of a user's file quoted in a message; a binary file given as a cfg must not flood the terminal.
+QUOTE_LIMIT = 60
+
+
+def clipped(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, with ``...`` when it was longer (names in ``file:line [section] key``)."""
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(text)`` for an error message, cut to ``limit`` characters with an ellipsis and the full length."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

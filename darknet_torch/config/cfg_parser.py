@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from darknet_torch.errors import CfgError
+from darknet_torch.errors import CfgError, clipped, quoted
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class RawSection:
     def where(self, key: str | None = None) -> str:
         """``file:line [section]`` (and ``key``) for error messages."""
         line = self.options[key].line if key is not None and key in self.options else self.line
-        text = f"{self.path}:{line} [{self.name}]"
-        return f"{text} {key}" if key else text
+        text = f"{self.path}:{line} [{clipped(self.name)}]"
+        return f"{text} {clipped(key)}" if key else text
 
 
 def parse_cfg_text(text: str, path: str = "<string>") -> list[RawSection]:
@@ -53,17 +53,17 @@ def parse_cfg_text(text: str, path: str = "<string>") -> list[RawSection]:
             line = line[: line.index("#")]
         if line[0] == "[":
             if not line.endswith("]") or len(line) < 3:
-                raise CfgError(f"{path}:{number}: malformed section header {original.strip()!r}; expected e.g. [convolutional]")
+                raise CfgError(f"{path}:{number}: malformed section header {quoted(original.strip())}; expected e.g. [convolutional]")
             sections.append(RawSection(name=line[1:-1], line=number, path=path))
             continue
         if "=" not in line:
-            raise CfgError(f"{path}:{number}: cannot parse {original.strip()!r}; expected key=value")
+            raise CfgError(f"{path}:{number}: cannot parse {quoted(original.strip())}; expected key=value")
         if not sections:
-            raise CfgError(f"{path}:{number}: option {original.strip()!r} appears before the first [section]")
+            raise CfgError(f"{path}:{number}: option {quoted(original.strip())} appears before the first [section]")
         key, value = line.split("=", 1)
         section = sections[-1]
         if not key:
-            raise CfgError(f"{path}:{number}: empty key in {original.strip()!r}")
+            raise CfgError(f"{path}:{number}: empty key in {quoted(original.strip())}")
         if key in section.options:
             first = section.options[key].line
             log.warning("%s:%d [%s] %s is repeated (first at line %d); Darknet uses the first, so do we",

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from darknet_torch.errors import CfgError, DataError
+from darknet_torch.errors import CfgError, DataError, quoted
 
 #: Keys of a ``.data`` file that get a typed field; every other key is kept in ``DataConfig.extra``.
 _PATH_KEYS = ("train", "valid", "names", "backup")
@@ -85,16 +85,16 @@ def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
         key, value = key.strip(), value.strip()
         where = f"{data_path}:{number}"
         if not sep:
-            raise CfgError(f"{where}: expected 'key = value', got {line!r}")
+            raise CfgError(f"{where}: expected 'key = value', got {quoted(line)}")
         if not key:
-            raise CfgError(f"{where}: missing key before '=' in {line!r}")
+            raise CfgError(f"{where}: missing key before '=' in {quoted(line)}")
         if not value:
             raise CfgError(f"{where}: key {key!r} has no value")
         if re.search(r"\s", key + value):
             darknet_reading = re.sub(r"\s", "", line)
             raise CfgError(
-                f"{where}: whitespace inside {line!r}; Darknet deletes all whitespace "
-                f"(it would read {darknet_reading!r}), so write it without"
+                f"{where}: whitespace inside {quoted(line)}; Darknet deletes all whitespace "
+                f"(it would read {quoted(darknet_reading)}), so write it without"
             )
         if key in values:
             raise CfgError(f"{where}: duplicate key {key!r} (first set on line {lines_of[key]})")
@@ -105,7 +105,7 @@ def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
         if not _INT_RE.fullmatch(values["classes"]) or int(values["classes"]) <= 0:
             raise CfgError(
                 f"{data_path}:{lines_of['classes']}: classes must be a positive integer, "
-                f"got {values['classes']!r}"
+                f"got {quoted(values['classes'])}"
             )
         classes = int(values["classes"])
     paths = {key: resolve_relative(values[key], data_path) for key in _PATH_KEYS if key in values}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from darknet_torch.config.cfg_parser import RawSection
-from darknet_torch.errors import CfgError, UnsupportedCfgError
+from darknet_torch.errors import CfgError, UnsupportedCfgError, clipped, quoted
 
 log = logging.getLogger(__name__)
 
@@ -245,11 +245,11 @@ def type_section(raw: RawSection, reported: set[tuple[str, str]] | None = None) 
     """
     name = ALIASES.get(raw.name, raw.name)
     if name in UNSUPPORTED:
-        raise UnsupportedCfgError(f"{raw.where()}: Darknet layer [{raw.name}] is not supported by darknet_torch: "
+        raise UnsupportedCfgError(f"{raw.where()}: Darknet layer [{name}] is not supported by darknet_torch: "
                                   f"{UNSUPPORTED[name]}", reason=name)
     if name not in SCHEMAS:
         known = ", ".join(sorted(SCHEMAS))
-        raise CfgError(f"{raw.where()}: unknown section [{raw.name}]; known sections: {known}")
+        raise CfgError(f"{raw.where()}: unknown section; known sections: {known}")
     schema = SCHEMAS[name] if name == "net" else {**SCHEMAS[name], **COMMON_LAYER_KEYS}
     values = {key: default for key, (_, default) in schema.items()}
     explicit: dict[str, int] = {}
@@ -259,15 +259,15 @@ def type_section(raw: RawSection, reported: set[tuple[str, str]] | None = None) 
             if (name, key) not in reported:
                 reported.add((name, key))
                 log.warning("%s: unused field %r (Darknet does not read it in [%s]); it has no effect",
-                            raw.where(key), key, raw.name)
+                            raw.where(key), clipped(key), clipped(raw.name))
             continue
         convert = schema[key][0]
         try:
             values[key] = convert(option.value)
         except _Refused as exc:
-            raise CfgError(f"{raw.where(key)}: {key}={option.value!r} is not {TYPE_NAMES[convert]} ({exc})") from None
+            raise CfgError(f"{raw.where(key)}: {key}={quoted(option.value)} is not {TYPE_NAMES[convert]} ({exc})") from None
         except ValueError:
-            raise CfgError(f"{raw.where(key)}: {key}={option.value!r} is not {TYPE_NAMES[convert]}") from None
+            raise CfgError(f"{raw.where(key)}: {key}={quoted(option.value)} is not {TYPE_NAMES[convert]}") from None
         explicit[key] = option.line
     section = Section(name=name, line=raw.line, path=raw.path, values=values, explicit=explicit)
     for key in REQUIRED.get(name, ()):

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from darknet_torch.config.sections import Section
-from darknet_torch.errors import CfgError
+from darknet_torch.errors import CfgError, quoted
 from darknet_torch.model.activations import ACTIVATIONS
 from darknet_torch.model.heads import GaussianYOLOLayer, RegionLayer, YoloConfig, YOLOLayer
 from darknet_torch.model.layers.conv import Connected, ConvBlock
@@ -58,7 +58,7 @@ Built = tuple[nn.Module, Shape, float]
 def _activation(sec: Section, key: str = "activation") -> str:
     name = sec[key]
     if name not in ACTIVATIONS:
-        raise sec.error(f"unknown activation {name!r}; Darknet knows: {', '.join(sorted(ACTIVATIONS))}", key)
+        raise sec.error(f"unknown activation {quoted(name)}; Darknet knows: {', '.join(sorted(ACTIVATIONS))}", key)
     return name
 
 

@@ -170,3 +170,31 @@ def test_plain_numbers_keep_darknets_meaning():
                               "iou_normalizer=7.5e-2\nanchors=1,2,3,4\n")
     assert conv["filters"] == 4
     assert (yolo["ignore_thresh"], yolo["jitter"], yolo["iou_normalizer"]) == (0.5, 3.0, 0.075)
+
+
+def test_a_binary_file_given_as_cfg_gives_a_short_error(tmp_path):
+    """Quoted lines, values and names are capped at 60 characters: the message stays one short line."""
+    path = tmp_path / "yolov4.weights"
+    path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(CfgError) as info:
+        load_cfg(path)
+    assert str(info.value).startswith(f"{path}:") and len(str(info.value)) < len(str(path)) + 200
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("filters=" + "x" * 500, "filters='" + "x" * 60 + "'... (500 characters) is not an integer"),
+    ("garbage" * 100, "cannot parse '" + ("garbage" * 9)[:60] + "'... (700 characters)"),
+], ids=["value", "line"])
+def test_long_cfg_lines_are_quoted_with_an_ellipsis(text, expected):
+    with pytest.raises(CfgError) as info:
+        _sections(NET + "[convolutional]\n" + text + "\n")
+    assert expected in str(info.value) and len(str(info.value)) < 200
+
+
+def test_long_unknown_section_and_key_names_are_clipped(caplog):
+    with pytest.raises(CfgError) as info:
+        _sections(NET + "[" + "s" * 300 + "]\n")
+    assert "[" + "s" * 60 + "...]: unknown section" in str(info.value) and len(str(info.value)) < 1000
+    with caplog.at_level(logging.WARNING):
+        _sections(NET + "[convolutional]\n" + "k" * 300 + "=1\n")
+    assert "k" * 60 + "..." in caplog.text and "k" * 61 not in caplog.text
