@@ -14,6 +14,7 @@ import logging
 import math
 from pathlib import Path
 
+from darknet_torch.errors import DataError, quoted
 from darknet_torch.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,18 @@ class ResultsLog:
         """On resume: keep the header and the complete rows up to ``iteration``; rewrite the file atomically."""
         if not self.path.is_file():
             return
-        with self.path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
+        try:
+            with self.path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise self._unreadable(f"it is not UTF-8 CSV text ({exc})") from None
+        except OSError as exc:
+            raise self._unreadable(f"cannot read it ({exc.strerror or exc})") from None
         if not rows:
             return
+        if rows[0][:1] != ["iteration"]:
+            raise self._unreadable(f"its first line {quoted(','.join(rows[0]))} is not a results header "
+                                   f"(iteration,...)")
         header, kept = rows[0], []
         for row in rows[1:]:
             if len(row) == len(header) and row[0].isdigit() and int(row[0]) <= iteration:
@@ -58,6 +67,11 @@ class ResultsLog:
         csv.writer(buffer, lineterminator="\n").writerows([header, *kept])
         write_atomic(self.path, buffer.getvalue().encode())
         self.columns = header
+
+    def _unreadable(self, why: str) -> DataError:
+        """The error for a results file that cannot be continued; the file is left as it is."""
+        return DataError(f"{self.path}: cannot continue this results log: {why}; the file is left unchanged "
+                         f"(move or delete it to start a new log)")
 
     def log(self, iteration: int, values: dict[str, float], evaluated: bool = False) -> None:
         """Write the row of ``iteration`` if it is due (every ``every`` iterations, or ``evaluated``); a row that
@@ -82,7 +96,7 @@ class ResultsLog:
         if unknown and not self._warned:
             self._warned = True
             log.warning("%s: not logging %s (not among the file's columns)", self.path, ", ".join(sorted(unknown)))
-        with self.path.open("a", newline="") as handle:
+        with self.path.open("a", newline="", encoding="utf-8") as handle:
             csv.writer(handle, lineterminator="\n").writerow(
                 [_cell(row.get(column)) for column in self.columns])
         if self.tensorboard is not None:

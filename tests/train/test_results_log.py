@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
 
+from darknet_torch.errors import DataError
 from darknet_torch.train import results_log
 from darknet_torch.train.results_log import ResultsLog
 
@@ -100,3 +102,18 @@ def test_without_tensorboard_installed_only_the_csv_is_written(tmp_path, monkeyp
     assert log.tensorboard is None
     log.log(1, {"loss": 1.0, "map": None})
     assert not (tmp_path / "tb").exists() and len(rows(tmp_path / "results.csv")) == 1
+
+
+@pytest.mark.parametrize("content,why", [
+    (b"iteration,loss,map\n1,\xff\xfe\x00garbage,\n", "is not UTF-8 CSV text"),
+    (bytes(range(256)) * 4, "is not UTF-8 CSV text"),
+    (b"hello,world\n1,2\n", "its first line 'hello,world' is not a results header"),
+])
+def test_resume_on_a_corrupt_results_file_names_it_and_keeps_it(tmp_path, content, why):
+    """Undecodable bytes used to escape as a UnicodeDecodeError; a foreign CSV was rewritten (its rows dropped)."""
+    path = tmp_path / "results_yolo.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: cannot continue this results log: .*{why}"
+                                        rf".*left unchanged"):
+        ResultsLog(path, start_iteration=3)
+    assert path.read_bytes() == content
