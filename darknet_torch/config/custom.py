@@ -1,8 +1,8 @@
 """Make a custom-class variant of a cfg file the way Darknet's README says to, editing lines in place.
 
-For every detection head the ``classes=`` line of the head and the ``filters=`` line of the ``[convolutional]`` just
-before it are rewritten (Darknet's parse_yolo / parse_gaussian_yolo / parse_region refuse a conv whose output does not
-match); optionally ``max_batches`` and ``steps`` get the README's schedule.  Every other byte of the file, comments and
+For every detection head the ``classes=`` line of the head and the ``filters=`` line of the ``[convolutional]`` that
+feeds it (the section before it, or before layers that keep the channels such as ``[dropout]``) are rewritten
+(Darknet's parse_yolo / parse_gaussian_yolo / parse_region refuse an input that does not match); optionally ``max_batches`` and ``steps`` get the README's schedule.  Every other byte of the file, comments and
 layout included, is kept, so the result diffs cleanly against its source.
 """
 from __future__ import annotations
@@ -17,6 +17,8 @@ from darknet_torch.config.sections import ALIASES, Section, type_section
 from darknet_torch.errors import CfgError
 
 HEAD_SECTIONS = ("yolo", "Gaussian_yolo", "region")
+#: Sections whose output has their input's channels: a head's conv may be before them (maxpool without maxpool_depth).
+CHANNEL_KEEPING = ("dropout", "activation", "batchnorm", "empty", "maxpool", "local_avgpool", "avgpool", "upsample")
 # Darknet README ("How to train to detect your custom objects"): max_batches = classes*2000, at least 6000.
 BATCHES_PER_CLASS = 2000
 MIN_MAX_BATCHES = 6000
@@ -103,7 +105,8 @@ def customize_cfg_text(text: str, classes: int, path: str = "<string>",
 
     Raises:
         ValueError: ``classes`` < 1.
-        CfgError: no detection head, a head not directly after a [convolutional], a head whose class count is fixed
+        CfgError: no detection head, a head not fed by a [convolutional] (directly or through CHANNEL_KEEPING
+            layers), a head whose class count is fixed
             by other keys (``tree=``, ``map=``, ``counters_per_class=``), or ``darknet_schedule`` without
             ``policy=steps`` and two ``scales``.
     """
@@ -122,15 +125,31 @@ def customize_cfg_text(text: str, classes: int, path: str = "<string>",
             if head.has(fixed):
                 raise CfgError(f"{head.where(fixed)}: {fixed}= ties this head to its original classes; "
                                f"edit it by hand")
-        conv = raws[index - 1]
-        if ALIASES.get(conv.name, conv.name) != "convolutional":
-            raise CfgError(f"{raw.where()}: the layer before a [{raw.name}] must be the [convolutional] that "
-                           f"predicts it, found [{conv.name}] at {conv.where()}")
+        conv = _predicting_conv(raws, index)
         _set(editor, conv, "filters", head_filters(head, classes), edits)
         _set(editor, raw, "classes", classes, edits)
     if darknet_schedule:
         _set_schedule(editor, raws[0], classes, edits)
     return editor.text(), edits
+
+
+def _predicting_conv(raws: list[RawSection], head: int) -> RawSection:
+    """The [convolutional] whose filters a head reads: the section before it, looking back through layers that keep
+    the channel count (Darknet checks the head against its input, whatever layer makes it)."""
+    index = head - 1
+    while index > 0:
+        raw = raws[index]
+        name = ALIASES.get(raw.name, raw.name)
+        if name == "convolutional":
+            return raw
+        depth = raw.options.get("maxpool_depth")
+        if name not in CHANNEL_KEEPING or (depth is not None and depth.value != "0"):
+            break
+        index -= 1
+    found = raws[index] if index > 0 else None
+    what = f"found [{found.name}] at {found.where()}" if found else "found none"
+    raise CfgError(f"{raws[head].where()}: the [{raws[head].name}] must be fed by the [convolutional] that predicts "
+                   f"it (directly or through {', '.join(f'[{n}]' for n in CHANNEL_KEEPING)}); {what}")
 
 
 def _set_schedule(editor: CfgLineEditor, raw_net: RawSection, classes: int, edits: list[CfgEdit]) -> None:

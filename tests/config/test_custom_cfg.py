@@ -114,13 +114,35 @@ def test_schedule_needs_steps_policy():
 
 @pytest.mark.parametrize("body, message", [
     ("[convolutional]\nfilters=3\n", "no \\[yolo\\], \\[Gaussian_yolo\\] or \\[region\\] head"),
-    ("[convolutional]\nfilters=3\n\n[maxpool]\nsize=1\n\n[yolo]\nmask=0\n",
-     "<string>:12 \\[yolo\\]: the layer before .* found \\[maxpool\\]"),
+    ("[convolutional]\nfilters=3\n\n[route]\nlayers=-1\n\n[yolo]\nmask=0\n",
+     "<string>:12 \\[yolo\\]: the \\[yolo\\] must be fed by the \\[convolutional\\] .* found \\[route\\] at "
+     "<string>:9 \\[route\\]"),
+    ("[convolutional]\nfilters=3\n\n[maxpool]\nmaxpool_depth=1\n\n[yolo]\nmask=0\n",
+     "<string>:12 \\[yolo\\]: .* found \\[maxpool\\] at <string>:9"),
     ("[convolutional]\nfilters=3\n\n[region]\ntree=data/9k.tree\n", "<string>:10 \\[region\\] tree: tree= ties"),
 ])
 def test_refused_with_file_and_line(body, message):
     with pytest.raises(CfgError, match=message):
         customize_cfg_text(f"{NET}\n{body}", 2)
+
+
+@pytest.mark.parametrize("between", ["[dropout]\nprobability=.1\n", "[maxpool]\nsize=1\nstride=1\n",
+                                     "[activation]\nactivation=leaky\n[batchnorm]\n"])
+def test_conv_feeding_the_head_through_channel_keeping_layers_is_edited(between):
+    """Darknet checks a head against its input; layers that keep the channels may sit between it and its conv."""
+    source = f"{NET}[convolutional]\nfilters=4\n[convolutional]\nfilters=18\nsize=1\n{between}" \
+             f"[yolo]\nmask=0,1,2\nnum=3\nanchors=1,2,3,4,5,6\nclasses=1\n"
+    text, edits = customize_cfg_text(source, 3)
+    assert [(e.line, e.key, e.old, e.new) for e in edits] == [(8, "filters", "18", "24"), (edits[1].line, "classes",
+                                                                                            "1", "3")]
+    assert Darknet(type_sections(parse_cfg_text(text))).num_classes == 3
+
+
+def test_head_right_after_net_is_refused_not_wrapped_to_the_last_section():
+    """raws[index - 1] with index 0 was the file's last section: a conv there was silently edited."""
+    source = "[yolo]\nmask=0\n[net]\nwidth=64\n[convolutional]\nfilters=3\n"
+    with pytest.raises(CfgError, match=r"<string>:1 \[yolo\]: .* found none"):
+        customize_cfg_text(source, 2)
 
 
 def test_cli_writes_file_and_uses_names(tmp_path, capsys):
