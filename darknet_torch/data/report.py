@@ -49,7 +49,8 @@ class DataReport:
     #: None: every class was kept (``calc_anchors``).
     num_classes: int | None
     names: tuple[str, ...] | None
-    #: ``path: reason`` for each image training cannot use (missing file, unknown extension), in list order.
+    #: ``path: reason(s)`` for each image training cannot use (missing file, unknown extension), one per image, in
+    #: list order.
     image_errors: tuple[str, ...]
     #: Label file Darknet reads for each image (None when it cannot be named).
     label_paths: tuple[Path | None, ...]
@@ -181,12 +182,16 @@ def data_report(image_paths: Sequence[str | os.PathLike[str]], num_classes: int 
     issues: list[LabelIssue] = []
     per_image: list[np.ndarray] = []
     for image in images:
-        if not image.is_file():
+        found = image.is_file()
+        if not found:
             image_errors.append(f"{image}: image file not found")
         try:
             label_path = label_path_for(image)
         except DataError as exc:
-            image_errors.append(str(exc))
+            if found:
+                image_errors.append(str(exc))
+            else:  # one entry per image: images_found and "N of M cannot be used" count images, not reasons
+                image_errors[-1] += f"; and {str(exc).removeprefix(f'{image}: ')}"
             label_paths.append(None)
             per_image.append(np.zeros((0, 5), np.float32))
             continue

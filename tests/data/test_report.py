@@ -120,6 +120,19 @@ def test_unknown_image_extension_is_an_error(tmp_path):
         report.check()
 
 
+def test_missing_image_with_unknown_extension_counts_once(tmp_path):
+    """Both reasons used to be two entries for one image: '2 found' of 3 listed became 1 (or -1 for a list of one)."""
+    images = make_dataset(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n", "b": "0 0.5 0.5 0.2 0.2\n"})
+    ghost = tmp_path / "images" / "ghost.gif"
+    report = data_report([*images, ghost], num_classes=1)
+    assert report.images_found == 2 and len(report.image_errors) == 1
+    assert report.image_errors[0].startswith(f"{ghost}: image file not found; and cannot infer the label file name")
+    assert report.labels_found == 2 and report.missing_labels == ()
+    assert "Training data: 3 images listed, 2 found, 1 unusable" in report.format()
+    with pytest.raises(DataError, match="1 of 3 training images cannot be used"):
+        report.check()
+
+
 def test_no_box_at_all_refuses_training(tmp_path):
     images = make_dataset(tmp_path, {"a": None, "b": ""})
     with pytest.raises(DataError, match="no usable box in any label file") as info:
