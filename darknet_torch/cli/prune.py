@@ -8,6 +8,7 @@ each convolution lost.  Fine-tune the result with ``darknet_torch train --cfg <o
 from __future__ import annotations
 
 import argparse
+import math
 
 from terminaltables import AsciiTable
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise DarknetError(f"--ratio {args.ratio} must be in [0, 1)")
     if args.min_channels < 1 or args.round_to < 1:
         raise DarknetError("--min-channels and --round-to must be >= 1")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise DarknetError(f"--threshold {args.threshold} must be a finite number")
     if args.per_layer and args.ratio is None:
         raise DarknetError("--per-layer needs --ratio")
     model = load_model(args.cfg, args.weights, fuse=False)

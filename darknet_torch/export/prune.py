@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from darknet_torch.config import parse_cfg_text, type_sections
 from darknet_torch.config.custom import CfgLineEditor
-from darknet_torch.errors import CfgError
+from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
@@ -201,6 +201,17 @@ def _ratio_threshold(gammas: np.ndarray, ratio: float) -> float:
     return math.inf if k >= len(gammas) else float(np.sort(gammas)[k])
 
 
+def _check_gammas(model: Darknet, gammas: dict[int, np.ndarray]) -> None:
+    """Refuse NaN/inf batch-norm scales: they cannot be ranked (NaN compares false: the channel and, through the
+    threshold, whole layers would be removed)."""
+    for i, values in gammas.items():
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise DarknetError(f"{model.layer_infos[i].section.where()} (layer {i}): {bad} of {len(values)} batch-norm "
+                               f"scales (gamma) are NaN or inf; the weights are broken (a diverged training?) and "
+                               f"cannot be pruned")
+
+
 def plan_pruning(model: Darknet, ratio: float | None = None, threshold: float | None = None, *,
                  per_layer: bool = False, per_layer_min: int = 8, round_to: int = 1) -> PruningPlan:
     """Plan network slimming: remove the channels whose ``|gamma|`` is below the threshold, within the cfg's rules.
@@ -208,13 +219,17 @@ def plan_pruning(model: Darknet, ratio: float | None = None, threshold: float | 
     Args:
         ratio: fraction in [0, 1) of all prunable BN channels to remove, ranked by ``|gamma|`` over the whole network
             (with ``per_layer``: within each layer).  Tied channels make the result a little smaller.
-        threshold: remove channels with ``|gamma| < threshold`` (instead of ``ratio``).
+        threshold: remove channels with ``|gamma| < threshold`` (instead of ``ratio``); must be finite.
         per_layer_min: every BN conv keeps at least this many channels (or all it has).
         round_to: round every pruned conv's channel count up to a multiple of this (e.g. 8 for SIMD-friendly sizes).
 
     A channel class (channels tied by shortcuts) is kept if any of its channels is above its threshold; frozen
     classes are always kept; the minimum, rounding and grouped-route chunk counts are met by also keeping the
     removed channels with the largest ``|gamma|``.
+
+    Raises:
+        ValueError: arguments out of range (a NaN or infinite ``threshold`` included).
+        DarknetError: a batch-norm scale is NaN or inf (named by cfg location and layer).
     """
     if (ratio is None) == (threshold is None):
         raise ValueError("give exactly one of ratio and threshold")
@@ -224,8 +239,11 @@ def plan_pruning(model: Darknet, ratio: float | None = None, threshold: float | 
         raise ValueError("per_layer needs a ratio")
     if per_layer_min < 1 or round_to < 1:
         raise ValueError("per_layer_min and round_to must be >= 1")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
     graph = channel_graph(model)
     gammas = {i: model.module_list[i].bn.weight.detach().abs().cpu().double().numpy() for i in graph.bn_convs}
+    _check_gammas(model, gammas)
     prunable = {i: np.array([c not in graph.frozen for c in graph.classes[i]], bool) for i in graph.bn_convs}
     if per_layer:
         global_threshold = None

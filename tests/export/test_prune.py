@@ -13,6 +13,7 @@ from darknet_torch import Darknet
 from darknet_torch.cli.main import main
 from darknet_torch.config import parse_cfg_text
 from darknet_torch.config.sections import ALIASES, COMMON_LAYER_KEYS, SCHEMAS
+from darknet_torch.errors import DarknetError
 from darknet_torch.export.prune import (PruningPlan, apply_pruning, channel_graph, network_cost, plan_pruning,
                                         prunable_bn_layers, save_pruned)
 from darknet_torch.model.layers.conv import ConvBlock
@@ -352,3 +353,24 @@ def test_cli_writes_the_pair_and_prints_the_table(golden_dir, tmp_path, capsys):
     assert network_cost(reloaded).params < network_cost(Darknet(run.cfg)).params
     assert main(["prune", "--cfg", str(run.cfg), "--weights", str(run.weights), "--ratio", "1.5",
                  "--output", str(out)]) == 2
+    assert main(["prune", "--cfg", str(run.cfg), "--weights", str(run.weights), "--threshold", "nan",
+                 "--output", str(out)]) == 2
+    assert "--threshold nan must be a finite number" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- bad gammas
+def test_nan_gamma_is_refused_naming_the_layer(tmp_path):
+    """NaN compares false with any threshold: the channel (and with a NaN threshold whole layers) went silently."""
+    model = _hand_model(tmp_path)
+    with torch.no_grad():
+        model.module_list[4].bn.weight[3] = float("nan")
+    for how in ({"ratio": 0.3}, {"threshold": 0.5}, {"ratio": 0.5, "per_layer": True}):
+        with pytest.raises(DarknetError, match=r"hand.cfg:\d+ \[convolutional\] \(layer 4\): 1 of 8 batch-norm scales "
+                                               r"\(gamma\) are NaN or inf"):
+            plan_pruning(model, **how)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf")])
+def test_non_finite_threshold_is_refused(tmp_path, threshold):
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        plan_pruning(_hand_model(tmp_path), threshold=threshold)
