@@ -201,6 +201,14 @@ def _ratio_threshold(gammas: np.ndarray, ratio: float) -> float:
     return math.inf if k >= len(gammas) else float(np.sort(gammas)[k])
 
 
+def _smallest(gammas: np.ndarray, ratio: float) -> np.ndarray:
+    """Mask of the ``int(ratio*n)`` smallest ``gammas``; ties (e.g. a layer of zeros) are taken in order, so the ratio
+    is met even when many values equal the threshold (``gammas >= threshold`` would keep all of them)."""
+    mask = np.zeros(len(gammas), bool)
+    mask[np.argsort(gammas, kind="stable")[:int(ratio * len(gammas))]] = True
+    return mask
+
+
 def _check_gammas(model: Darknet, gammas: dict[int, np.ndarray]) -> None:
     """Refuse NaN/inf batch-norm scales: they cannot be ranked (NaN compares false: the channel and, through the
     threshold, whole layers would be removed)."""
@@ -218,7 +226,8 @@ def plan_pruning(model: Darknet, ratio: float | None = None, threshold: float | 
 
     Args:
         ratio: fraction in [0, 1) of all prunable BN channels to remove, ranked by ``|gamma|`` over the whole network
-            (with ``per_layer``: within each layer).  Tied channels make the result a little smaller.
+            (with ``per_layer``: within each layer); equal ``|gamma|`` are taken in network order.  Tied channels
+            make the result a little smaller.
         threshold: remove channels with ``|gamma| < threshold`` (instead of ``ratio``); must be finite.
         per_layer_min: every BN conv keeps at least this many channels (or all it has).
         round_to: round every pruned conv's channel count up to a multiple of this (e.g. 8 for SIMD-friendly sizes).
@@ -245,19 +254,26 @@ def plan_pruning(model: Darknet, ratio: float | None = None, threshold: float | 
     gammas = {i: model.module_list[i].bn.weight.detach().abs().cpu().double().numpy() for i in graph.bn_convs}
     _check_gammas(model, gammas)
     prunable = {i: np.array([c not in graph.frozen for c in graph.classes[i]], bool) for i in graph.bn_convs}
-    if per_layer:
-        global_threshold = None
-        limits = {i: _ratio_threshold(gammas[i][prunable[i]], ratio) for i in graph.bn_convs}
+    below = {i: np.zeros(len(gammas[i]), bool) for i in graph.bn_convs}  # channels the ratio/threshold removes
+    global_threshold = None
+    if threshold is not None:
+        global_threshold = threshold
+        below = {i: gammas[i] < threshold for i in graph.bn_convs}
+    elif per_layer:
+        for i in graph.bn_convs:
+            below[i][prunable[i]] = _smallest(gammas[i][prunable[i]], ratio)
     else:
         pool = np.concatenate([gammas[i][prunable[i]] for i in graph.bn_convs] or [np.zeros(0)])
-        global_threshold = threshold if threshold is not None else _ratio_threshold(pool, ratio)
-        limits = dict.fromkeys(graph.bn_convs, global_threshold)
+        global_threshold = _ratio_threshold(pool, ratio)
+        smallest = np.split(_smallest(pool, ratio), np.cumsum([prunable[i].sum() for i in graph.bn_convs])[:-1])
+        for i, mask in zip(graph.bn_convs, smallest):
+            below[i][prunable[i]] = mask
     kept = np.zeros(graph.num_classes, bool)
     kept[list(graph.frozen)] = True
     score = np.zeros(graph.num_classes)  # a class ranks by its largest |gamma|
     for i in graph.bn_convs:
         np.maximum.at(score, graph.classes[i], gammas[i])
-        kept[graph.classes[i][gammas[i] >= limits[i]]] = True
+        kept[graph.classes[i][~below[i]]] = True
     _enforce_counts(graph, kept, score, per_layer_min, round_to)
     keep = {i: tuple(int(c) for c in np.flatnonzero(kept[graph.classes[i]])) for i in graph.bn_convs}
     frozen = {i: r for i in graph.bn_convs if (r := graph.frozen_reason(i)) is not None}

@@ -374,3 +374,17 @@ def test_nan_gamma_is_refused_naming_the_layer(tmp_path):
 def test_non_finite_threshold_is_refused(tmp_path, threshold):
     with pytest.raises(ValueError, match="threshold must be a finite number"):
         plan_pruning(_hand_model(tmp_path), threshold=threshold)
+
+
+def test_all_zero_layers_are_pruned_to_the_ratio_not_skipped(tmp_path):
+    """With more zero gammas than the ratio removes, the threshold is 0 and ``gamma >= 0`` kept every channel: a
+    ratio of 0.3 removed nothing.  Equal gammas are now taken in network order until the ratio is met."""
+    model = _hand_model(tmp_path)
+    with torch.no_grad():
+        for i in (4, 6, 9):  # 18 zero gammas of 34; ratio 0.3 removes 10
+            model.module_list[i].bn.weight.zero_()
+    plan = plan_pruning(model, ratio=0.3, per_layer_min=1)
+    assert plan.threshold == 0.0 and plan.removed >= 8  # layer 4's grouped-route chunks keep one channel each
+    assert all(len(k) >= 1 for k in plan.keep.values()) and plan.keep[0] == tuple(range(8))
+    per_layer = plan_pruning(model, ratio=0.5, per_layer=True, per_layer_min=1)
+    assert (len(per_layer.keep[6]), len(per_layer.keep[9])) == (2, 3)
