@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from darknet_torch.data.images import u8_hwc_to_unit_chw
 from darknet_torch.detect.outputs import prepare_output_dir
-from darknet_torch.detect.outputs_draw import draw_detections
+from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
@@ -266,13 +266,12 @@ class _OutputStage:
             track_ids = {(b.x, b.y, b.w, b.h): i for b, i in zip(boxes, self.tracker.update(boxes))}
         result = FrameResult(frame.index + 1, width, height, detections, track_ids)
         if self.video is not None or self.mjpeg is not None:
-            drawn = draw_detections(Image.fromarray(frame.image), detections, self.num_classes, self.thresh,
-                                    track_ids)
+            drawn = self._annotated(frame.image, detections, track_ids) if boxes else frame.image
             if self.video is not None:
-                self._guard("video", self.outputs.video, lambda: self.video.write(np.asarray(drawn)))
+                self._guard("video", self.outputs.video, lambda: self.video.write(drawn))
             if self.mjpeg is not None:
                 buffer = io.BytesIO()
-                drawn.save(buffer, format="JPEG", quality=80)
+                Image.fromarray(drawn).save(buffer, format="JPEG", quality=80)
                 self.mjpeg.publish(buffer.getvalue())
         if self.json_file is not None or self.json_stream is not None:
             record = darknet_json_frame(result.frame_id, self.source.name, detections, track_ids)
@@ -293,6 +292,14 @@ class _OutputStage:
             self.on_frame(result)
         if self.bar is not None:
             self.bar.update(1)
+
+    def _annotated(self, image: np.ndarray, detections: list[Detection],
+                   track_ids: dict[tuple[float, float, float, float], int]) -> np.ndarray:
+        """A copy of ``image`` with the boxes drawn (not in place: a source may hand out one array for several
+        frames; the copy costs a tenth of a round trip through a Pillow image)."""
+        drawn = image.copy()
+        draw_detections_on_array(drawn, detections, self.num_classes, self.thresh, track_ids)
+        return drawn
 
     def _guard(self, output: str | None, path: Path | None, work: Callable[[], object]) -> None:
         """Run one write; a failure is reported with its path and, for a stream ``output``, ends that output
