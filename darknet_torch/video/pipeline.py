@@ -2,9 +2,10 @@
 
     reader thread       decode a frame, fit it to the network (Darknet's resize/letterbox)
         -> bounded queue ->
-    calling thread      batches of the frames that are ready (up to ``batch_size``): forward, boxes, NMS
+    calling thread      batches of the frames that are ready (up to ``batch_size``): the forward pass
         -> bounded queue ->
-    output thread       tracker, drawing, video encoding, JSON lines, label files, HTTP streams, printout
+    output thread       boxes and NMS, tracker, drawing, video encoding, JSON lines, label files, HTTP streams,
+                        printout
 
 Files are processed frame by frame (a full queue makes the reader wait).  Live sources run in latest-frame mode:
 the reader replaces a frame still waiting in the queue, so inference always takes the newest one and the output
@@ -137,9 +138,8 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
                 batch.pop()
                 done = True
             if batch:
-                dets = predictor.detect_batch(torch.stack([p.input for p in batch]), [p.info for p in batch])
-                for prepared, found in zip(batch, dets):
-                    sink.put(prepared.frame, predictor.to_detections(found))
+                inputs_batch = torch.stack([p.input for p in batch])
+                sink.put(batch, predictor.forward_batch(inputs_batch), inputs_batch.shape[-2:])
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -194,12 +194,13 @@ class _OutputStage:
 
     def __init__(self, predictor: Predictor, source: FrameSource, outputs: VideoOutputs, report: VideoReport,
                  keep_results: bool, on_frame: Callable[[FrameResult], None] | None) -> None:
+        self.predictor = predictor
         self.num_classes, self.thresh = predictor.model.num_classes, predictor.thresh
         self.source, self.outputs, self.report = source, outputs, report
         self.keep_results, self.on_frame = keep_results, on_frame
         self.tracker = IoUTracker() if outputs.track else None
         self.bar: tqdm | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.queue: queue.Queue = queue.Queue(maxsize=2)  # batches
         self._closers: list[Callable[[], None]] = []
         try:
             self._open()
@@ -233,8 +234,10 @@ class _OutputStage:
     def start(self) -> None:
         self.thread.start()
 
-    def put(self, frame: Frame, detections: list[Detection]) -> None:
-        self.queue.put((frame, detections))
+    def put(self, batch: list[_Prepared], output: torch.Tensor, input_hw: tuple[int, int]) -> None:
+        """Queue a batch's network output; its boxes and NMS are done in this stage's thread, overlapping the next
+        batch's forward (they would otherwise wait for each other in the calling thread)."""
+        self.queue.put((batch, output, input_hw))
 
     def finish(self) -> None:
         """Process what is queued, then close every output (the video gets its trailer)."""
@@ -253,10 +256,22 @@ class _OutputStage:
     def _run(self) -> None:
         torch.set_num_threads(1)  # (the tracker's IoU) as in the reader thread
         while (item := self.queue.get()) is not _END:
-            try:
-                self._handle(*item)
-            except Exception as exc:  # noqa: BLE001 (reported; later frames still go out)
-                self.report.errors.append(f"frame {item[0].index + 1}: {exc}")
+            batch, output, input_hw = item
+            for prepared, detections in zip(batch, self._detections(batch, output, input_hw)):
+                try:
+                    self._handle(prepared.frame, detections)
+                except Exception as exc:  # noqa: BLE001 (reported; later frames still go out)
+                    self.report.errors.append(f"frame {prepared.frame.index + 1}: {exc}")
+
+    def _detections(self, batch: list[_Prepared], output: torch.Tensor,
+                    input_hw: tuple[int, int]) -> list[list[Detection]]:
+        """Each frame's detections from the batch's network output; none (and the error reported) if that fails."""
+        try:
+            found = self.predictor.detections_from_output(output, input_hw, [p.info for p in batch])
+            return [self.predictor.to_detections(dets) for dets in found]
+        except Exception as exc:  # noqa: BLE001 (reported; later batches still go out)
+            self.report.errors.append(f"frames {batch[0].frame.index + 1}-{batch[-1].frame.index + 1}: {exc}")
+            return []
 
     def _handle(self, frame: Frame, detections: list[Detection]) -> None:
         width, height = frame.size
