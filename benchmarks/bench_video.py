@@ -10,7 +10,8 @@ prepared frames; its frames/s is ``1000 / forward-ms``.  ``bare-batch``: the sam
 ``--batch-size`` (per frame), reported as a second, stricter ratio (the demo batches: bf16 runs much faster per frame
 in batches).  ``demo``: :func:`darknet_torch.video.run_video` on the file
 as ``darknet_torch demo`` runs it: decoding, Darknet's resize, batched forward + NMS, tracker, drawing, H.264
-encoding of the annotated video and the JSON lines, all timed from the first frame to the finalised file.
+encoding of the annotated video and the JSON lines, all timed from the first frame to the finalised file (the
+demo picks its forward's thread count itself, printed at the end).
 Ratio = demo frames/s / bare frames/s (the issue's bar: at least 0.8).  ``demo-json``: the same without the
 annotated video (JSON lines only: no drawing, no encoding).  Modes are ``--fast`` modes.
 
@@ -111,10 +112,11 @@ def main() -> None:
                 report = run_video(predictor, open_source(str(video)), outputs, batch_size=args.batch_size,
                                    progress=False)
                 assert report.ok and report.frames == args.frames, report.errors
+                chosen_threads.setdefault(mode, []).append(report.forward_threads)
                 return report.seconds
             return run
 
-        runs = {}
+        runs, chosen_threads = {}, {}
         for mode, predictor in predictors.items():
             runs[f"bare {mode}"] = bare(predictor, inputs)
             runs[f"bare-batch {mode}"] = bare(predictor, batches)
@@ -129,14 +131,16 @@ def main() -> None:
         json_fps = args.frames / median(times[f"demo-json {mode}"])
         results[mode] = {"forward_ms": forward_ms, "bare_fps": bare_fps, "demo_fps": demo_fps,
                          "ratio": demo_fps / bare_fps, "demo_json_fps": json_fps, "json_ratio": json_fps / bare_fps,
-                         "forward_ms_batch": batch_ms, "ratio_batch": demo_fps * batch_ms / 1000}
+                         "forward_ms_batch": batch_ms, "ratio_batch": demo_fps * batch_ms / 1000,
+                         "demo_forward_threads": chosen_threads.get(mode)}
         rows.append([name + (" (random weights)" if args.random_weights else ""), mode, f"{forward_ms:.1f}",
                      f"{bare_fps:.1f}", f"{demo_fps:.1f}", f"{demo_fps / bare_fps:.2f}", f"{json_fps:.1f}",
                      f"{json_fps / bare_fps:.2f}", f"{batch_ms:.1f}", f"{demo_fps * batch_ms / 1000:.2f}"])
     print(table(rows, ["model", "mode", "forward ms (batch 1)", "bare frames/s", "demo frames/s", "ratio",
                        "demo, JSON only, frames/s", "ratio", f"forward ms per frame (batch {args.batch_size})",
                        "ratio to it"]))
-    print(f"# load average after the run: {[round(x, 2) for x in os.getloadavg()]}")
+    print(f"# load average after the run: {[round(x, 2) for x in os.getloadavg()]}; the demo's forward threads "
+          f"(every run, with and without the video): {chosen_threads}")
     path = save(f"bench_video_{name}", {"machine": info, "frames": args.frames, "batch_size": args.batch_size,
                                          "random_weights": args.random_weights, "times": times, "results": results})
     print(f"# raw timings: {path}")

@@ -39,6 +39,7 @@ from darknet_torch.files import write_atomic
 from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker
+from darknet_torch.video.tuning import ForwardThreads, candidates
 from darknet_torch.video.writer import OUTPUT_EXTENSIONS, VideoWriter
 
 _END = object()
@@ -79,6 +80,8 @@ class VideoReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    #: The forward's torch threads at the end of the run (chosen by the trial: :mod:`darknet_torch.video.tuning`).
+    forward_threads: int | None = None
     results: list[FrameResult] = field(default_factory=list)
 
     @property
@@ -99,11 +102,15 @@ class _Prepared:
 
 def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs = VideoOutputs(), *,
               batch_size: int = 4, max_frames: int | None = None, progress: bool | None = None,
-              keep_results: bool = False, on_frame: Callable[[FrameResult], None] | None = None) -> VideoReport:
+              keep_results: bool = False, on_frame: Callable[[FrameResult], None] | None = None,
+              forward_threads: int | None = None) -> VideoReport:
     """Detect on every frame of ``source`` (live: the newest frames) and write ``outputs``.
 
     ``on_frame`` is called from the output thread for each frame, in order (e.g. to print);
-    ``keep_results`` keeps every :class:`FrameResult` in the report (memory grows with the video).
+    ``keep_results`` keeps every :class:`FrameResult` in the report (memory grows with the video);
+    ``forward_threads``: torch threads of the forward pass (default: the faster of the caller's threads and one
+    fewer, measured on the first batches: :mod:`darknet_torch.video.tuning`); the caller's setting is restored at
+    the end.
 
     Raises:
         DataError: an output cannot be created or a port cannot be bound (before any frame is processed).
@@ -125,24 +132,15 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     start = time.perf_counter()
     reader.start()
     sink.start()
+    caller_threads = torch.get_num_threads()
+    threads = ForwardThreads([forward_threads] if forward_threads else candidates(caller_threads))
     try:
-        done = False
-        while not done:
-            batch = [inputs.get()]
-            while len(batch) < batch_size and batch[-1] is not _END:
-                try:
-                    batch.append(inputs.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is _END:
-                batch.pop()
-                done = True
-            if batch:
-                inputs_batch = torch.stack([p.input for p in batch])
-                sink.put(batch, predictor.forward_batch(inputs_batch), inputs_batch.shape[-2:])
+        _forward_batches(predictor, inputs, sink, batch_size, threads)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
+        report.forward_threads = threads.chosen or threads.threads()
+        torch.set_num_threads(caller_threads)
         stop.set()
         sink.finish()
         reader.join(timeout=5)
@@ -152,6 +150,28 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
         report.seconds = time.perf_counter() - start
     report.errors[:0] = source.errors
     return report
+
+
+def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputStage, batch_size: int,
+                     threads: ForwardThreads) -> None:
+    """The calling thread's loop: batches of the frames that are ready, up to ``batch_size``, through the network
+    on ``threads``' thread count."""
+    done = False
+    while not done:
+        batch = [inputs.get()]
+        while len(batch) < batch_size and batch[-1] is not _END:
+            try:
+                batch.append(inputs.get_nowait())
+            except queue.Empty:
+                break
+        if batch[-1] is _END:
+            batch.pop()
+            done = True
+        if batch:
+            inputs_batch = torch.stack([p.input for p in batch])
+            torch.set_num_threads(threads.threads())
+            sink.put(batch, predictor.forward_batch(inputs_batch), inputs_batch.shape[-2:])
+            threads.done(len(batch))
 
 
 def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: threading.Event,
