@@ -3,6 +3,7 @@
 
     python benchmarks/bench_video.py                                       # yolov3-tiny, exact and bf16
     python benchmarks/bench_video.py --cfg cfg/yolov4-tiny.cfg --weights weights/yolov4-tiny.weights
+    python benchmarks/bench_video.py --cfg cfg/yolov4-tiny.cfg --random-weights   # no weights file at hand
 
 The video: ``--frames`` frames of 640x480 H.264 (a photo sliding across the frame, 30 fps), generated in a temporary
 folder.  ``bare``: the model's forward pass alone (box decoding included, no image work, no NMS), batch 1, on the

@@ -2,15 +2,16 @@
 
 The forward pass shares the cores with the reader and output threads (decoding, resizing, NMS, drawing, encoding:
 ~10 CPU-ms per 640x480 frame).  Which split is faster depends on how long the forward takes next to that side work,
-so neither choice is right for every model and mode.  On 2 cores (benchmarks/README.md, "Video"): yolov3-tiny
-``--fast exact`` (27 ms forward) ran at 32 frames/s with 2 forward threads and 22 with 1; ``--fast bf16`` (13 ms)
-at 55 with 2 and 62 with 1 on a quiet machine, and under other processes' load at 6-9 with 2 and 43-48 with 1 (each
-layer's OpenMP barrier waits for whichever of the forward's threads the kernel has just descheduled).
+so neither choice is right for every model and mode.  On 2 cores, shared with other engineers' jobs
+(benchmarks/README.md, "Video"): yolov3-tiny ``--fast exact`` (27 ms forward) ran at 32 frames/s with 2 forward
+threads and 22 with 1; ``--fast bf16`` (13 ms) at 55 with 2 and 62 with 1 (load average ~3.5), and at 6-9 with 2
+and 43-48 with 1 while a heavier load came and went (each layer's OpenMP barrier waits for whichever of the
+forward's threads the kernel has just descheduled).
 :class:`ForwardThreads` therefore tries both (all cores, one fewer) on the first batches, alternating, and keeps the
 one whose batches went through the whole pipeline faster.  The trial is short (one warm-up batch, then two batches
 per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower on one thread),
-which a short video feels.  The thread count never changes the detections (the
-forward's output is bit-identical for 1 and 2 threads, exact and bf16).
+which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward output is
+bit-identical on 1 and 2 threads, exact and bf16).
 """
 from __future__ import annotations
 
