@@ -127,13 +127,22 @@ class Predictor:
         """Network input (3, H, W) for one float CHW image in [0, 1], and how it was fitted."""
         return self.preparer(image)
 
-    @torch.inference_mode()
     def detect_batch(self, batch: Tensor, infos: Sequence[LetterboxInfo]) -> list[Detections]:
         """Darknet detections after NMS for a prepared batch ``(B, 3, H, W)``: suppressed probabilities are zero and
         rows are in the array order Darknet's NMS leaves (what ``detector test`` prints from and ``map`` scores)."""
-        batch = batch.to(self.device, non_blocking=True)
-        decoded = self.model(batch).float().cpu()
-        grids = self.model.head_grids((batch.shape[2], batch.shape[3]))
+        return self.detections_from_output(self.forward_batch(batch), (batch.shape[2], batch.shape[3]), infos)
+
+    @torch.inference_mode()
+    def forward_batch(self, batch: Tensor) -> Tensor:
+        """The network's decoded output for a prepared batch, float32 on the CPU: the first half of
+        :meth:`detect_batch` (the video pipeline runs the second half in another thread)."""
+        return self.model(batch.to(self.device, non_blocking=True)).float().cpu()
+
+    @torch.inference_mode()
+    def detections_from_output(self, decoded: Tensor, input_hw: tuple[int, int],
+                               infos: Sequence[LetterboxInfo]) -> list[Detections]:
+        """:meth:`detect_batch`'s detections from :meth:`forward_batch`'s output of a batch of ``input_hw`` inputs."""
+        grids = self.model.head_grids(input_hw)
         results = []
         for dets in darknet_detections_batch(decoded, grids, self.keep_all_heads, infos, self.thresh):
             if len(dets):

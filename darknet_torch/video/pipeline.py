@@ -2,9 +2,10 @@
 
     reader thread       decode a frame, fit it to the network (Darknet's resize/letterbox)
         -> bounded queue ->
-    calling thread      batches of the frames that are ready (up to ``batch_size``): forward, boxes, NMS
+    calling thread      batches of the frames that are ready (up to ``batch_size``): the forward pass
         -> bounded queue ->
-    output thread       tracker, drawing, video encoding, JSON lines, label files, HTTP streams, printout
+    output thread       boxes and NMS, tracker, drawing, video encoding, JSON lines, label files, HTTP streams,
+                        printout
 
 Files are processed frame by frame (a full queue makes the reader wait).  Live sources run in latest-frame mode:
 the reader replaces a frame still waiting in the queue, so inference always takes the newest one and the output
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from darknet_torch.data.images import u8_hwc_to_unit_chw
 from darknet_torch.detect.outputs import prepare_output_dir
-from darknet_torch.detect.outputs_draw import draw_detections
+from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
@@ -38,6 +39,7 @@ from darknet_torch.files import write_atomic
 from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker
+from darknet_torch.video.tuning import ForwardThreads, candidates
 from darknet_torch.video.writer import OUTPUT_EXTENSIONS, VideoWriter
 
 _END = object()
@@ -78,6 +80,8 @@ class VideoReport:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    #: The forward's torch threads at the end of the run (chosen by the trial: :mod:`darknet_torch.video.tuning`).
+    forward_threads: int | None = None
     results: list[FrameResult] = field(default_factory=list)
 
     @property
@@ -98,11 +102,15 @@ class _Prepared:
 
 def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs = VideoOutputs(), *,
               batch_size: int = 4, max_frames: int | None = None, progress: bool | None = None,
-              keep_results: bool = False, on_frame: Callable[[FrameResult], None] | None = None) -> VideoReport:
+              keep_results: bool = False, on_frame: Callable[[FrameResult], None] | None = None,
+              forward_threads: int | None = None) -> VideoReport:
     """Detect on every frame of ``source`` (live: the newest frames) and write ``outputs``.
 
     ``on_frame`` is called from the output thread for each frame, in order (e.g. to print);
-    ``keep_results`` keeps every :class:`FrameResult` in the report (memory grows with the video).
+    ``keep_results`` keeps every :class:`FrameResult` in the report (memory grows with the video);
+    ``forward_threads``: torch threads of the forward pass (default: the faster of the caller's threads and one
+    fewer, measured on the first batches: :mod:`darknet_torch.video.tuning`); the caller's setting is restored at
+    the end.
 
     Raises:
         DataError: an output cannot be created or a port cannot be bound (before any frame is processed).
@@ -124,25 +132,15 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     start = time.perf_counter()
     reader.start()
     sink.start()
+    caller_threads = torch.get_num_threads()
+    threads = ForwardThreads([forward_threads] if forward_threads else candidates(caller_threads))
     try:
-        done = False
-        while not done:
-            batch = [inputs.get()]
-            while len(batch) < batch_size and batch[-1] is not _END:
-                try:
-                    batch.append(inputs.get_nowait())
-                except queue.Empty:
-                    break
-            if batch[-1] is _END:
-                batch.pop()
-                done = True
-            if batch:
-                dets = predictor.detect_batch(torch.stack([p.input for p in batch]), [p.info for p in batch])
-                for prepared, found in zip(batch, dets):
-                    sink.put(prepared.frame, predictor.to_detections(found))
+        _forward_batches(predictor, inputs, sink, batch_size, threads)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
+        report.forward_threads = threads.chosen or threads.threads()
+        torch.set_num_threads(caller_threads)
         stop.set()
         sink.finish()
         reader.join(timeout=5)
@@ -152,6 +150,28 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
         report.seconds = time.perf_counter() - start
     report.errors[:0] = source.errors
     return report
+
+
+def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputStage, batch_size: int,
+                     threads: ForwardThreads) -> None:
+    """The calling thread's loop: batches of the frames that are ready, up to ``batch_size``, through the network
+    on ``threads``' thread count."""
+    done = False
+    while not done:
+        batch = [inputs.get()]
+        while len(batch) < batch_size and batch[-1] is not _END:
+            try:
+                batch.append(inputs.get_nowait())
+            except queue.Empty:
+                break
+        if batch[-1] is _END:
+            batch.pop()
+            done = True
+        if batch:
+            inputs_batch = torch.stack([p.input for p in batch])
+            torch.set_num_threads(threads.threads())
+            sink.put(batch, predictor.forward_batch(inputs_batch), inputs_batch.shape[-2:])
+            threads.done(len(batch))
 
 
 def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: threading.Event,
@@ -194,12 +214,13 @@ class _OutputStage:
 
     def __init__(self, predictor: Predictor, source: FrameSource, outputs: VideoOutputs, report: VideoReport,
                  keep_results: bool, on_frame: Callable[[FrameResult], None] | None) -> None:
+        self.predictor = predictor
         self.num_classes, self.thresh = predictor.model.num_classes, predictor.thresh
         self.source, self.outputs, self.report = source, outputs, report
         self.keep_results, self.on_frame = keep_results, on_frame
         self.tracker = IoUTracker() if outputs.track else None
         self.bar: tqdm | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.queue: queue.Queue = queue.Queue(maxsize=2)  # batches
         self._closers: list[Callable[[], None]] = []
         try:
             self._open()
@@ -233,8 +254,10 @@ class _OutputStage:
     def start(self) -> None:
         self.thread.start()
 
-    def put(self, frame: Frame, detections: list[Detection]) -> None:
-        self.queue.put((frame, detections))
+    def put(self, batch: list[_Prepared], output: torch.Tensor, input_hw: tuple[int, int]) -> None:
+        """Queue a batch's network output; its boxes and NMS are done in this stage's thread, overlapping the next
+        batch's forward (they would otherwise wait for each other in the calling thread)."""
+        self.queue.put((batch, output, input_hw))
 
     def finish(self) -> None:
         """Process what is queued, then close every output (the video gets its trailer)."""
@@ -253,10 +276,22 @@ class _OutputStage:
     def _run(self) -> None:
         torch.set_num_threads(1)  # (the tracker's IoU) as in the reader thread
         while (item := self.queue.get()) is not _END:
-            try:
-                self._handle(*item)
-            except Exception as exc:  # noqa: BLE001 (reported; later frames still go out)
-                self.report.errors.append(f"frame {item[0].index + 1}: {exc}")
+            batch, output, input_hw = item
+            for prepared, detections in zip(batch, self._detections(batch, output, input_hw)):
+                try:
+                    self._handle(prepared.frame, detections)
+                except Exception as exc:  # noqa: BLE001 (reported; later frames still go out)
+                    self.report.errors.append(f"frame {prepared.frame.index + 1}: {exc}")
+
+    def _detections(self, batch: list[_Prepared], output: torch.Tensor,
+                    input_hw: tuple[int, int]) -> list[list[Detection]]:
+        """Each frame's detections from the batch's network output; none (and the error reported) if that fails."""
+        try:
+            found = self.predictor.detections_from_output(output, input_hw, [p.info for p in batch])
+            return [self.predictor.to_detections(dets) for dets in found]
+        except Exception as exc:  # noqa: BLE001 (reported; later batches still go out)
+            self.report.errors.append(f"frames {batch[0].frame.index + 1}-{batch[-1].frame.index + 1}: {exc}")
+            return []
 
     def _handle(self, frame: Frame, detections: list[Detection]) -> None:
         width, height = frame.size
@@ -266,13 +301,12 @@ class _OutputStage:
             track_ids = {(b.x, b.y, b.w, b.h): i for b, i in zip(boxes, self.tracker.update(boxes))}
         result = FrameResult(frame.index + 1, width, height, detections, track_ids)
         if self.video is not None or self.mjpeg is not None:
-            drawn = draw_detections(Image.fromarray(frame.image), detections, self.num_classes, self.thresh,
-                                    track_ids)
+            drawn = self._annotated(frame.image, detections, track_ids) if boxes else frame.image
             if self.video is not None:
-                self._guard("video", self.outputs.video, lambda: self.video.write(np.asarray(drawn)))
+                self._guard("video", self.outputs.video, lambda: self.video.write(drawn))
             if self.mjpeg is not None:
                 buffer = io.BytesIO()
-                drawn.save(buffer, format="JPEG", quality=80)
+                Image.fromarray(drawn).save(buffer, format="JPEG", quality=80)
                 self.mjpeg.publish(buffer.getvalue())
         if self.json_file is not None or self.json_stream is not None:
             record = darknet_json_frame(result.frame_id, self.source.name, detections, track_ids)
@@ -293,6 +327,14 @@ class _OutputStage:
             self.on_frame(result)
         if self.bar is not None:
             self.bar.update(1)
+
+    def _annotated(self, image: np.ndarray, detections: list[Detection],
+                   track_ids: dict[tuple[float, float, float, float], int]) -> np.ndarray:
+        """A copy of ``image`` with the boxes drawn (not in place: a source may hand out one array for several
+        frames; the copy costs a tenth of a round trip through a Pillow image)."""
+        drawn = image.copy()
+        draw_detections_on_array(drawn, detections, self.num_classes, self.thresh, track_ids)
+        return drawn
 
     def _guard(self, output: str | None, path: Path | None, work: Callable[[], object]) -> None:
         """Run one write; a failure is reported with its path and, for a stream ``output``, ends that output

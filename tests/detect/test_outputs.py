@@ -10,7 +10,8 @@ from PIL import Image
 
 from darknet_torch.detect.outputs import (OutputWriter, annotated_image_path, label_file_path, output_names,
                                           prepare_output_dir, write_json)
-from darknet_torch.detect.outputs_draw import class_color, draw_detections, font_size, line_width
+from darknet_torch.detect.outputs_draw import (class_color, draw_detections, draw_detections_on_array, font_size,
+                                               line_width)
 from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records, darknet_json_frame,
                                                  darknet_printout, group_by_box, label_lines, select_boxes)
 from darknet_torch.detect.predictor import Detection
@@ -138,6 +139,21 @@ def test_drawing_scales_with_image_size(size):
     assert line_width(4000, 3000) > line_width(640, 480) and font_size(4000, 3000) > font_size(640, 480)
     out = draw_detections(Image.new("RGB", size), [det(0, 0.5, 0.5, 0.5, 1.5, 1.5)], 80)  # box larger than image
     assert out.size == size
+
+
+@pytest.mark.parametrize("size", [(640, 480), (160, 120), (30, 20)])
+def test_drawing_in_place_on_an_array_gives_the_same_pixels(size):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    # overlapping boxes, one at the top edge (label inside), one at the right edge, one larger than the image
+    dets = [det(1, 0.9, 0.5, 0.5, 0.3, 0.4), det(2, 0.6, 0.55, 0.45, 0.2, 0.2), det(0, 0.7, 0.3, 0.02, 0.2, 0.1),
+            det(5, 0.8, 0.97, 0.5, 0.1, 0.3), det(7, 0.3, 0.5, 0.5, 1.5, 1.5)]
+    track_ids = {(dets[0].x, dets[0].y, dets[0].w, dets[0].h): 3}
+    for chosen in (dets[:1], dets[:4], dets, []):
+        expected = np.asarray(draw_detections(Image.fromarray(pixels), chosen, 80, track_ids=track_ids))
+        drawn = pixels.copy()
+        assert draw_detections_on_array(drawn, chosen, 80, track_ids=track_ids) == bool(chosen)
+        assert np.array_equal(drawn, expected)
 
 
 # ----------------------------------------------------------------------------- files

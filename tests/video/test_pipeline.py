@@ -135,3 +135,22 @@ def test_streams_serve_every_frame_to_a_connected_client(predictor, one_thread):
     frames = json.loads(got["json"])  # a slow client may skip frames; the last one always arrives
     assert frames[-1]["frame_id"] == 3 and frames[-1]["filename"] == "gated.mp4"
     assert got["mjpeg"].count(b"Content-Type: image/jpeg") >= 1
+
+
+def test_the_forward_threads_are_tried_then_the_callers_threads_come_back(predictor, tmp_path, monkeypatch):
+    seen = []
+    forward = predictor.forward_batch
+    monkeypatch.setattr(predictor, "forward_batch", lambda batch: (seen.append(torch.get_num_threads()),
+                                                                   forward(batch))[1])
+    video = write_video(tmp_path / "clip.mkv", photo_frames(12, 64, 48))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        report = run_video(predictor, open_source(str(video)), VideoOutputs(), batch_size=1, progress=False)
+        assert report.ok and report.frames == 12 and torch.get_num_threads() == 3
+        assert seen[:5] == [3, 3, 2, 3, 2] and report.forward_threads in (2, 3)  # a warm-up batch, then alternating
+        seen.clear()
+        report = run_video(predictor, open_source(str(video)), VideoOutputs(), forward_threads=1, progress=False)
+        assert report.ok and set(seen) == {1} and report.forward_threads == 1 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)

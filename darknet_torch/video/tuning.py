@@ -1,0 +1,62 @@
+"""How many threads the video pipeline's forward pass gets, chosen from the pipeline's own measured speed.
+
+The forward pass shares the cores with the reader and output threads (decoding, resizing, NMS, drawing, encoding:
+~10 CPU-ms per 640x480 frame).  Which split is faster depends on how long the forward takes next to that side work,
+so neither choice is right for every model and mode.  On 2 cores, shared with other engineers' jobs
+(benchmarks/README.md, "Video"): yolov3-tiny ``--fast exact`` (27 ms forward) ran at 32 frames/s with 2 forward
+threads and 22 with 1; ``--fast bf16`` (13 ms) at 55 with 2 and 62 with 1 (load average ~3.5), and at 6-9 with 2
+and 43-48 with 1 while a heavier load came and went (each layer's OpenMP barrier waits for whichever of the
+forward's threads the kernel has just descheduled).
+:class:`ForwardThreads` therefore tries both (all cores, one fewer) on the first batches, alternating, and keeps the
+one whose batches went through the whole pipeline faster.  The trial is short (one warm-up batch, then two batches
+per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower on one thread),
+which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward output is
+bit-identical on 1 and 2 threads, exact and bf16).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def candidates(cores: int) -> list[int]:
+    """The thread counts to try on ``cores`` (torch's threads): all of them, and one fewer (a core left to the
+    reader and output threads)."""
+    return [cores, cores - 1] if cores > 1 else [1]
+
+
+class ForwardThreads:
+    """The forward's thread count for each batch: a trial of ``trials`` batches per candidate (alternating, after
+    ``warmup`` untimed batches), then the candidate with the lowest median seconds per frame for the rest of the run
+    (one candidate: no trial).
+
+    Call :meth:`threads` before each batch's forward and :meth:`done` after it (with its frame count).  A batch's
+    time runs from the previous :meth:`done` to this one, so it includes waiting for the reader and for room in the
+    output queue: it measures the pipeline's throughput, not the forward's alone.
+    """
+
+    def __init__(self, candidates: list[int], trials: int = 2, warmup: int = 1) -> None:
+        self.candidates = list(dict.fromkeys(max(1, n) for n in candidates))
+        self.trials, self.warmup = trials, warmup
+        self.seconds_per_frame: dict[int, list[float]] = {n: [] for n in self.candidates}
+        self.chosen: int | None = self.candidates[0] if len(self.candidates) == 1 else None
+        self._batches = 0
+        self._last = time.perf_counter()
+
+    def threads(self) -> int:
+        """The thread count for the next batch."""
+        if self.chosen is not None:
+            return self.chosen
+        if self._batches < self.warmup:
+            return self.candidates[0]
+        return self.candidates[(self._batches - self.warmup) % len(self.candidates)]
+
+    def done(self, frames: int) -> None:
+        """Record the batch just run with :meth:`threads`'s count; choose once every candidate had its trial."""
+        now = time.perf_counter()
+        if self.chosen is None and self._batches >= self.warmup and frames:
+            self.seconds_per_frame[self.threads()].append((now - self._last) / frames)
+            if all(len(times) >= self.trials for times in self.seconds_per_frame.values()):
+                self.chosen = min(self.candidates, key=lambda n: statistics.median(self.seconds_per_frame[n]))
+        self._batches += 1
+        self._last = now
