@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
-from darknet_torch.cli.options import add_detection_options, add_fast_argument, inference_settings
+from darknet_torch.cli.options import add_detection_options, add_fast_argument, inference_settings, positive_int
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
@@ -53,11 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_detection_options(p, DETECTOR_TEST)
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the aspect ratio (default: [net] letter_box)")
-    p.add_argument("--batch-size", type=int, default=4,
+    p.add_argument("--batch-size", type=positive_int, default=4,
                    help="frames per forward pass when several are ready (files; default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
     add_fast_argument(p)
-    p.add_argument("--avgframes", "-avgframes", type=int, default=1, metavar="N",
+    p.add_argument("--avgframes", "-avgframes", type=positive_int, default=1, metavar="N",
                    help="detect on the network output averaged over the last N frames (Darknet's -avgframes)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="folder for the default outputs (default: %(default)s)")
     p.add_argument("--out-video", "-out_filename", metavar="FILE",
@@ -180,8 +180,6 @@ def run(args: argparse.Namespace) -> int:
     spec = str(args.camera) if args.camera is not None else args.source
     if spec is None:
         raise CfgError("no source: pass a video file, a camera index (-c 0), a stream URL or an image folder")
-    if args.batch_size < 1 or args.avgframes < 1:
-        raise CfgError("--batch-size and -avgframes must be >= 1")
     output, stem = Path(args.output), source_stem(spec)
     outputs = VideoOutputs(
         video=None if args.no_save_video else Path(args.out_video or output / f"{stem}.mp4"),

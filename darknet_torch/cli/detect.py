@@ -125,8 +125,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
-    if args.batch_size < 1 or args.workers < 0:
-        raise CfgError("--batch-size must be >= 1 and --workers >= 0")
     take_darknet_files(args)
     if ctx.enabled and STDIN_SOURCE in [*args.sources, *args.source]:
         raise CfgError("under torchrun every process would read standard input: give the image paths in a .txt list")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from darknet_torch.cli.options import inference_settings
+from darknet_torch.cli.options import add_img_size_argument, inference_settings, positive_int, unit_float
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
@@ -33,9 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="Darknet .weights or darknet_torch .pt")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default: %(default)s)")
     p.add_argument("--output", "-o", help="output file (default: the weights' name with .onnx)")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"),
-                   help="input height [width] to trace at (default: [net] height/width)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size to trace at (default: %(default)s)")
+    add_img_size_argument(p, "input height [width] to trace at (default: [net] height/width)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size to trace at (default: %(default)s)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size at run time")
     p.add_argument("--dynamic-size", action="store_true",
                    help="any input height/width at run time (multiples of the network's stride)")
@@ -43,9 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s)")
     p.add_argument("--nms", action="store_true",
                    help="append class-wise NMS (ONNX NonMaxSuppression, IoU rule of Darknet's do_nms_sort)")
-    p.add_argument("--nms-thresh", type=float, default=DETECTOR_TEST.nms,
+    p.add_argument("--nms-thresh", type=unit_float, default=DETECTOR_TEST.nms,
                    help="with --nms: IoU above which boxes are suppressed (default: %(default)s)")
-    p.add_argument("--thresh", type=float, default=DETECTOR_TEST.thresh,
+    p.add_argument("--thresh", type=unit_float, default=DETECTOR_TEST.thresh,
                    help="with --nms: keep objectness*class > THRESH (default: %(default)s)")
     p.add_argument("--max-per-class", type=int, default=NmsOptions.max_per_class,
                    help="with --nms: at most this many boxes per image and class (default: %(default)s)")

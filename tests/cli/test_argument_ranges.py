@@ -1,0 +1,62 @@
+"""Out-of-range arguments are usage errors from argparse: exit 2 with one ``error:`` line naming the option, before
+any file is read or model loaded (the files named here do not exist), and never a traceback."""
+from __future__ import annotations
+
+import pytest
+
+from darknet_torch.cli.main import main
+
+FILES = ["--cfg", "missing.cfg", "--weights", "missing.weights"]
+DATA = ["--data", "missing.data", "--cfg", "missing.cfg"]
+
+# id, argv, fragment of the error line
+CASES = [
+    ("detect_batch_size_0", ["detect", "x.jpg", *FILES, "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    ("detect_workers_negative", ["detect", "x.jpg", *FILES, "--workers", "-1"], "--workers: must be >= 0, got -1"),
+    ("detect_thresh_above_1", ["detect", "x.jpg", *FILES, "--thresh", "1.5"], "must be in [0, 1], got 1.5"),
+    ("detect_thresh_nan", ["detect", "x.jpg", *FILES, "--thresh", "nan"], "must be in [0, 1], got nan"),
+    ("detect_nms_negative", ["detect", "x.jpg", *FILES, "--nms", "-0.1"], "--nms/--iou-thres: must be in [0, 1]"),
+    ("detect_darknet_thresh", ["detect", "x.jpg", *FILES, "-thresh", "2"], "--thresh/--conf-thres: must be in"),
+    ("detector_test_darknet_thresh", ["detector", "test", "x.data", "x.cfg", "x.weights", "x.jpg", "-thresh", "2"],
+     "--thresh/--conf-thres: must be in [0, 1], got 2"),
+    ("detect_img_size_3_values", ["detect", "x.jpg", *FILES, "--img-size", "96", "128", "160"],
+     "--img-size: takes H or H W, got 3 values"),
+    ("detect_img_size_0", ["detect", "x.jpg", *FILES, "--img-size", "0"], "--img-size: must be >= 1, got 0"),
+    ("map_batch_size_0", ["map", *DATA, "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    ("map_workers_negative", ["map", *DATA, "--workers", "-1"], "--workers: must be >= 0, got -1"),
+    ("map_darknet_thresh", ["map", *DATA, "-thresh", "3"], "--thresh/-thresh: must be in [0, 1], got 3"),
+    ("map_det_thresh", ["map", *DATA, "--det-thresh", "3"], "--det-thresh: must be in [0, 1], got 3"),
+    ("map_iou_thresh_1", ["map", *DATA, "--iou-thresh", "1"], "must be in [0, 1), got 1"),
+    ("map_points_1", ["map", *DATA, "--points", "1"], "--points/-points: must be 0 or >= 2"),
+    ("export_batch_size_0", ["export", *FILES, "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    ("export_nms_thresh", ["export", *FILES, "--nms", "--nms-thresh", "3"], "--nms-thresh: must be in [0, 1]"),
+    ("export_thresh", ["export", *FILES, "--nms", "--thresh", "-1"], "--thresh: must be in [0, 1], got -1"),
+    ("export_img_size_3_values", ["export", *FILES, "--img-size", "1", "2", "3"], "takes H or H W, got 3 values"),
+    ("demo_batch_size_0", ["demo", "x.mp4", *FILES, "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    ("demo_avgframes_0", ["demo", "x.mp4", *FILES, "-avgframes", "0"], "--avgframes/-avgframes: must be >= 1"),
+    ("demo_thresh", ["demo", "x.mp4", *FILES, "--thresh", "3"], "--thresh/--conf-thres: must be in [0, 1]"),
+    ("serve_thresh", ["serve", *FILES, "--thresh", "3"], "--thresh/--conf-thres: must be in [0, 1], got 3"),
+    ("not_a_number", ["detect", "x.jpg", *FILES, "--batch-size", "four"], "expected an integer, got 'four'"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_out_of_range_argument_is_a_usage_error(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2
+    assert fragment in err and "error: argument" in err, err
+    assert "Traceback" not in err and not out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["detect", "x.jpg", "--img-size", "96"], (96, 96)),
+    (["detect", "x.jpg", "--img-size", "96", "128"], (96, 128)),
+    (["detect", "x.jpg"], None),
+    (["export", *FILES, "--img-size", "64", "96"], (64, 96)),
+])
+def test_img_size_is_height_width(argv, expected):
+    from darknet_torch.cli.main import build_parser
+
+    assert build_parser().parse_args(argv).img_size == expected
