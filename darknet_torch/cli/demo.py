@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
-from darknet_torch.cli.options import add_detection_options, add_fast_argument, inference_settings, positive_int
+from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
+                                       non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
@@ -44,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "MJPEG and JSON streams over HTTP. Needs the 'video' extra (PyAV).")
     p.add_argument("source", nargs="?", metavar="SOURCE",
                    help="video file, camera index (0), rtsp:// or http:// URL, image folder/glob/.txt list")
-    p.add_argument("-c", "--camera", type=int, metavar="N", help="camera index (Darknet's -c)")
+    p.add_argument("-c", "--camera", type=non_negative_int, metavar="N", help="camera index (Darknet's -c)")
     p.add_argument("--cfg", default=DEFAULT_CFG, help="Darknet .cfg (default: %(default)s)")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="Darknet .weights or .pt (default: %(default)s)")
     names = p.add_mutually_exclusive_group()
@@ -69,19 +70,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-json", action="store_true", help="no JSON lines file")
     p.add_argument("--save-labels", action="store_true",
                    help="Darknet label files per frame in OUTPUT/labels/<source>_<frame>.txt")
-    p.add_argument("--mjpeg-port", "-mjpeg_port", type=int, metavar="PORT",
+    p.add_argument("--mjpeg-port", "-mjpeg_port", type=port_number, metavar="PORT",
                    help="serve the annotated frames as an MJPEG stream on http://HOST:PORT/")
-    p.add_argument("--json-port", "-json_port", type=int, metavar="PORT",
+    p.add_argument("--json-port", "-json_port", type=port_number, metavar="PORT",
                    help="serve the detections as Darknet's JSON stream on http://HOST:PORT/")
     p.add_argument("--host", default="127.0.0.1",
                    help="address of the HTTP streams (default: %(default)s, this machine only)")
     p.add_argument("--ext-output", action="store_true",
                    help="print each frame's detections with their boxes in pixels (Darknet's -ext_output)")
     p.add_argument("--no-track", action="store_true", help="no track ids")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (cameras and streams)")
-    p.add_argument("--fps", type=float, help="frame rate of image sequences and of the output (default: the "
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames (cameras and streams)")
+    p.add_argument("--fps", type=positive_float, help="frame rate of image sequences and of the output (default: the "
                    "source's, 25 for images)")
-    p.add_argument("--retries", type=int, default=5,
+    p.add_argument("--retries", type=non_negative_int, default=5,
                    help="reconnection attempts when a stream drops, with doubling back-off (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
