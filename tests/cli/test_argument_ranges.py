@@ -44,6 +44,12 @@ CASES = [
     ("demo_mjpeg_port", ["demo", "x.mp4", *FILES, "-mjpeg_port", "99999"], "must be from 1 to 65535, got 99999"),
     ("demo_json_port", ["demo", "x.mp4", *FILES, "--json-port", "0"], "must be from 1 to 65535, got 0"),
     ("serve_thresh", ["serve", *FILES, "--thresh", "3"], "--thresh/--conf-thres: must be in [0, 1], got 3"),
+    ("serve_port_too_high", ["serve", *FILES, "--port", "99999"], "--port: must be from 1 to 65535, got 99999"),
+    ("serve_port_negative", ["serve", *FILES, "--port", "-1"], "--port: must be from 1 to 65535, got -1"),
+    ("serve_threads_0", ["serve", *FILES, "--threads", "0"], "--threads: must be >= 1, got 0"),
+    ("serve_batch_wait_negative", ["serve", *FILES, "--batch-wait-ms", "-1"], "--batch-wait-ms: must be in [0, inf]"),
+    ("serve_timeout_0", ["serve", *FILES, "--timeout", "0"], "--timeout: must be in (0, inf], got 0"),
+    ("serve_max_response_kb_1", ["serve", *FILES, "--max-response-kb", "1"], "--max-response-kb: must be >= 4"),
     ("not_a_number", ["detect", "x.jpg", *FILES, "--batch-size", "four"], "expected an integer, got 'four'"),
 ]
 
