@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from darknet_torch.cli.options import add_img_size_argument, inference_settings, positive_int, unit_float
+from darknet_torch.cli.options import add_img_size_argument, inference_settings, int_at_least, positive_int, unit_float
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size at run time")
     p.add_argument("--dynamic-size", action="store_true",
                    help="any input height/width at run time (multiples of the network's stride)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    p.add_argument("--opset", type=int_at_least(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s)")
     p.add_argument("--nms", action="store_true",
                    help="append class-wise NMS (ONNX NonMaxSuppression, IoU rule of Darknet's do_nms_sort)")
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --nms: IoU above which boxes are suppressed (default: %(default)s)")
     p.add_argument("--thresh", type=unit_float, default=DETECTOR_TEST.thresh,
                    help="with --nms: keep objectness*class > THRESH (default: %(default)s)")
-    p.add_argument("--max-per-class", type=int, default=NmsOptions.max_per_class,
+    p.add_argument("--max-per-class", type=positive_int, default=NmsOptions.max_per_class,
                    help="with --nms: at most this many boxes per image and class (default: %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     p.set_defaults(run=run)

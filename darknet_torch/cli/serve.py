@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="image decoder (default: %(default)s, which refuses truncated files); stb = Darknet's own "
                         "(needs libstb; exact pixels, but decodes a truncated JPEG as Darknet does, grey-filled)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads for the model (default: torch's, one per core)")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch CPU threads for the model (default: torch's, one per core)")
     add_fast_argument(p)
     p.add_argument("--calibration", default=DEFAULT_SOURCE,
                    help="images to calibrate --fast int8 on: file, folder, list or glob (default: %(default)s)")
