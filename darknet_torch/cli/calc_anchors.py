@@ -7,6 +7,7 @@ import logging
 import numpy as np
 
 from darknet_torch.cli.options import non_negative_int, positive_int
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.errors import DarknetError
 from darknet_torch.evaluate.anchors import format_anchors, kmeans_anchors, load_label_sizes, plot_anchors
 from darknet_torch.files import write_atomic
@@ -34,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for path in (args.output, args.show):
+        if path:
+            prepare_output_file(path)
     sizes = load_label_sizes(args.data, args.width, args.height)
     for issue in sizes.issues[:MAX_ISSUES_SHOWN]:
         log.warning("%s", issue)

@@ -7,6 +7,7 @@ from pathlib import Path
 from darknet_torch.cli.options import positive_int
 from darknet_torch.config.custom import customize_cfg_file
 from darknet_torch.config.data_files import read_names
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.errors import CfgError
 from darknet_torch.files import write_atomic
 
@@ -39,6 +40,7 @@ def class_count(classes: int | None, names: str | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_output_file(args.output)
     classes = class_count(args.classes, args.names)
     data, edits = customize_cfg_file(args.cfg, classes, darknet_schedule=args.darknet_schedule)
     write_atomic(Path(args.output), data)
