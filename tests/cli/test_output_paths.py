@@ -4,12 +4,12 @@ only seen if it is checked first."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from darknet_torch.cli.main import main
+from tests.cli.test_bad_input import refuse_new_files
 
 MISSING = ["--cfg", "missing.cfg", "--weights", "missing.weights"]
 
@@ -26,20 +26,10 @@ COMMANDS = [
 
 @pytest.fixture()
 def read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder nothing can be created in (for root, who ignores permission bits, creating files there fails)."""
     folder = tmp_path / "read-only"
     folder.mkdir()
-    folder.chmod(0o555)
-    if os.access(folder, os.W_OK):
-        real = tempfile.mkstemp
-
-        def refuse(*args, dir=None, **kwargs):
-            if dir is not None and Path(dir) == folder:
-                raise PermissionError(13, "Permission denied")
-            return real(*args, dir=dir, **kwargs)
-        monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    yield folder
-    folder.chmod(0o755)
+    refuse_new_files(folder, monkeypatch)
+    return folder
 
 
 def _output(case: str, tmp_path: Path, read_only: Path) -> tuple[str, str]:
