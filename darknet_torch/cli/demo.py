@@ -25,6 +25,7 @@ from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHT
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
                                        non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.outputs import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
@@ -187,6 +188,11 @@ def run(args: argparse.Namespace) -> int:
         json_lines=None if args.no_json else Path(args.json or output / f"{stem}.jsonl"),
         labels_dir=output / "labels" if args.save_labels else None,
         mjpeg_port=args.mjpeg_port, json_port=args.json_port, host=args.host, track=not args.no_track)
+    for path in (outputs.video, outputs.json_lines):  # unwritable outputs fail before the source and the model
+        if path is not None:
+            prepare_output_file(path)
+    if outputs.labels_dir is not None:
+        prepare_output_dir(outputs.labels_dir)
     source = open_source(spec, fps=args.fps, retries=args.retries)
     try:
         predictor = demo_predictor(args)

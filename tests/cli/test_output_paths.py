@@ -60,3 +60,40 @@ def test_output_to_a_device_or_a_new_folder_is_fine(tmp_path, golden_dir, capsys
     assert main(["custom-cfg", "--cfg", str(cfg), "--classes", "3", "--output", os.devnull]) == 0
     assert main(["custom-cfg", "--cfg", str(cfg), "--classes", "3", "--output", str(tmp_path / "new" / "x.cfg")]) == 0
     assert "classes=3" in (tmp_path / "new" / "x.cfg").read_text()
+
+
+# ---- output folders: detect and demo check theirs before reading the source or loading the model ----------------
+
+FOLDER_COMMANDS = [
+    # id, command line, its output folder option, the folder it writes in below OUTPUT
+    ("detect", ["detect", "x.jpg", *MISSING], "--output", ""),
+    ("demo_output", ["demo", "missing.mp4", *MISSING], "--output", ""),
+    ("demo_labels", ["demo", "missing.mp4", *MISSING, "--no-save-video", "--no-json", "--save-labels"], "--output",
+     "labels"),
+]
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "read_only_folder"])
+@pytest.mark.parametrize("argv, option, below", [c[1:] for c in FOLDER_COMMANDS], ids=[c[0] for c in FOLDER_COMMANDS])
+def test_unwritable_output_folder_is_refused_first(argv, option, below, case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.jpg").write_bytes(b"")
+    if case == "under_a_file":
+        (tmp_path / "a_file").write_text("")
+        output = tmp_path / "a_file" / "out"
+        message = f"{output / below}: cannot write to the output folder (Not a directory)"
+    else:
+        output = tmp_path / "out"
+        (output / below).mkdir(parents=True)
+        refuse_new_files(output / below, monkeypatch)
+        message = f"{output / below}: cannot write to the output folder (Permission denied)"
+    assert main([*argv, option, str(output)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"error: {message}\n" and not out
+
+
+@pytest.mark.parametrize("option", ["-out_filename", "--json"])
+def test_demo_output_file_under_a_file_is_refused_first(option, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["demo", "missing.mp4", *MISSING, option, str(tmp_path / "a_file" / "out")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'a_file'}: output path exists and is not a folder\n"
