@@ -34,8 +34,16 @@ RAW_ARGUMENTS = ("detector", "classifier")
 KEEP_FREED_MEMORY = ("detect", "map", "train")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line, ``PROG: error: MESSAGE (see PROG --help)``, exit 2: without argparse's usage block,
+    which for most commands is a dozen lines above the one that matters. Sub-parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="darknet_torch", description="Darknet in PyTorch: detect, map, train, "
+    parser = OneLineErrors(prog="darknet_torch", description="Darknet in PyTorch: detect, map, train, "
                                      "export with Darknet's own .cfg/.weights/.data files.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")

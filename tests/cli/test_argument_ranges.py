@@ -95,3 +95,16 @@ def test_img_size_is_height_width(argv, expected):
     from darknet_torch.cli.main import build_parser
 
     assert build_parser().parse_args(argv).img_size == expected
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["detect", "--batch-size", "0"],
+     "darknet_torch detect: error: argument --batch-size: must be >= 1, got 0 (see darknet_torch detect --help)"),
+    (["summary"], "darknet_torch summary: error: the following arguments are required: --cfg "
+                  "(see darknet_torch summary --help)"),
+    ([], "darknet_torch: error: the following arguments are required: command (see darknet_torch --help)"),
+])
+def test_usage_errors_are_one_line(argv, line, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and capsys.readouterr().err == line + "\n"  # no usage block above it
