@@ -63,3 +63,12 @@ def test_ctrl_c_while_the_parser_is_built_is_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(cli_main, "build_parser", interrupted)
     assert cli_main.main(["summary", "--cfg", "x.cfg"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("argv", [["detect", "--device", "bogus"], ["map", "a.data", "b.cfg", "--device", "-1"],
+                                  ["train", "a.data", "b.cfg", "--device", "gpu"]])
+def test_a_bad_device_is_one_line(argv, capsys, monkeypatch):
+    monkeypatch.setattr(cli_main, "keep_freed_memory", lambda: True)
+    assert cli_main.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device '") and "is not a device name" in err and "Traceback" not in err
