@@ -1,13 +1,15 @@
 """``darknet_torch serve``: an HTTP prediction service for one model (``POST /predict``, ``GET /health``, ``GET /``).
 
 Binds to 127.0.0.1 unless ``--host`` says otherwise.  Exit status 2 for a usage or configuration error (bad cfg,
-missing weights, the ``serve`` extra not installed), reported before the server starts.
+missing weights, the ``serve`` extra not installed, an address that cannot be listened on), reported before the
+server starts (the address is bound before the model loads).
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import logging
+import socket
 
 import torch
 
@@ -90,20 +92,44 @@ def run(args: argparse.Namespace) -> int:
                          timeout=args.timeout, decoder=args.decoder, max_detections=args.max_detections,
                          max_response_bytes=args.max_response_kb * 1024, header_timeout=args.header_timeout,
                          max_connections=args.max_connections)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.cfg, args.weights, select_device(args.device))
-    calibration = expand_sources([args.calibration]) if args.fast == "int8" else []
-    predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
-                                calibration=calibration)
-    if not _is_loopback(args.host):
-        log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
-    log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
-             f"--fast {args.fast}" if args.fast else "plain model", torch.get_num_threads(), config.max_batch,
-             config.queue_size)
-    uvicorn.run(create_app(predictor, config, model_name=str(args.cfg)), host=args.host, port=args.port,
-                log_level="info", **uvicorn_options(config))
-    return 0
+    sock = listening_socket(args.host, args.port)  # before the model loads: a taken port fails at once
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        model = load_model(args.cfg, args.weights, select_device(args.device))
+        calibration = expand_sources([args.calibration]) if args.fast == "int8" else []
+        predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
+                                    calibration=calibration)
+        if not _is_loopback(args.host):
+            log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
+        log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
+                 f"--fast {args.fast}" if args.fast else "plain model", torch.get_num_threads(), config.max_batch,
+                 config.queue_size)
+        server = uvicorn.Server(uvicorn.Config(create_app(predictor, config, model_name=str(args.cfg)),
+                                               host=args.host, port=args.port, log_level="info",
+                                               **uvicorn_options(config)))
+        log.info("listening on http://%s:%d/ (Ctrl-C to stop)", f"[{args.host}]" if ":" in args.host else args.host,
+                 args.port)
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0 if server.started else 1
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` as uvicorn binds one (IPv6 for a host with ':'), for ``Server.run``.
+
+    Raises:
+        DarknetError: the address is in use, not this machine's, or not resolvable (one line naming it).
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DarknetError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
+    return sock
 
 
 def _is_loopback(host: str) -> bool:
