@@ -73,7 +73,7 @@ def _resolve(path: str | os.PathLike[str]) -> tuple[Path, int | None]:
     target = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     try:
         return target, target.lstat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (NotADirectory: a parent is a file)
         return target, None
 
 

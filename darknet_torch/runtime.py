@@ -12,7 +12,10 @@ def select_device(name: str | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.isdigit():
         name = f"cuda:{name}"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists its twenty device types
+        raise DarknetError(f"device {name!r} is not a device name; use --device cpu, cuda, cuda:N or N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DarknetError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device

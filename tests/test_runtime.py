@@ -53,6 +53,9 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(DarknetError, match="CUDA is not available"):
             select_device("0")
+    for name in ("bogus", "-1", "cuda:x"):  # torch's RuntimeError was a traceback in every command
+        with pytest.raises(DarknetError, match=f"device '{name}' is not a device name; use --device cpu"):
+            select_device(name)
 
 
 def test_loader_workers_default_to_none_on_the_cpu():

@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 
+from darknet_torch.cli.options import non_negative_int, positive_int
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.errors import DarknetError
 from darknet_torch.evaluate.anchors import format_anchors, kmeans_anchors, load_label_sizes, plot_anchors
 from darknet_torch.files import write_atomic
@@ -15,30 +17,27 @@ log = logging.getLogger(__name__)
 MAX_ISSUES_SHOWN = 10
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calc_anchors", help="k-means anchors from the training labels (Darknet's calc_anchors)",
                        description="Cluster the (w, h) of every training label, scaled to the network size, with "
                                    "distance 1-IoU, and print the 'anchors = ...' line for the cfg and the average "
                                    "IoU.")
     p.add_argument("--data", required=True, help="Darknet .data file; its train= list gives the images")
-    p.add_argument("--num-of-clusters", type=_positive, default=5,
+    p.add_argument("--num-of-clusters", type=positive_int, default=5,
                    help="number of anchors (default: %(default)s, as Darknet; YOLOv3/v4 cfgs use 9)")
-    p.add_argument("--width", type=_positive, required=True, help="network width ([net] width)")
-    p.add_argument("--height", type=_positive, required=True, help="network height ([net] height)")
-    p.add_argument("--seed", type=int, help="random seed of the initial centres (default: a fresh one, printed)")
+    p.add_argument("--width", type=positive_int, required=True, help="network width ([net] width)")
+    p.add_argument("--height", type=positive_int, required=True, help="network height ([net] height)")
+    p.add_argument("--seed", type=non_negative_int,
+                   help="random seed of the initial centres (default: a fresh one, printed)")
     p.add_argument("--show", metavar="PLOT", help="save a scatter plot of the clusters to this image file")
     p.add_argument("--output", metavar="FILE", help="also write the anchors to FILE (Darknet writes anchors.txt)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    for path in (args.output, args.show):
+        if path:
+            prepare_output_file(path)
     sizes = load_label_sizes(args.data, args.width, args.height)
     for issue in sizes.issues[:MAX_ISSUES_SHOWN]:
         log.warning("%s", issue)

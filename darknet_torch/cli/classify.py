@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from darknet_torch.classify import Classifier
+from darknet_torch.cli.options import positive_int
 from darknet_torch.config.data_files import read_data_file, read_names, resolve_relative
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DataError
@@ -34,7 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     names = p.add_mutually_exclusive_group()
     names.add_argument("--names", help="class names, one per line (default: class numbers)")
     names.add_argument("--data", help="Darknet .data file: names= (or labels=) gives the names, top= the default top")
-    p.add_argument("--top", type=int, help=f"classes to print per image (default: the .data top=, else {DEFAULT_TOP})")
+    p.add_argument("--top", type=positive_int,
+                   help=f"classes to print per image (default: the .data top=, else {DEFAULT_TOP})")
     p.add_argument("--decoder", choices=("auto", "stb", "pil"), default="auto",
                    help="JPEG decoder: stb is Darknet's own (needs libstb); auto uses it when installed")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA if available)")

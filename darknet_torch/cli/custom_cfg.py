@@ -4,17 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from darknet_torch.cli.options import positive_int
 from darknet_torch.config.custom import customize_cfg_file
 from darknet_torch.config.data_files import read_names
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.errors import CfgError
 from darknet_torch.files import write_atomic
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "the [convolutional] before it ((classes+5)*anchors for yolo, (classes+9)*anchors for "
                        "Gaussian_yolo, (coords+1+classes)*num for region). Other lines are kept byte for byte.")
     p.add_argument("--cfg", required=True, help="source .cfg file")
-    p.add_argument("--classes", type=_positive_int, help="number of classes (default: lines of --names)")
+    p.add_argument("--classes", type=positive_int, help="number of classes (default: lines of --names)")
     p.add_argument("--names", help=".names file; its line count is the number of classes")
     p.add_argument("--output", required=True, help="where to write the new .cfg")
     p.add_argument("--darknet-schedule", action="store_true",
@@ -45,6 +40,7 @@ def class_count(classes: int | None, names: str | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_output_file(args.output)
     classes = class_count(args.classes, args.names)
     data, edits = customize_cfg_file(args.cfg, classes, darknet_schedule=args.darknet_schedule)
     write_atomic(Path(args.output), data)

@@ -22,8 +22,10 @@ from typing import Callable, Iterator
 from tqdm import tqdm
 
 from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
-from darknet_torch.cli.options import add_detection_options, add_fast_argument, inference_settings
+from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
+                                       non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.outputs import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
@@ -44,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "MJPEG and JSON streams over HTTP. Needs the 'video' extra (PyAV).")
     p.add_argument("source", nargs="?", metavar="SOURCE",
                    help="video file, camera index (0), rtsp:// or http:// URL, image folder/glob/.txt list")
-    p.add_argument("-c", "--camera", type=int, metavar="N", help="camera index (Darknet's -c)")
+    p.add_argument("-c", "--camera", type=non_negative_int, metavar="N", help="camera index (Darknet's -c)")
     p.add_argument("--cfg", default=DEFAULT_CFG, help="Darknet .cfg (default: %(default)s)")
     p.add_argument("--weights", default=DEFAULT_WEIGHTS, help="Darknet .weights or .pt (default: %(default)s)")
     names = p.add_mutually_exclusive_group()
@@ -53,11 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_detection_options(p, DETECTOR_TEST)
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the aspect ratio (default: [net] letter_box)")
-    p.add_argument("--batch-size", type=int, default=4,
+    p.add_argument("--batch-size", type=positive_int, default=4,
                    help="frames per forward pass when several are ready (files; default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
     add_fast_argument(p)
-    p.add_argument("--avgframes", "-avgframes", type=int, default=1, metavar="N",
+    p.add_argument("--avgframes", "-avgframes", type=positive_int, default=1, metavar="N",
                    help="detect on the network output averaged over the last N frames (Darknet's -avgframes)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="folder for the default outputs (default: %(default)s)")
     p.add_argument("--out-video", "-out_filename", metavar="FILE",
@@ -69,19 +71,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-json", action="store_true", help="no JSON lines file")
     p.add_argument("--save-labels", action="store_true",
                    help="Darknet label files per frame in OUTPUT/labels/<source>_<frame>.txt")
-    p.add_argument("--mjpeg-port", "-mjpeg_port", type=int, metavar="PORT",
+    p.add_argument("--mjpeg-port", "-mjpeg_port", type=port_number, metavar="PORT",
                    help="serve the annotated frames as an MJPEG stream on http://HOST:PORT/")
-    p.add_argument("--json-port", "-json_port", type=int, metavar="PORT",
+    p.add_argument("--json-port", "-json_port", type=port_number, metavar="PORT",
                    help="serve the detections as Darknet's JSON stream on http://HOST:PORT/")
     p.add_argument("--host", default="127.0.0.1",
                    help="address of the HTTP streams (default: %(default)s, this machine only)")
     p.add_argument("--ext-output", action="store_true",
                    help="print each frame's detections with their boxes in pixels (Darknet's -ext_output)")
     p.add_argument("--no-track", action="store_true", help="no track ids")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (cameras and streams)")
-    p.add_argument("--fps", type=float, help="frame rate of image sequences and of the output (default: the "
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames (cameras and streams)")
+    p.add_argument("--fps", type=positive_float, help="frame rate of image sequences and of the output (default: the "
                    "source's, 25 for images)")
-    p.add_argument("--retries", type=int, default=5,
+    p.add_argument("--retries", type=non_negative_int, default=5,
                    help="reconnection attempts when a stream drops, with doubling back-off (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -180,14 +182,17 @@ def run(args: argparse.Namespace) -> int:
     spec = str(args.camera) if args.camera is not None else args.source
     if spec is None:
         raise CfgError("no source: pass a video file, a camera index (-c 0), a stream URL or an image folder")
-    if args.batch_size < 1 or args.avgframes < 1:
-        raise CfgError("--batch-size and -avgframes must be >= 1")
     output, stem = Path(args.output), source_stem(spec)
     outputs = VideoOutputs(
         video=None if args.no_save_video else Path(args.out_video or output / f"{stem}.mp4"),
         json_lines=None if args.no_json else Path(args.json or output / f"{stem}.jsonl"),
         labels_dir=output / "labels" if args.save_labels else None,
         mjpeg_port=args.mjpeg_port, json_port=args.json_port, host=args.host, track=not args.no_track)
+    for path in (outputs.video, outputs.json_lines):  # unwritable outputs fail before the source and the model
+        if path is not None:
+            prepare_output_file(path)
+    if outputs.labels_dir is not None:
+        prepare_output_dir(outputs.labels_dir)
     source = open_source(spec, fps=args.fps, retries=args.retries)
     try:
         predictor = demo_predictor(args)

@@ -22,6 +22,7 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
+from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
@@ -125,8 +126,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
-    if args.batch_size < 1 or args.workers < 0:
-        raise CfgError("--batch-size must be >= 1 and --workers >= 0")
     take_darknet_files(args)
     if ctx.enabled and STDIN_SOURCE in [*args.sources, *args.source]:
         raise CfgError("under torchrun every process would read standard input: give the image paths in a .txt list")
@@ -135,6 +134,8 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     videos = [s for s in sources if is_video_file(s)]  # video files go through darknet_torch.video
     paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
         else []
+    if paths:
+        prepare_output_dir(args.output)  # before the model loads (detect_images checks it again)
     model = load_model(args.cfg, args.weights, ctx.device)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from darknet_torch.cli.options import inference_settings
+from darknet_torch.cli.options import add_img_size_argument, inference_settings, int_at_least, positive_int, unit_float
 from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, NmsOptions, compare_with_torch,
@@ -33,21 +34,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="Darknet .weights or darknet_torch .pt")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default: %(default)s)")
     p.add_argument("--output", "-o", help="output file (default: the weights' name with .onnx)")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"),
-                   help="input height [width] to trace at (default: [net] height/width)")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size to trace at (default: %(default)s)")
+    add_img_size_argument(p, "input height [width] to trace at (default: [net] height/width)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="batch size to trace at (default: %(default)s)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size at run time")
     p.add_argument("--dynamic-size", action="store_true",
                    help="any input height/width at run time (multiples of the network's stride)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+    p.add_argument("--opset", type=int_at_least(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET,
                    help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s)")
     p.add_argument("--nms", action="store_true",
                    help="append class-wise NMS (ONNX NonMaxSuppression, IoU rule of Darknet's do_nms_sort)")
-    p.add_argument("--nms-thresh", type=float, default=DETECTOR_TEST.nms,
+    p.add_argument("--nms-thresh", type=unit_float, default=DETECTOR_TEST.nms,
                    help="with --nms: IoU above which boxes are suppressed (default: %(default)s)")
-    p.add_argument("--thresh", type=float, default=DETECTOR_TEST.thresh,
+    p.add_argument("--thresh", type=unit_float, default=DETECTOR_TEST.thresh,
                    help="with --nms: keep objectness*class > THRESH (default: %(default)s)")
-    p.add_argument("--max-per-class", type=int, default=NmsOptions.max_per_class,
+    p.add_argument("--max-per-class", type=positive_int, default=NmsOptions.max_per_class,
                    help="with --nms: at most this many boxes per image and class (default: %(default)s)")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     p.set_defaults(run=run)
@@ -89,9 +89,9 @@ def _verify(path: Path, model: Darknet, size: tuple[int, int], args: argparse.Na
 def run(args: argparse.Namespace) -> int:
     settings = inference_settings(args, DETECTOR_TEST, nms=args.nms_thresh)  # --nms is a flag here
     size = settings.input_size
+    output = prepare_output_file(args.output or Path(args.weights).with_suffix(".onnx"))
     predictor = build_predictor(args.cfg, settings, weights=args.weights, device="cpu")
     model = predictor.model
-    output = Path(args.output) if args.output else Path(args.weights).with_suffix(".onnx")
     nms = NmsOptions(settings.nms, settings.thresh, args.max_per_class) if args.nms else None
     if nms is not None and predictor.nms_kind in ("greedynms", "diounms"):
         log.warning("the cfg asks for nms_kind=%s (DIoU-based in Darknet); the ONNX graph uses plain IoU NMS",

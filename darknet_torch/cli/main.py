@@ -34,8 +34,16 @@ RAW_ARGUMENTS = ("detector", "classifier")
 KEEP_FREED_MEMORY = ("detect", "map", "train")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage error is one line, ``PROG: error: MESSAGE (see PROG --help)``, exit 2: without argparse's usage block,
+    which for most commands is a dozen lines above the one that matters. Sub-parsers are of the same class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="darknet_torch", description="Darknet in PyTorch: detect, map, train, "
+    parser = OneLineErrors(prog="darknet_torch", description="Darknet in PyTorch: detect, map, train, "
                                      "export with Darknet's own .cfg/.weights/.data files.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
@@ -56,13 +64,15 @@ def with_darknet_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(with_darknet_flags(parser, sys.argv[1:] if argv is None else list(argv)))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
-    if args.command in KEEP_FREED_MEMORY:
-        logging.getLogger(__name__).debug("glibc keeps freed memory for reuse: %s", keep_freed_memory())
+    """Run one command: exit status 2 with one ``error:`` line for a DarknetError (and argparse's usage errors), 130
+    for Ctrl-C from the parser's build on (earlier, while Python imports torch, Python's own handler runs)."""
     try:
+        parser = build_parser()
+        args = parser.parse_args(with_darknet_flags(parser, sys.argv[1:] if argv is None else list(argv)))
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
+        if args.command in KEEP_FREED_MEMORY:
+            logging.getLogger(__name__).debug("glibc keeps freed memory for reuse: %s", keep_freed_memory())
         return int(args.run(args) or 0)
     except DarknetError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,8 @@ import logging
 import sys
 
 from darknet_torch.cli.distributed import run_on_every_rank
-from darknet_torch.cli.options import add_inference_options, inference_settings
+from darknet_torch.cli.options import (add_inference_options, float_in, inference_settings, non_negative_int,
+                                       unit_float)
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs import prepare_output_dir
@@ -32,6 +33,14 @@ from darknet_torch.model.loading import load_model
 log = logging.getLogger(__name__)
 
 
+def _points(text: str) -> int:
+    """--points: 0 (area under the curve) or a number of recall points >= 2."""
+    value = non_negative_int(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("must be 0 or >= 2 (11, 101), got 1")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("map", help="mean average precision on a .data file's valid= list (Darknet's detector map)",
                        description="Darknet's 'detector map' with its exact detections, matching and AP, plus "
@@ -41,14 +50,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="Darknet .data file: valid= (image list), names=, classes=")
     p.add_argument("--cfg", help="Darknet .cfg file")
     p.add_argument("--weights", help="Darknet .weights or darknet_torch .pt")
-    p.add_argument("--points", "-points", type=int, default=0,
+    p.add_argument("--points", "-points", type=_points, default=0,
                    help="0: area under the curve (default), 11: PascalVOC 2007, 101: MS COCO")
-    p.add_argument("--iou-thresh", "-iou_thresh", type=float, default=0.5,
+    p.add_argument("--iou-thresh", "-iou_thresh", type=float_in(0, 1, high_open=True), default=0.5,
                    help="a detection is a TP when IoU > this (default: %(default)s)")
-    p.add_argument("--thresh", "-thresh", type=float, default=0.25,
+    p.add_argument("--thresh", "-thresh", type=unit_float, default=0.25,
                    help="Darknet's -thresh: confidence of the precision/recall/TP/FP/average-IoU lines "
                         "(default: %(default)s)")
-    p.add_argument("--det-thresh", type=float, default=DETECTOR_MAP.thresh,
+    p.add_argument("--det-thresh", type=unit_float, default=DETECTOR_MAP.thresh,
                    help="detection threshold; Darknet's map hard-codes %(default)s")
     add_inference_options(p, batch_size=8, workers=None, letter_box_help="letterbox instead of stretching (default: "
                           "the cfg's [net] letter_box, as Darknet's map)")
@@ -75,23 +84,11 @@ def _files(args: argparse.Namespace) -> tuple[str, str, str | None]:
     return args.data, args.cfg, args.weights
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    if args.points != 0 and args.points < 2:
-        raise CfgError(f"--points must be 0 or >= 2 (11, 101), got {args.points}")
-    if not 0 <= args.iou_thresh < 1:
-        raise CfgError(f"--iou-thresh must be in [0, 1), got {args.iou_thresh}")
-    if not 0 <= args.thresh <= 1:
-        raise CfgError(f"--thresh must be from 0 to 1, got {args.thresh}")
-    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
-        raise CfgError("--batch-size must be >= 1 and --workers >= 0")
-
-
 def run(args: argparse.Namespace) -> int:
     return run_on_every_rank(_map, args)
 
 
 def _map(args: argparse.Namespace, ctx: DistContext) -> int:
-    _check_options(args)
     # -thresh is the confidence of Darknet's summary lines; the detection threshold is --det-thresh
     settings = inference_settings(args, DETECTOR_MAP, thresh=args.det_thresh)
     data_path, cfg, weights = _files(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.train.checkpoint import write_partial
 
 
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_output_file(args.output)
     model = write_partial(args.cfg, args.weights, args.output, args.layers)
     kept = sum(p.numel() for m in list(model.module_list)[: args.layers] for p in m.parameters())
     print(f"wrote {args.output}: layers 0..{args.layers - 1} ({kept:,} parameters), seen 0")

@@ -8,10 +8,11 @@ each convolution lost.  Fine-tune the result with ``darknet_torch train --cfg <o
 from __future__ import annotations
 
 import argparse
-import math
 
 from terminaltables import AsciiTable
 
+from darknet_torch.cli.options import float_in, non_negative_float, positive_int
+from darknet_torch.detect.outputs import prepare_output_file
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.prune import PruningPlan, apply_pruning, network_cost, plan_pruning, save_pruned
 from darknet_torch.model.darknet import Darknet
@@ -27,12 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cfg", required=True, help="Darknet .cfg")
     p.add_argument("--weights", required=True, help="Darknet .weights (ideally trained with a BN sparsity penalty)")
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ratio", type=float, help="fraction of prunable BN channels to remove, in [0, 1)")
-    how.add_argument("--threshold", type=float, help="remove channels with |gamma| below this")
+    how.add_argument("--ratio", type=float_in(0, 1, high_open=True),
+                     help="fraction of prunable BN channels to remove, in [0, 1)")
+    how.add_argument("--threshold", type=non_negative_float, help="remove channels with |gamma| below this")
     p.add_argument("--per-layer", action="store_true", help="apply --ratio within each layer instead of globally")
-    p.add_argument("--min-channels", type=int, default=8,
+    p.add_argument("--min-channels", type=positive_int, default=8,
                    help="every pruned convolution keeps at least this many channels (default: %(default)s)")
-    p.add_argument("--round-to", type=int, default=1,
+    p.add_argument("--round-to", type=positive_int, default=1,
                    help="round kept channel counts up to a multiple of this (default: %(default)s)")
     p.add_argument("--no-fold", action="store_true",
                    help="do not fold removed channels' constant output into the next layers (for comparison)")
@@ -60,14 +62,10 @@ def pruning_table(before: Darknet, after: Darknet, plan: PruningPlan) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.ratio is not None and not 0 <= args.ratio < 1:
-        raise DarknetError(f"--ratio {args.ratio} must be in [0, 1)")
-    if args.min_channels < 1 or args.round_to < 1:
-        raise DarknetError("--min-channels and --round-to must be >= 1")
-    if args.threshold is not None and not math.isfinite(args.threshold):
-        raise DarknetError(f"--threshold {args.threshold} must be a finite number")
     if args.per_layer and args.ratio is None:
         raise DarknetError("--per-layer needs --ratio")
+    for suffix in (".cfg", ".weights"):  # save_pruned's two files
+        prepare_output_file(f"{args.output}{suffix}")
     model = load_model(args.cfg, args.weights, fuse=False)
     plan = plan_pruning(model, args.ratio, args.threshold, per_layer=args.per_layer,
                         per_layer_min=args.min_channels, round_to=args.round_to)

@@ -5,14 +5,16 @@ import argparse
 
 from terminaltables import AsciiTable
 
+from darknet_torch.cli.options import add_img_size_argument
 from darknet_torch.config import load_cfg
+from darknet_torch.detect.build import check_input_size
 from darknet_torch.model.darknet import Darknet
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("summary", help="print the network's layers, output shapes, parameters and BFLOPs")
     p.add_argument("--cfg", required=True, help="Darknet .cfg file")
-    p.add_argument("--img-size", type=int, nargs="+", metavar=("H", "W"), help="network size (default: [net])")
+    add_img_size_argument(p, "network height [width] (default: [net]); a multiple of the network's stride")
     p.set_defaults(run=run)
 
 
@@ -36,8 +38,11 @@ def summarize(model: Darknet) -> str:
 
 def run(args: argparse.Namespace) -> int:
     sections = load_cfg(args.cfg)
+    model = Darknet(sections)
     if args.img_size:
-        h, w = (args.img_size * 2)[:2]
+        check_input_size(model, args.img_size)  # as detect, map and export refuse it
+        h, w = args.img_size
         sections[0].values.update(height=h, width=w)
-    print(summarize(Darknet(sections)))
+        model = Darknet(sections)
+    print(summarize(model))
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from darknet_torch.cli.options import float_in, non_negative_float, non_negative_int, positive_int
 from darknet_torch.errors import DarknetError
 from darknet_torch.train.run import TrainOptions, train
 
@@ -32,11 +33,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="continue exactly from a training state (default: <backup>/<cfg>_last.pt)")
     p.add_argument("--map", "-map", dest="calc_map", action="store_true",
                    help="evaluate mAP@0.5 on 'valid' periodically; keeps <cfg>_best.weights (Darknet's -map)")
-    p.add_argument("--map-every", type=int, metavar="N",
+    p.add_argument("--map-every", type=positive_int, metavar="N",
                    help="iterations between mAP evaluations (default: Darknet's, 4 epochs and at least 100)")
-    p.add_argument("--ema-alpha", type=float, metavar="A",
+    p.add_argument("--ema-alpha", type=float_in(0, 1, low_open=True, high_open=True), metavar="A",
                    help="keep Darknet's EMA of the weights with this alpha (overrides [net] ema_alpha)")
-    p.add_argument("--sparsity", type=float, default=0.0, metavar="S",
+    p.add_argument("--sparsity", type=non_negative_float, default=0.0, metavar="S",
                    help="network slimming: L1 penalty S (per image, e.g. 1e-4) on batch-norm scales, before `prune`")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision: float16 on CUDA (default on), bfloat16 on CPU (default off; about 2x "
@@ -45,16 +46,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="NHWC memory format (default: on with the CPU, where convolutions run faster in it)")
     p.add_argument("--backup", type=Path, help="checkpoint folder (default: the .data file's backup=)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, 0, ... (default: first GPU, else CPU)")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=non_negative_int, default=None,
                    help="data-loading worker processes (default: 4 with CUDA; 0 on the CPU, where workers would only "
                         "take cores from the training step)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data stream and the initialisation (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the data stream and the initialisation (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--log-every", type=int, default=1, metavar="N",
+    p.add_argument("--log-every", type=positive_int, default=1, metavar="N",
                    help="a row of <backup>/results_<cfg>.csv (loss parts per head, lr, images/s, mAP) every N "
                         "iterations (default 1; also TensorBoard scalars when tensorboard is installed)")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard scalars even when installed")
-    p.add_argument("--show-imgs", type=int, nargs="?", const=3, default=0, metavar="N",
+    p.add_argument("--show-imgs", type=non_negative_int, nargs="?", const=3, default=0, metavar="N",
                    help="save the augmented batches of the first N iterations (default 3) as JPEG mosaics with "
                         "their boxes in <backup>/batches_<cfg>/; creating the file 'request' there saves the next")
     p.add_argument("-show_imgs", dest="show_imgs", action="store_const", const=3, help="Darknet's spelling of "
@@ -76,12 +78,6 @@ def options_from_args(args: argparse.Namespace) -> TrainOptions:
         setattr(args, key, value)
     if args.data is None or args.cfg is None:
         raise DarknetError("train needs a .data file and a .cfg: --data obj.data --cfg x.cfg (or: obj.data x.cfg)")
-    if (args.workers is not None and args.workers < 0) or (args.map_every is not None and args.map_every < 1):
-        raise DarknetError("--workers must be >= 0 and --map-every >= 1")
-    if args.log_every < 1 or args.show_imgs < 0:
-        raise DarknetError("--log-every must be >= 1 and --show-imgs >= 0")
-    if args.ema_alpha is not None and not 0 < args.ema_alpha < 1:
-        raise DarknetError(f"--ema-alpha {args.ema_alpha} must be in (0, 1)")
     resume = Path(args.resume) if isinstance(args.resume, str) else args.resume
     return TrainOptions(data=args.data, cfg=args.cfg, weights=args.weights, partial=args.partial, clear=args.clear,
                         resume=resume, device=args.device, workers=args.workers, seed=args.seed,

@@ -33,7 +33,7 @@ from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import label_lines
 from darknet_torch.detect.predictor import Detection
 from darknet_torch.errors import DarknetError, DataError
-from darknet_torch.files import write_atomic
+from darknet_torch.files import is_stream, write_atomic
 
 # Source suffix -> (Pillow format, save options) for annotated images; anything else is written as PNG.
 _SAVE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -73,6 +73,23 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise DataError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
     return folder
+
+
+def prepare_output_file(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that :func:`~darknet_torch.files.write_atomic` can write ``path``: ``-``, pipes and
+    devices pass; otherwise it must not be a folder, and its folder is created (if missing) and probed as
+    :func:`prepare_output_dir` does.
+
+    Raises:
+        DataError: ``path`` is a folder, or its folder cannot be created or written (the message names the path).
+    """
+    if is_stream(path):
+        return Path(path)
+    target = Path(os.path.realpath(path))  # a symlink is written through to its target
+    if target.is_dir():
+        raise DataError(f"{path}: the output file is a folder")
+    prepare_output_dir(target.parent)
+    return Path(path)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from darknet_torch.data.dataset import DarknetDataset
+from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import remove_stale_temps
@@ -77,6 +78,8 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     data = DarknetDataset.from_data_file(options.data, used_keys=_SAVE_KEYS)
     backup = Path(options.backup or data.config.backup or "backup")
     paths = CheckpointPaths(backup, basecfg(options.cfg))
+    if ctx.is_main:
+        prepare_output_dir(paths.backup)  # a backup folder that cannot be written fails before any work
     state_path = (paths.state if options.resume is True else Path(options.resume)) if options.resume else None
     state = load_state(state_path) if state_path else None
     seed = options.seed if state is None else state["seed"]  # the data stream of a resumed run is the saved one

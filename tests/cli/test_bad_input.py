@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import stat
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -269,6 +270,32 @@ def chart_unwritable(files: Files, monkeypatch: pytest.MonkeyPatch) -> list[str]
     return []
 
 
+def backup_is_a_file(files: Files, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    files["backup"].parent.mkdir(parents=True, exist_ok=True)
+    files["backup"].write_text("")
+    return []
+
+
+def refuse_new_files(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` read-only; for root, who ignores permission bits, creating a file there fails instead."""
+    folder.chmod(0o555)  # left so: the command must fail before it writes anything there
+    if not os.access(folder, os.W_OK):
+        return
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == folder:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def backup_read_only(files: Files, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    files["backup"].mkdir(parents=True)
+    refuse_new_files(files["backup"], monkeypatch)
+    return []
+
+
 TRAIN: list[tuple[str, Setup, int, str]] = [
     ("cfg_with_bom", bom("cfg"), 0, "trained to iteration 2"),
     ("stale_temp_removed", stale_temp, 0, "left by an interrupted save"),
@@ -276,6 +303,8 @@ TRAIN: list[tuple[str, Setup, int, str]] = [
     ("odd_anchor_count", edit_cfg("anchors=14,14, 22,22, 30,30", "anchors=14,14, 22,22, 30"), 2,
      "anchors: 5 values make 2 width,height pairs but num=3 and anchor(s) [2] are used"),
     ("chart_unwritable", chart_unwritable, 0, "cannot write the chart (is a folder, not a file); training goes on"),
+    ("backup_is_a_file", backup_is_a_file, 2, "backup: output path exists and is not a folder"),  # was a traceback
+    ("backup_read_only", backup_read_only, 2, "backup: cannot write to the output folder (Permission denied)"),
     ("disk_full_at_save", disk_full_at_save, 2, "tiny_final.weights: cannot write (No space left on device); "
                                                 "training stopped at iteration 2"),
 ]

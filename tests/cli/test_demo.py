@@ -55,7 +55,7 @@ def _one_line_error(capsys) -> str:
     ("missing", 2, "missing.mp4: no such file"),
     ("not-a-video", 2, "notes.mp4: cannot open as a video"),
     ("camera", 2, "camera 97: not present"),
-    ("unwritable", 2, "cannot write the video"),
+    ("unwritable", 2, "a-file: output path exists and is not a folder"),
     ("truncated", 1, "frames could not be decoded (truncated or corrupt file)"),
 ])
 def test_bad_input_is_one_line_and_an_exit_status(case, status, message, model_args, clip, tmp_path, capsys,

@@ -195,10 +195,31 @@ def test_cli_refuses_bad_options_before_serving(option: list[str], yolo_cfg: Pat
 
     from darknet_torch.cli.main import main
 
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served despite a bad option"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served despite a bad option"))
     args = ["serve", "--cfg", str(yolo_cfg), "--weights", str(real_weights), *option]
-    assert main(args) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    try:
+        status = main(args)
+    except SystemExit as exc:  # an out-of-range number: argparse's usage error
+        status = exc.code
+    err = capsys.readouterr().err
+    assert status == 2 and "error: " in err.splitlines()[-1] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "999.0.0.1"])
+def test_cli_refuses_an_address_it_cannot_listen_on_before_loading_the_model(host, capsys):
+    import socket
+
+    from darknet_torch.cli.main import main
+
+    with socket.socket() as taken:  # was: uvicorn's "ERROR: [Errno 98] ..." and exit 3 after the model loaded
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--cfg", "missing.cfg", "--weights", "missing.weights", "--host", host,
+                     "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --host {host} --port {port}: cannot listen there (") and err.count("\n") == 1
+    assert host != "127.0.0.1" or "Address already in use" in err
 
 
 def test_fast_exact_serves_the_optimized_model_with_the_same_detections(yolo_cfg: Path, real_weights: Path,
@@ -217,7 +238,7 @@ def test_fast_exact_serves_the_optimized_model_with_the_same_detections(yolo_cfg
     monkeypatch.setattr(app_module, "create_app",
                         lambda predictor, *a, **k: served.setdefault("predictor", predictor) and create_app(
                             predictor, *a, **k))
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: setattr(server, "started", True))
     assert main(["serve", "--cfg", str(yolo_cfg), "--weights", str(real_weights), "--fast", "exact"]) == 0
     predictor = served["predictor"]
     assert any(isinstance(m, FastConv) for m in predictor.model.modules())

@@ -53,7 +53,6 @@ def test_cpu_defaults_and_their_flags(synthetic_data, cfg_factory):
     (["obj.data"], "needs a .data file and a .cfg"),
     (["a.data", "x.cfg", "--data", "b.data"], "data given twice"),
     (["a.data", "x.cfg", "w", "extra"], "at most DATA CFG WEIGHTS"),
-    (["a.data", "x.cfg", "--ema-alpha", "1.5"], "--ema-alpha 1.5"),
 ])
 def test_argument_errors(argv, message, capsys):
     assert main(["train", *argv]) == 2
