@@ -3,17 +3,18 @@
 Policy per problem, compared with Darknet (``read_boxes`` in src/data.c reads labels for
 ``detector map``; ``fill_truth_detection`` filters them for training, after augmentation):
 
-=================================  =====================================  =======================
-problem                            Darknet                                here
-=================================  =====================================  =======================
-missing label file                 "Can't open label file", no objects    ``missing=True``, issue
-wrong field count / non-number     ``fscanf`` stream desyncs or stops     line skipped, issue
-class not an integer (``1.0``)     ``%d`` reads ``1``, then desyncs       line skipped, issue
-class < 0 or >= num_classes        map: out-of-bounds write; training:    line skipped, issue
-                                   skipped ("Wrong annotation")
-w or h <= 0, w or h > 1,           map: kept as ground truth;             row kept, issue
-cx or cy outside [0, 1]            training: clipped / dropped later
-=================================  =====================================  =======================
+==================================  =====================================  =======================
+problem                             Darknet                                here
+==================================  =====================================  =======================
+missing label file                  "Can't open label file", no objects    ``missing=True``, issue
+wrong field count / non-number      ``fscanf`` stream desyncs or stops     line skipped, issue
+class not an integer (``1.0``)      ``%d`` reads ``1``, then desyncs       line skipped, issue
+value overflows float32 (``1e39``)  ``%f`` stores inf, row kept            line skipped, issue
+class < 0 or >= num_classes         map: out-of-bounds write; training:    line skipped, issue
+                                    skipped ("Wrong annotation")
+w or h <= 0, w or h > 1,            map: kept as ground truth;             row kept, issue
+cx or cy outside [0, 1]             training: clipped / dropped later
+==================================  =====================================  =======================
 
 Rows with suspect geometry are kept because ``detector map`` counts them as objects (they
 change recall), and training's clip-and-drop depends on the augmentation, so it belongs to the
@@ -206,7 +207,21 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
             label_path, int(lines[index]),
             f"class {int(classes[index])} {allowed}; line skipped", skipped=True,
         ))
-    rows, lines = rows[~bad_class].astype(np.float32), lines[~bad_class]
+    # "1e39" or "1e999" is valid number syntax but not a finite float32 (Darknet's %f stores inf,
+    # as for the literal "inf" skipped above): such a row cannot be a box, so it is skipped too.
+    with np.errstate(over="ignore"):
+        as_float32 = rows.astype(np.float32)
+    not_finite = ~np.isfinite(as_float32).all(axis=1) & ~bad_class
+    for index in np.flatnonzero(not_finite):
+        values = ", ".join(f"{name} = {value:g}" for name, value, finite in
+                           zip(("class", "cx", "cy", "w", "h"), rows[index],
+                               np.isfinite(as_float32[index])) if not finite)
+        issues.append(LabelIssue(
+            label_path, int(lines[index]),
+            f"{values} is not a finite 32-bit float; line skipped", skipped=True,
+        ))
+    keep = ~bad_class & ~not_finite
+    rows, lines = as_float32[keep], lines[keep]
     for line, problem in zip(lines, _geometry_problems(rows)):
         if problem is not None:
             issues.append(LabelIssue(label_path, int(line), f"{problem}; {_KEPT}", skipped=False))

@@ -121,6 +121,23 @@ def test_each_malformed_line_is_reported_with_path_line_and_reason(tmp_path):
     assert not result.missing
 
 
+def test_values_overflowing_float32_are_skipped_not_kept_as_inf(tmp_path, recwarn):
+    # "1e39"/"1e999" are number syntax, but float32 inf (as the literal "inf", skipped above):
+    # an infinite ground-truth box used to be kept (and numpy warned "overflow in cast")
+    path = tmp_path / "a.txt"
+    path.write_text("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 1e39 0.2\n2 -1e999 0.5 0.2 1e40\n"
+                    "3 0.5 0.5 3e38 0.2\n")
+    result = read_labels(path, num_classes=80)
+    assert [str(issue) for issue in result.issues] == [
+        f"{path}:2: w = 1e+39 is not a finite 32-bit float; line skipped",
+        f"{path}:3: cx = -inf, h = 1e+40 is not a finite 32-bit float; line skipped",
+        f"{path}:4: w = 3e+38 is > 1; kept, as Darknet's read_boxes keeps it",
+    ]
+    assert result.lines.tolist() == [1, 4]
+    assert np.isfinite(result.boxes).all()
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_without_num_classes_only_negative_classes_are_skipped(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("85 0.5 0.5 0.2 0.2\n-2 0.5 0.5 0.2 0.2\n")
