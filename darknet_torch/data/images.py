@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,9 @@ from darknet_torch.errors import DarknetError, DataError
 
 #: Default decompression-bomb limit: Pillow's own default, without touching Pillow's global.
 DEFAULT_MAX_PIXELS = 178_956_970
+# Pillow warns (with its own file:line) at half its limit; the max_pixels check refuses bombs before decoding,
+# so an image allowed by it decodes without that noise. Only this one category is filtered.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 Decoder = Literal["pil", "stb", "auto"]  # auto: stb when libstb is installed, else pil
 #: Receives a warning about an image that decoded but not as it should (e.g. a truncated JPEG stb grey-filled).

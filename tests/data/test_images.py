@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -249,6 +252,21 @@ def test_max_pixels_is_checked_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"20x10 = 200 pixels, more than max_pixels=199") as err:
         load_image(path, max_pixels=199)
     assert str(path) in str(err.value)
+
+
+def test_an_image_under_max_pixels_decodes_without_pillows_bomb_warning(tmp_path: Path) -> None:
+    # Pillow warns from half its limit (89M pixels, e.g. a 92 KB 10000x9500 PNG) with its own file:line, twice per
+    # image in detect; max_pixels is the guard, so that warning is noise. A subprocess sees the filters as the CLI.
+    path = tmp_path / "small.png"
+    path.write_bytes(_png_bytes(np.zeros((10, 20, 3), np.uint8)))
+    code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 150\n"
+            "from darknet_torch.data.images import load_image\n"
+            "print(tuple(load_image(sys.argv[1], decoder='pil').shape))")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, check=True)
+    assert done.stdout.strip() == "(3, 10, 20)"
+    assert "DecompressionBombWarning" not in done.stderr and "warn" not in done.stderr
 
 
 def test_missing_path_and_directory_raise_data_error(tmp_path: Path) -> None:
