@@ -68,14 +68,22 @@ class LabelReport:
         return text
 
     def messages(self, limit: int = 10) -> list[str]:
-        """The missing files and line problems, at most ``limit`` of each, then how many more."""
+        """The missing files and line problems, at most ``limit`` of each, then how many more (for line problems: in
+        which files, up to ``limit`` of them, each with its count)."""
         lines = [f"{path}: label file not found; the image counts as having no objects (as in Darknet)"
                  for path in self.missing[:limit]]
         if len(self.missing) > limit:
             lines.append(f"... and {len(self.missing) - limit} more missing label files")
         lines += [str(issue) for issue in self.issues[:limit]]
         if len(self.issues) > limit:
-            lines.append(f"... and {len(self.issues) - limit} more label line problems")
+            # every file with a problem stays named, with its count: the rest are found without a re-run
+            per_file: dict[Path, int] = {}
+            for issue in self.issues[limit:]:
+                per_file[issue.path] = per_file.get(issue.path, 0) + 1
+            files = [f"{path} ({count})" for path, count in list(per_file.items())[:limit]]
+            if len(per_file) > limit:
+                files.append(f"{len(per_file) - limit} more files")
+            lines.append(f"... and {len(self.issues) - limit} more label line problems, in {', '.join(files)}")
         return lines
 
 

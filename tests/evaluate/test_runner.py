@@ -19,7 +19,9 @@ from darknet_torch.data.images import stb_available
 from darknet_torch.data.loaders import inference_loader
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.ap import format_map_report
-from darknet_torch.evaluate.runner import collect_detections, evaluate, map_predictor, score_detections
+from darknet_torch.data.labels import LabelIssue
+from darknet_torch.evaluate.runner import (LabelReport, collect_detections, evaluate, map_predictor,
+                                          score_detections)
 from darknet_torch.model.loading import load_model
 
 CFGS = {"mask012": "yolov3-tiny.cfg", "mask123": "yolov3-tiny_mask123.cfg"}
@@ -184,6 +186,17 @@ def test_malformed_label_lines_are_reported_with_path_and_line(tmp_path, mini_mo
     assert report.darknet.unique_truth_count == 1
     assert report.labels.summary() == ("labels found for 2 of 3 images (1 boxes); 1 missing label file; "
                                        "2 label line problems")
+
+
+def test_label_problems_past_the_limit_still_name_their_files():
+    # a binary file saved as a label gives hundreds of problems: the ones not printed keep their file named
+    issues = tuple(LabelIssue(Path(f"/l/{name}.txt"), line, "1 fields; line skipped", skipped=True)
+                   for name, count in (("a", 3), ("b", 2), ("c", 1)) for line in range(1, count + 1))
+    report = LabelReport(images=3, missing=(), issues=issues, boxes=0)
+    assert report.messages(limit=2) == ["/l/a.txt:1: 1 fields; line skipped", "/l/a.txt:2: 1 fields; line skipped",
+                                        "... and 4 more label line problems, in /l/a.txt (1), /l/b.txt (2), "
+                                        "1 more files"]
+    assert report.messages(limit=6)[-1] == "/l/c.txt:1: 1 fields; line skipped"
 
 
 def test_an_unreadable_image_is_reported_and_its_objects_count_as_missed(tmp_path, mini_model):
