@@ -52,7 +52,8 @@ def expand_sources(sources: Sequence[str | os.PathLike[str]], recursive: bool = 
 
 
 def read_path_lines(stream: TextIO, prompt: bool | None = None) -> list[Path]:
-    """Image paths from ``stream``, one per line, until its end; blank lines and ``#`` comments are skipped.
+    """Image paths from ``stream``, one per line, until its end; blank lines and ``#`` comments are skipped, and a
+    UTF-8 byte-order mark at the start of the stream is dropped (as for ``.txt`` lists).
 
     Each path is taken as is (a bad one is reported when it is decoded, as Darknet does). ``prompt`` (default: when
     the stream is a terminal) prints Darknet's ``Enter Image Path: `` before each line; the images are detected
@@ -63,12 +64,15 @@ def read_path_lines(stream: TextIO, prompt: bool | None = None) -> list[Path]:
     """
     interactive = stream.isatty() if prompt is None else prompt
     paths: list[Path] = []
+    first = True
     while True:
         if interactive:
             print("Enter Image Path: ", end="", flush=True)
         line = stream.readline()
         if not line:
             break
+        if first:  # a list saved with a UTF-8 byte-order mark (`< list.txt`), read as .txt lists are
+            line, first = line.removeprefix("\ufeff"), False
         entry = line.strip()
         if entry and not entry.startswith("#"):
             paths.append(Path(entry))

@@ -96,6 +96,12 @@ def test_dash_reads_image_paths_from_standard_input(tree: Path, monkeypatch):
     assert expand_sources(["-"]) == [tree / "B.PNG", tree / "missing.jpg"]
 
 
+def test_stdin_list_saved_with_a_byte_order_mark_reads_as_without(monkeypatch):
+    # `detect - < list.txt` with a BOM: the first path was '\ufeffa.jpg', "image file not found"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\ufeffa.jpg\r\n\ufeffb.jpg\r\n"))
+    assert expand_sources(["-"]) == [Path("a.jpg"), Path("\ufeffb.jpg")]  # only the stream's start is a BOM
+
+
 def test_stdin_prompts_like_darknet_only_on_a_terminal(capsys):
     assert read_path_lines(_Terminal("a.jpg\nb.jpg\n")) == [Path("a.jpg"), Path("b.jpg")]
     assert capsys.readouterr().out == "Enter Image Path: " * 3
