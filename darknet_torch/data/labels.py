@@ -18,7 +18,8 @@ cx or cy outside [0, 1]             training: clipped / dropped later
 
 Rows with suspect geometry are kept because ``detector map`` counts them as objects (they
 change recall), and training's clip-and-drop depends on the augmentation, so it belongs to the
-training target builder. Blank lines are ignored, as ``fscanf`` skips whitespace.
+training target builder. Blank lines are ignored, as ``fscanf`` skips whitespace. A UTF-8
+byte-order mark is dropped (Darknet's ``%d`` stops at it: no box of that file is read).
 """
 from __future__ import annotations
 
@@ -176,7 +177,9 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
     """
     label_path = Path(path)
     try:
-        text = label_path.read_bytes().decode("utf-8", errors="replace")
+        # utf-8-sig: a file saved with a byte-order mark (Windows editors) reads as without it; Darknet's
+        # fscanf("%d") fails on the mark and reads no box of the file, this read lost its first line
+        text = label_path.read_bytes().decode("utf-8-sig", errors="replace")
     except FileNotFoundError:
         return LabelFile(label_path, np.zeros((0, 5), np.float32), np.zeros(0, np.int64),
                          (missing_label_issue(label_path),), missing=True)

@@ -157,6 +157,15 @@ def test_crlf_tabs_blank_lines_and_no_final_newline(tmp_path):
         result.boxes, np.array([[1, 0.5, 0.5, 0.25, 0.25], [2, 0.1, 0.2, 0.3, 0.4]], np.float32))
 
 
+def test_a_byte_order_mark_is_dropped_not_the_first_row(tmp_path):
+    # Notepad's "UTF-8 with BOM": the first row was skipped as "class '\ufeff0' is not a number"
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.2\r\n1 0.5 0.5 0.2 0.2\r\n")
+    result = read_labels(path, num_classes=3)
+    assert result.issues == ()
+    assert result.class_ids.tolist() == [0, 1] and result.lines.tolist() == [1, 2]
+
+
 def test_empty_file_has_no_rows_and_no_issues(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("")
