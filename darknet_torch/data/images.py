@@ -13,6 +13,7 @@ EXIF orientation is ignored, as stb_image ignores it: boxes then refer to the st
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -96,12 +97,25 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, decoder: 
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > max_file_bytes(max_pixels):
+                raise DataError(f"{path}: file of {size} bytes is larger than any image of max_pixels={max_pixels} "
+                                f"pixels can be ({max_file_bytes(max_pixels)} bytes); refused before reading it")
+            data = file.read()
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read image file: {exc.strerror or exc}") from None
     return decode_image_bytes(data, max_pixels=max_pixels, decoder=decoder, source=str(path), warn=warn)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file read for ``max_pixels``: 8 bytes a pixel (uncompressed 16-bit RGBA, the largest
+    sample layout of the formats read) plus 64 MB for headers and metadata. A bigger file (a video or disk image
+    named ``.jpg``) is refused before it is read into memory. Only a pathological file can be larger for its pixels:
+    plain-text PPM (P3, which stb_image does not read) with 16-bit samples over ~8 million pixels."""
+    return 8 * max_pixels + 2**26
 
 
 def decode_image_bytes(

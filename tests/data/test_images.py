@@ -19,6 +19,7 @@ from darknet_torch.data.images import (
     letterbox_geometry,
     letterbox_image,
     load_image,
+    max_file_bytes,
     preprocess,
     resize_image,
     stb_available,
@@ -267,6 +268,19 @@ def test_an_image_under_max_pixels_decodes_without_pillows_bomb_warning(tmp_path
                           env={**os.environ, "PYTHONPATH": str(root)}, check=True)
     assert done.stdout.strip() == "(3, 10, 20)"
     assert "DecompressionBombWarning" not in done.stderr and "warn" not in done.stderr
+
+
+def test_a_file_too_big_for_max_pixels_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # a 5 GB video named .jpg was read into memory whole before "not a recognised image format"
+    path = tmp_path / "video.jpg"
+    with path.open("wb") as file:
+        file.truncate(max_file_bytes(100) + 1)  # sparse: no disk used
+    with pytest.raises(DataError, match=rf"{path}: file of {max_file_bytes(100) + 1} bytes is larger than any "
+                                        r"image of max_pixels=100 pixels can be .* refused before reading it"):
+        load_image(path, max_pixels=100)
+    small = tmp_path / "small.png"
+    small.write_bytes(_png_bytes(np.zeros((10, 10, 3), np.uint8)))
+    assert load_image(small, max_pixels=100).shape == (3, 10, 10)
 
 
 def test_missing_path_and_directory_raise_data_error(tmp_path: Path) -> None:
