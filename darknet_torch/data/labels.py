@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,18 @@ def missing_label_issue(label_path: Path) -> LabelIssue:
     """The issue of a label file that does not exist (Darknet: "Can't open label file", no objects)."""
     return LabelIssue(label_path, None, "label file not found; the image counts as having no objects, as in Darknet",
                       skipped=False)
+
+
+def issue_files(issues: Sequence[LabelIssue], limit: int) -> str:
+    """Where ``issues`` are, for the line closing a cut list: ``a.txt (3), b.txt (2), 4 more files`` (at most
+    ``limit`` files, in order, each with its count), so no file with a problem goes unnamed."""
+    per_file: dict[Path, int] = {}
+    for issue in issues:
+        per_file[issue.path] = per_file.get(issue.path, 0) + 1
+    files = [f"{path} ({count})" for path, count in list(per_file.items())[:limit]]
+    if len(per_file) > limit:
+        files.append(f"{len(per_file) - limit} more files")
+    return ", ".join(files)
 
 
 def _syntax_problem(fields: list[str]) -> str:

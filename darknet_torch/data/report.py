@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from darknet_torch.data.labels import LabelIssue, label_path_for, read_labels
+from darknet_torch.data.labels import LabelIssue, issue_files, label_path_for, read_labels
 from darknet_torch.errors import DataError
 
 #: Problems listed individually in the report; the rest are counted.
@@ -151,6 +151,8 @@ class DataReport:
         if self.issues:
             lines.append("Label problems (path:line: reason):")
             lines += _listing([str(issue) for issue in self.issues], SHOWN_PROBLEMS)
+            if len(self.issues) > SHOWN_PROBLEMS:
+                lines[-1] += f", in {issue_files(self.issues[SHOWN_PROBLEMS:], SHOWN_PROBLEMS)}"
         if self.missing_labels:
             lines.append("Missing label files:")
             lines += _listing([str(path) for path in self.missing_labels], SHOWN_MISSING_LABELS)

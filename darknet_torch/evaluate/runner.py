@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from darknet_torch.data.images import Decoder
-from darknet_torch.data.labels import LabelIssue
+from darknet_torch.data.labels import LabelIssue, issue_files
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
 from darknet_torch.data.report import DataReport, data_report
 from darknet_torch.detect.predictor import Predictor
@@ -76,14 +76,8 @@ class LabelReport:
             lines.append(f"... and {len(self.missing) - limit} more missing label files")
         lines += [str(issue) for issue in self.issues[:limit]]
         if len(self.issues) > limit:
-            # every file with a problem stays named, with its count: the rest are found without a re-run
-            per_file: dict[Path, int] = {}
-            for issue in self.issues[limit:]:
-                per_file[issue.path] = per_file.get(issue.path, 0) + 1
-            files = [f"{path} ({count})" for path, count in list(per_file.items())[:limit]]
-            if len(per_file) > limit:
-                files.append(f"{len(per_file) - limit} more files")
-            lines.append(f"... and {len(self.issues) - limit} more label line problems, in {', '.join(files)}")
+            lines.append(f"... and {len(self.issues) - limit} more label line problems, in "
+                         f"{issue_files(self.issues[limit:], limit)}")
         return lines
 
 

@@ -97,7 +97,7 @@ def test_long_problem_lists_are_cut_after_20(tmp_path):
     text = data_report(images, num_classes=1).format()
     assert f"many.txt:{SHOWN_PROBLEMS}: class 7" in text
     assert f"many.txt:{SHOWN_PROBLEMS + 1}:" not in text
-    assert "... and 5 more" in text
+    assert f"... and 5 more, in {tmp_path / 'images' / 'many.txt'} (5)" in text  # the rest keep their file named
 
 
 def test_missing_image_refuses_training_and_names_the_path(tmp_path):
