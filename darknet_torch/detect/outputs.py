@@ -43,15 +43,18 @@ _SAVE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def output_names(paths: Sequence[Path]) -> list[str]:
-    """A unique output name per input path: its stem, suffixed ``_2``, ``_3``... when stems repeat (in order)."""
+    """A unique output name per input path: its stem, suffixed ``_2``, ``_3``... when stems repeat (in order).
+
+    Stems are compared ignoring case (``Dog.jpg`` and ``dog.png`` give ``Dog``, ``dog_2``): on a case-insensitive
+    file system (macOS, Windows) the second would otherwise overwrite the first's outputs."""
     taken: set[str] = set()
     names = []
     for path in paths:
         name, n = path.stem, 1
-        while name in taken:
+        while name.casefold() in taken:
             n += 1
             name = f"{path.stem}_{n}"
-        taken.add(name)
+        taken.add(name.casefold())
         names.append(name)
     return names
 

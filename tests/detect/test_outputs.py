@@ -159,6 +159,12 @@ def test_drawing_in_place_on_an_array_gives_the_same_pixels(size):
 # ----------------------------------------------------------------------------- files
 
 
+def test_output_names_differing_only_in_case_are_made_unique():
+    # on macOS/Windows dog.jpg and Dog.png wrote the same dog.txt label file: the second replaced the first
+    paths = [Path("a/dog.jpg"), Path("b/Dog.png"), Path("c/DOG_2.jpg"), Path("d/dog.jpg")]
+    assert output_names(paths) == ["dog", "Dog_2", "DOG_2_2", "dog_3"]
+
+
 def test_output_names_are_unique_stems():
     paths = [Path("a/dog.jpg"), Path("b/dog.png"), Path("cat.jpg"), Path("c/dog.jpg")]
     assert output_names(paths) == ["dog", "dog_2", "cat", "dog_3"]
