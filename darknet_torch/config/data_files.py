@@ -52,10 +52,19 @@ def resolve_relative(value: str | os.PathLike[str], referring_file: Path) -> Pat
     if path.is_absolute():
         return path
     from_cwd = Path.cwd() / path
-    if from_cwd.exists():
+    if _exists(from_cwd):
         return from_cwd
     beside = referring_file.absolute().parent / path
-    return beside if beside.exists() else from_cwd
+    return beside if _exists(beside) else from_cwd
+
+
+def _exists(path: Path, is_file: bool = False) -> bool:
+    """``path.exists()`` (or ``is_file()``), False where stat fails: Python raises for a name too long (a binary
+    file read as a list) where a missing file gives False."""
+    try:
+        return path.is_file() if is_file else path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
@@ -166,8 +175,8 @@ def read_image_list(path: str | os.PathLike[str]) -> list[Path]:
         if not entry or entry.startswith("#"):
             continue
         image = resolve_relative(entry, list_path)
-        if not image.is_file():
-            missing.append(f"{list_path}:{number}: image not found: {entry!r}")
+        if not _exists(image, is_file=True):
+            missing.append(f"{list_path}:{number}: image not found: {quoted(entry)}")
         images.append(image)
     if missing:
         shown = "\n".join(missing[:10])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence, TextIO
 
 from darknet_torch.config.data_files import read_image_list
-from darknet_torch.errors import DataError
+from darknet_torch.errors import DataError, quoted
 
 #: Extensions picked up from folders and globs (the formats stb_image and Pillow both read, plus Pillow's usual).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", ".psd", ".pgm", ".ppm", ".pnm",
@@ -85,14 +85,21 @@ def _expand_one(source: str, recursive: bool) -> list[Path]:
     if source == STDIN_SOURCE:
         return read_path_lines(sys.stdin)
     path = Path(source)
-    if path.is_dir():
-        return _folder_images(path, recursive)
-    if path.is_file():
-        return read_image_list(path) if path.suffix.lower() == ".txt" else [path]
+    try:
+        path.stat()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:  # a name too long, a NUL byte: one line, not a traceback
+        if not _GLOB_CHARS & set(source):
+            raise DataError(f"{quoted(source)}: {getattr(exc, 'strerror', None) or exc}") from None
+    else:
+        if path.is_dir():
+            return _folder_images(path, recursive)
+        if path.is_file():
+            return read_image_list(path) if path.suffix.lower() == ".txt" else [path]
+        raise DataError(f"{path}: not a regular file or folder")
     if _GLOB_CHARS & set(source):
         return _glob_images(source)
-    if path.exists():
-        raise DataError(f"{path}: not a regular file or folder")
     raise DataError(f"{path}: no such file or folder")
 
 

@@ -71,6 +71,19 @@ def test_txt_list_in_darknet_format(tree: Path):
         expand_sources([listing])
 
 
+def test_names_too_long_are_one_line_errors_not_tracebacks(tree: Path):
+    # Path.exists()/is_dir() raise ENAMETOOLONG (only "not found" is False): a long argument, or a binary file
+    # given as a .txt list, ended detect with an OSError traceback
+    with pytest.raises(DataError, match=r"^'aaaa.*\.\.\. \(5000 characters\): File name too long$"):
+        expand_sources(["a" * 5000])
+    with pytest.raises(DataError, match="embedded null byte"):
+        expand_sources(["a\0b.jpg"])
+    listing = tree / "photo.txt"
+    listing.write_bytes(b"b" * 5000 + b"\n")
+    with pytest.raises(DataError, match=rf"{listing}:1: image not found: 'bbbb.*\.\.\. \(5000 characters\)$"):
+        expand_sources([listing])
+
+
 def test_glob_patterns_match_images_only(tree: Path):
     assert names(expand_sources([str(tree / "*")]), tree) == ["B.PNG", "a.jpg"]
     assert names(expand_sources([str(tree / "**" / "*.jpg")]), tree) == ["a.jpg", "sub/c.jpg"]
