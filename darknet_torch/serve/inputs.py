@@ -42,7 +42,18 @@ async def read_job(request: Request, defaults: RequestSettings, timeout: float) 
                             headers={"Connection": "close"}) from None
     if not data:
         raise HTTPException(400, "the uploaded image is empty (0 bytes)")
-    return ImageJob(data, parse_settings({**request.query_params, **fields}, defaults))
+    query = _once(request.query_params.multi_items(), "in the query string")
+    return ImageJob(data, parse_settings({**query, **fields}, defaults))
+
+
+def _once(pairs: list[tuple[str, str]], where: str) -> dict[str, str]:
+    """``pairs`` as a dict; 400 for a key given twice (``?thresh=0.5&thresh=0.9`` silently took the last)."""
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if key in fields:
+            raise HTTPException(400, f"{key!r} given twice {where} ({fields[key]!r}, {value!r}): give it once")
+        fields[key] = value
+    return fields
 
 
 #: Size cap of a multipart text (non-file) field: settings are a few characters.
@@ -69,9 +80,10 @@ async def _read_form(request: Request) -> tuple[bytes, dict[str, str]]:
                                      f"named {IMAGE_FIELD!r}")
         if not isinstance(upload, UploadFile):
             raise HTTPException(400, f"field {IMAGE_FIELD!r} must be a file, not a text value")
-        fields = {key: value for key, value in form.multi_items() if key != IMAGE_FIELD}
-        if any(isinstance(value, UploadFile) for value in fields.values()):
+        pairs = [(key, value) for key, value in form.multi_items() if key != IMAGE_FIELD]
+        if any(isinstance(value, UploadFile) for _, value in pairs):
             raise HTTPException(400, f"only one file is accepted, in the field {IMAGE_FIELD!r}")
+        fields = _once(pairs, "in the form")
         return await upload.read(), fields
 
 

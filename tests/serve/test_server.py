@@ -148,6 +148,9 @@ def _bad_inputs(dog: bytes) -> dict[str, tuple[int, str, callable]]:
                                    post_form({"nms": "1.5"}, {"image": ("dog.jpg", dog)})),
         "bad letter_box": (400, "letter_box='maybe'", post(dog, jpeg, "/predict?letter_box=maybe")),
         "unknown field": (400, "unknown field(s) 'threshold'", post(dog, jpeg, "/predict?threshold=0.5")),
+        # a repeated setting silently took its last value
+        "setting given twice": (400, "'thresh' given twice in the query string ('0.5', '0.9'): give it once",
+                                post(dog, jpeg, "/predict?thresh=0.5&thresh=0.9")),
         "wrong method": (405, "Method Not Allowed", lambda base: http_request(base, "GET", "/predict")),
         "unknown path": (404, "Not Found", lambda base: http_request(base, "POST", "/detect", dog, jpeg)),
     }
