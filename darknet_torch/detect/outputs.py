@@ -96,8 +96,14 @@ def prepare_output_file(path: str | os.PathLike[str]) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON (UTF-8, one space indent) atomically."""
-    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8") + b"\n")
+    """Write ``data`` as JSON (UTF-8, one space indent) atomically.
+
+    A file name that is not UTF-8 (``caf\\xe9.jpg``, held by Python as the lone surrogate ``\\udce9``) is written as
+    the JSON escape ``\\udce9``: valid JSON, and ``os.fsencode`` of the string read back gives the original bytes.
+    """
+    text = json.dumps(data, indent=1, ensure_ascii=False)
+    # only lone surrogates fail to encode; backslashreplace writes each as \udcXX, which is its JSON escape
+    write_atomic(path, text.encode("utf-8", errors="backslashreplace") + b"\n")
 
 
 def annotated_image_path(output_dir: Path, name: str, source: Path) -> Path:

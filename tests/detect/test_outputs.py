@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,17 @@ def test_drawing_in_place_on_an_array_gives_the_same_pixels(size):
 
 
 # ----------------------------------------------------------------------------- files
+
+
+def test_json_keeps_a_file_name_that_is_not_utf8(tmp_path: Path):
+    # a folder holding caf\xe9.jpg (Latin-1 bytes): results.json raised UnicodeEncodeError, the run ended in a
+    # traceback and the JSON was lost
+    name = os.fsdecode(b"caf\xe9.jpg")
+    path = tmp_path / "results.json"
+    write_json(path, [{"filename": name, "name": "caf\u00e9"}])
+    text = path.read_bytes()
+    assert b"caf\\udce9.jpg" in text and "caf\u00e9".encode() in text  # the escape; real non-ASCII stays UTF-8
+    assert os.fsencode(json.loads(text.decode("utf-8"))[0]["filename"]) == b"caf\xe9.jpg"
 
 
 def test_output_names_differing_only_in_case_are_made_unique():
