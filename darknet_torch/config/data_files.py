@@ -130,11 +130,12 @@ def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
     )
 
 
-def _read_lines(path: Path, what: str, error: type[Exception]) -> list[str]:
+def _read_lines(path: Path, what: str, error: type[Exception], errors: str = "replace") -> list[str]:
     """Lines as Darknet's ``fgetl`` returns them: split at LF, one trailing CR removed, no
-    empty last line for a final newline."""
+    empty last line for a final newline. ``errors="surrogateescape"`` keeps bytes that are not
+    UTF-8 (a Latin-1 file name), so a path opens the file Darknet's ``fopen`` would."""
     try:
-        text = path.read_text(encoding="utf-8-sig", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors=errors)
     except OSError as exc:
         raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
     lines = text.split("\n")
@@ -170,7 +171,8 @@ def read_image_list(path: str | os.PathLike[str]) -> list[Path]:
     list_path = Path(path)
     images: list[Path] = []
     missing: list[str] = []
-    for number, raw in enumerate(_read_lines(list_path, "image list", DataError), start=1):
+    lines = _read_lines(list_path, "image list", DataError, errors="surrogateescape")
+    for number, raw in enumerate(lines, start=1):
         entry = raw.strip()
         if not entry or entry.startswith("#"):
             continue

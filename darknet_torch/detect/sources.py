@@ -8,6 +8,7 @@ The order is the sources' order, each folder and glob sorted by path, so runs ar
 from __future__ import annotations
 
 import glob
+import io
 import os
 import sys
 from pathlib import Path
@@ -83,7 +84,12 @@ def read_path_lines(stream: TextIO, prompt: bool | None = None) -> list[Path]:
 
 def _expand_one(source: str, recursive: bool) -> list[Path]:
     if source == STDIN_SOURCE:
-        return read_path_lines(sys.stdin)
+        stream = _stdin_paths()
+        try:
+            return read_path_lines(stream)
+        finally:
+            if stream is not sys.stdin:
+                stream.detach()  # leave sys.stdin's buffer open
     path = Path(source)
     try:
         path.stat()
@@ -101,6 +107,15 @@ def _expand_one(source: str, recursive: bool) -> list[Path]:
     if _GLOB_CHARS & set(source):
         return _glob_images(source)
     raise DataError(f"{path}: no such file or folder")
+
+
+def _stdin_paths() -> TextIO:
+    """Standard input read as file names are: UTF-8, other bytes kept (``surrogateescape``), so a Latin-1 name
+    opens its file; a UTF-8 locale's strict stdin raised UnicodeDecodeError."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # already text only (a test's StringIO)
+        return sys.stdin
+    return io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="surrogateescape")
 
 
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -113,6 +114,20 @@ def test_stdin_list_saved_with_a_byte_order_mark_reads_as_without(monkeypatch):
     # `detect - < list.txt` with a BOM: the first path was '\ufeffa.jpg', "image file not found"
     monkeypatch.setattr(sys, "stdin", io.StringIO("\ufeffa.jpg\r\n\ufeffb.jpg\r\n"))
     assert expand_sources(["-"]) == [Path("a.jpg"), Path("\ufeffb.jpg")]  # only the stream's start is a BOM
+
+
+def test_file_names_that_are_not_utf8_are_kept_from_lists_and_stdin(tmp_path: Path, monkeypatch):
+    # caf\xe9.jpg (Latin-1): a .txt list said "image not found: 'caf\ufffd.jpg'"; stdin under a UTF-8 locale
+    # raised UnicodeDecodeError. Darknet fopen()s the bytes.
+    image = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))
+    image.write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(os.fsencode(image) + b"\n")
+    assert expand_sources([listing]) == [image]
+    strict_stdin = io.TextIOWrapper(io.BytesIO(os.fsencode(image) + b"\n"), encoding="utf-8", errors="strict")
+    monkeypatch.setattr(sys, "stdin", strict_stdin)
+    assert expand_sources(["-"]) == [image]
+    assert not strict_stdin.buffer.closed
 
 
 def test_stdin_prompts_like_darknet_only_on_a_terminal(capsys):
