@@ -63,9 +63,19 @@ def with_darknet_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list
     return [*argv[:position + 1], *translate_flags(argv[position + 1:], known)]
 
 
+def _keep_undecodable_names() -> None:
+    """Print a file name that is not UTF-8 (held as lone surrogates, ``caf\\udce9.jpg``) as its original bytes, as
+    Darknet's printf does: a UTF-8 locale's strict stdout raised UnicodeEncodeError mid-run (stderr already
+    escapes them)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None and (sys.stdout.encoding or "").lower().replace("-", "") == "utf8":
+        reconfigure(errors="surrogateescape")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command: exit status 2 with one ``error:`` line for a DarknetError (and argparse's usage errors), 130
     for Ctrl-C from the parser's build on (earlier, while Python imports torch, Python's own handler runs)."""
+    _keep_undecodable_names()
     try:
         parser = build_parser()
         args = parser.parse_args(with_darknet_flags(parser, sys.argv[1:] if argv is None else list(argv)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import pytest
 
@@ -72,3 +73,17 @@ def test_a_bad_device_is_one_line(argv, capsys, monkeypatch):
     assert cli_main.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: device '") and "is not a device name" in err and "Traceback" not in err
+
+
+def test_a_file_name_that_is_not_utf8_prints_as_its_bytes(monkeypatch):
+    # detect --print on caf\xe9.jpg under a UTF-8 locale (strict stdout) raised UnicodeEncodeError mid-run
+    import io
+    import os
+
+    from darknet_torch.cli.main import _keep_undecodable_names
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", errors="strict"))
+    _keep_undecodable_names()
+    print(os.fsdecode(b"caf\xe9.jpg: Predicted"), "caf\u00e9")
+    sys.stdout.flush()
+    assert raw.getvalue() == b"caf\xe9.jpg: Predicted caf\xc3\xa9\n"
