@@ -52,13 +52,13 @@ def resolve_relative(value: str | os.PathLike[str], referring_file: Path) -> Pat
     if path.is_absolute():
         return path
     from_cwd = Path.cwd() / path
-    if _exists(from_cwd):
+    if exists_quietly(from_cwd):
         return from_cwd
     beside = referring_file.absolute().parent / path
-    return beside if _exists(beside) else from_cwd
+    return beside if exists_quietly(beside) else from_cwd
 
 
-def _exists(path: Path, is_file: bool = False) -> bool:
+def exists_quietly(path: Path, is_file: bool = False) -> bool:
     """``path.exists()`` (or ``is_file()``), False where stat fails: Python raises for a name too long (a binary
     file read as a list) where a missing file gives False."""
     try:
@@ -177,7 +177,7 @@ def read_image_list(path: str | os.PathLike[str]) -> list[Path]:
         if not entry or entry.startswith("#"):
             continue
         image = resolve_relative(entry, list_path)
-        if not _exists(image, is_file=True):
+        if not exists_quietly(image, is_file=True):
             missing.append(f"{list_path}:{number}: image not found: {quoted(entry)}")
         images.append(image)
     if missing:

@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from darknet_torch.config.data_files import DataConfig, read_data_file, read_image_list, read_names, resolve_relative
+from darknet_torch.config.data_files import (DataConfig, exists_quietly, read_data_file, read_image_list, read_names,
+                                             resolve_relative)
 from darknet_torch.data.report import DataReport, data_report
 from darknet_torch.errors import CfgError, DataError
 
@@ -83,7 +84,7 @@ class DarknetDataset:
         key = "train" if self.config.train is not None else \
             f"train (not set; Darknet's default {DARKNET_DEFAULT_TRAIN_LIST})"
         list_path = self.config.train or resolve_relative(DARKNET_DEFAULT_TRAIN_LIST, self.path)
-        if not list_path.is_file():
+        if not exists_quietly(list_path, is_file=True):  # a name too long is "not found", not an OSError
             raise DataError(f"{self.path}: {key} = {list_path}: image list not found (relative paths are looked up "
                             f"from the working directory, then beside the .data file)")
         return list_path

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from darknet_torch.data.dataset import DarknetDataset
-from darknet_torch.errors import CfgError
+from darknet_torch.errors import CfgError, DataError
 from tests.data.test_report import make_dataset
 
 
@@ -51,3 +51,10 @@ def test_keys_the_caller_reads_are_not_reported_unused(tmp_path):
     assert "key 'bogus' is not used" in warning
     dataset = DarknetDataset.from_data_file(path)
     assert DarknetDataset.of(dataset) is dataset and DarknetDataset.of(path).config == dataset.config
+
+
+def test_a_train_list_name_too_long_is_not_found_not_a_traceback(tmp_path):
+    # Path.is_file() raises ENAMETOOLONG (only "not found" is False): train ended in an OSError traceback
+    dataset = DarknetDataset.from_data_file(write_set(tmp_path, f"classes = 2\ntrain = {'t' * 5000}\n"))
+    with pytest.raises(DataError, match="image list not found"):
+        dataset.train_list()
