@@ -107,17 +107,13 @@ def _opencv_run(cfg: Path, weights: Path, blob: np.ndarray, threads: int):
 
 
 def _onnxruntime_run(model: Darknet, path: Path, array: np.ndarray, threads: int):
-    import onnxruntime
+    from peers.onnx_model import onnxruntime_session
 
     from darknet_torch.export.onnx import export_onnx
 
     if not path.exists():
         export_onnx(model, path, dynamic_batch=True)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path, threads)
     name = session.get_inputs()[0].name
     return timed(lambda: session.run(None, {name: array}))
 

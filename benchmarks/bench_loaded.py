@@ -19,6 +19,12 @@ Settings:
   ``VAR=VALUE[,VAR=VALUE]``  any environment, e.g. ``GOMP_SPINCOUNT=10000``
 The peers (their own thread pools, no OpenMP) get one intra-op thread per core.  Ratios are to onnxruntime's median
 in the same table.
+
+``--map ... onnxruntime`` also times the same ``evaluate`` pipeline (decoding, Darknet resize, boxes, NMS, AP) with
+the network forward an onnxruntime session of our ONNX export (``peers/onnx_model.py``, one intra-op thread per
+core).  It runs in each setting's worker, so the pipeline's torch parts run under that setting as ours do and only
+the forward differs; the map rows' ratios are to it (``map onnxruntime [setting]``), and each map table ends with
+the mAP of every pipeline.
 """
 from __future__ import annotations
 
@@ -101,7 +107,8 @@ def main() -> int:
     p.add_argument("--settings", nargs="+", default=["default", "torch"])
     p.add_argument("--engines", nargs="+", default=["eager", "exact", "bf16"])
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS)
-    p.add_argument("--map", nargs="*", default=[], help="also the coco128 map pipeline in these modes")
+    p.add_argument("--map", nargs="*", default=[],
+                   help="also the coco128 map pipeline in these modes (onnxruntime: its forward an onnxruntime session)")
     p.add_argument("--data", type=Path, default=SHARED / "coco128" / "coco128.data")
     p.add_argument("--model", default="yolov3-tiny")
     p.add_argument("--batch", type=int, default=1)
@@ -127,13 +134,14 @@ def main() -> int:
                 before = [round(x, 2) for x in load_average()]
                 times = interleaved(runs, repeats, warmup)
                 after = [round(x, 2) for x in load_average()]
-                reference = median(times["onnxruntime"]) if "onnxruntime" in times else None
                 block = []
                 for name, values in times.items():
                     seconds = median(values)
                     if load == args.load[0]:
                         quiet[name] = seconds
                     setting = name[name.index("[") + 1:-1] if "[" in name else "peers"
+                    peer = "onnxruntime" if what == "forward" else f"map onnxruntime [{setting}]"
+                    reference = median(times[peer]) if peer in times else None
                     block.append([load, f"{before[0]} -> {after[0]}", name, workers[setting][1],
                                   *(_duration(x, what) for x in (seconds, min(values), max(values))),
                                   f"{seconds / reference:.2f}" if reference else "-",
@@ -142,6 +150,8 @@ def main() -> int:
                                     "openmp": workers[setting][1], "median_seconds": seconds, "seconds": values,
                                     "map": maps.get(name)})
                 print(table(block, header), flush=True)
+                if what == "map":
+                    print("mAP@0.5: " + ", ".join(f"{name} {maps[name]:.6f}" for name in runs), flush=True)
                 rows += block
             for worker, _ in workers.values():
                 worker.close()

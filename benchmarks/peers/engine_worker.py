@@ -5,6 +5,8 @@ Requests (``{"cmd": ..., **arguments}``, JSON lines; see :mod:`peers.worker_proc
   ``setup`` engines, model, batch, size, images, threads, workdir -> {torch_threads, openmp}: loads every engine
   ``run`` engine                                                  -> {seconds}: one forward, measured here
   ``evaluate`` mode, data, batch_size                             -> {seconds, map}: coco128 as ``darknet_torch map``
+                                                                     (mode ``onnxruntime``: the same pipeline, the
+                                                                     forward an onnxruntime session, see onnx_model.py)
   ``quit``
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Worker:
         self.runs = prepare_engines(engines, cfg, official, weights, inputs, calibration, threads, Path(workdir),
                                     None)
         self.models = {"cfg": cfg, "weights": weights}
+        self.workdir, self.threads = Path(workdir), threads
         return {"torch_threads": torch.get_num_threads(),
                 "openmp": {name: os.environ.get(name) for name in OPENMP_VARIABLES}}
 
@@ -48,7 +51,8 @@ class Worker:
         return {"seconds": self.runs[engine]()}
 
     def evaluate(self, mode: str, data: str, batch_size: int) -> dict:
-        """coco128 from image paths to mAP, as ``darknet_torch map [--fast mode]`` (``eager``: no --fast)."""
+        """coco128 from image paths to mAP, as ``darknet_torch map [--fast mode]`` (``eager``: no --fast;
+        ``onnxruntime``: the eager pipeline with an onnxruntime session of the ONNX export as the forward)."""
         from darknet_torch.config.data_files import read_data_file, read_image_list, read_names
         from darknet_torch.evaluate.runner import evaluate
         from darknet_torch.model.fast import optimize_for_inference
@@ -58,7 +62,13 @@ class Worker:
         keep_freed_memory()  # as `darknet_torch map` does
         if mode not in self.models:
             model = load_model(self.models["cfg"], self.models["weights"])
-            self.models[mode] = model if mode == "eager" else optimize_for_inference(model, mode)
+            if mode == "onnxruntime":
+                from peers.onnx_model import OnnxDarknet
+
+                cfg = self.models["cfg"]  # the file bench_inference's onnxruntime engine exports, if it ran here
+                self.models[mode] = OnnxDarknet(model, self.workdir / f"{cfg.stem}.onnx", self.threads)
+            else:
+                self.models[mode] = model if mode == "eager" else optimize_for_inference(model, mode)
         settings = read_data_file(Path(data))
         images, names = read_image_list(settings.valid), read_names(settings.names)
         started = time.perf_counter()
