@@ -2,7 +2,9 @@
 into image paths.
 
 Folders and globs keep only files with an image extension (so a README beside the photos is not an error); a file
-named explicitly, or listed in a ``.txt`` list, is taken as is, and a bad one is reported when it is decoded.
+named explicitly, or listed in a ``.txt`` list, is taken as is, and a bad one is reported when it is decoded.  A
+``.txt`` list whose entries do not exist is refused before any work (``read_image_list`` names up to 10 of them: a
+stale list is caught before a long run); a missing path read from standard input fails alone, as it arrives.
 The order is the sources' order, each folder and glob sorted by path, so runs are reproducible.
 """
 from __future__ import annotations
