@@ -17,13 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from darknet_torch.config.sections import INT_TEXT
 from darknet_torch.errors import CfgError, DataError, quoted
 
 #: Keys of a ``.data`` file that get a typed field; every other key is kept in ``DataConfig.extra``.
 _PATH_KEYS = ("train", "valid", "names", "backup")
 _TYPED_KEYS = ("classes", "eval", *_PATH_KEYS)
 
-_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)  # ASCII: int() also reads other scripts' digits, atoi does not
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
 
     classes = None
     if "classes" in values:
-        if not _INT_RE.fullmatch(values["classes"]) or int(values["classes"]) <= 0:
+        if not INT_TEXT.fullmatch(values["classes"]) or int(values["classes"]) <= 0:
             raise CfgError(
                 f"{data_path}:{lines_of['classes']}: classes must be a positive integer, "
                 f"got {quoted(values['classes'])}"

@@ -25,7 +25,8 @@ class _Refused(ValueError):
 
 # Darknet reads numbers with atoi/atof. Python's int()/float() also take "1_0" (atoi: 1), non-ASCII digits (atoi:
 # 0) and "nan"/"inf" (atof: the same, then NaN thresholds and infinite sizes): only plain ASCII numbers are accepted.
-_INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+#: An integer as Darknet's atoi reads one whole (also the .data file's classes=).
+INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
 _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
@@ -41,7 +42,7 @@ def _number_problem(text: str) -> str | None:
 
 
 def _int(text: str) -> int:
-    if not _INT_TEXT.fullmatch(text):
+    if not INT_TEXT.fullmatch(text):
         problem = _number_problem(text)
         raise _Refused(problem) if problem else ValueError(text)
     return int(text)

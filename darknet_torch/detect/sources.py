@@ -113,11 +113,12 @@ def _expand_one(source: str, recursive: bool) -> list[Path]:
 
 def _stdin_paths() -> TextIO:
     """Standard input read as file names are: UTF-8, other bytes kept (``surrogateescape``), so a Latin-1 name
-    opens its file; a UTF-8 locale's strict stdin raised UnicodeDecodeError."""
+    opens its file; a UTF-8 locale's strict stdin raised UnicodeDecodeError.  (A byte-order mark is dropped by
+    :func:`read_path_lines`, for every stream.)"""
     buffer = getattr(sys.stdin, "buffer", None)
     if buffer is None:  # already text only (a test's StringIO)
         return sys.stdin
-    return io.TextIOWrapper(buffer, encoding="utf-8-sig", errors="surrogateescape")
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape")
 
 
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:

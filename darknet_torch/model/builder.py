@@ -269,7 +269,7 @@ def build_softmax(sec: Section, ctx: BuildContext) -> Built:
     groups = _positive(sec, "groups", sec["groups"])
     if (c * h * w) % groups:  # make_softmax_layer: assert(inputs%groups == 0), inputs = c*h*w
         raise sec.error(f"groups={groups} must divide the layer's {c * h * w} inputs ({c}x{h}x{w})", "groups")
-    return Softmax(sec["groups"], sec["temperature"], bool(sec["spatial"])), ctx.in_shape, 0.0
+    return Softmax(groups, sec["temperature"], bool(sec["spatial"])), ctx.in_shape, 0.0
 
 
 def build_connected(sec: Section, ctx: BuildContext) -> Built:
