@@ -7,6 +7,10 @@
     output thread       boxes and NMS, tracker, drawing, video encoding, JSON lines, label files, HTTP streams,
                         printout
 
+When a file's forward runs on every core, the reader and output threads work only between forward passes
+(:mod:`darknet_torch.video.turns`: a core taken from the forward's OpenMP team stalls the whole team) and the
+forward waits for full batches; with a core left to them everything overlaps.
+
 Files are processed frame by frame (a full queue makes the reader wait).  Live sources run in latest-frame mode:
 the reader replaces a frame still waiting in the queue, so inference always takes the newest one and the output
 never falls behind (the report counts the dropped frames).  Every output is closed on every exit path, including
@@ -15,11 +19,13 @@ Ctrl-C and SIGTERM (raised as KeyboardInterrupt by the CLI), so the video writte
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,10 +42,12 @@ from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines,
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
 from darknet_torch.files import write_atomic
+from darknet_torch.openmp import available_cores
 from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker
 from darknet_torch.video.tuning import ForwardThreads, candidates
+from darknet_torch.video.turns import CoreTurns
 from darknet_torch.video.writer import OUTPUT_EXTENSIONS, VideoWriter
 
 _END = object()
@@ -116,8 +124,9 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
         DataError: an output cannot be created or a port cannot be bound (before any frame is processed).
     """
     report = VideoReport(source.name)
+    turns = CoreTurns(enabled=False)
     try:
-        sink = _OutputStage(predictor, source, outputs, report, keep_results, on_frame)
+        sink = _OutputStage(predictor, source, outputs, report, keep_results, on_frame, turns)
     except BaseException:
         source.close()
         raise
@@ -127,7 +136,7 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     sink.bar = bar
     inputs: queue.Queue = queue.Queue(maxsize=1 if source.live else 2 * batch_size)
     stop = threading.Event()
-    reader = threading.Thread(target=_read, args=(predictor, source, inputs, stop, max_frames, report),
+    reader = threading.Thread(target=_read, args=(predictor, source, inputs, stop, max_frames, report, turns),
                               name="video-reader", daemon=True)
     start = time.perf_counter()
     reader.start()
@@ -135,12 +144,13 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     caller_threads = torch.get_num_threads()
     threads = ForwardThreads([forward_threads] if forward_threads else candidates(caller_threads))
     try:
-        _forward_batches(predictor, inputs, sink, batch_size, threads)
+        _forward_batches(predictor, inputs, sink, batch_size, threads, turns if not source.live else None)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
         report.forward_threads = threads.chosen or threads.threads()
         torch.set_num_threads(caller_threads)
+        turns.set_enabled(False)
         stop.set()
         sink.finish()
         reader.join(timeout=5)
@@ -153,15 +163,21 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
 
 
 def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputStage, batch_size: int,
-                     threads: ForwardThreads) -> None:
-    """The calling thread's loop: batches of the frames that are ready, up to ``batch_size``, through the network
-    on ``threads``' thread count."""
+                     threads: ForwardThreads, turns: CoreTurns | None) -> None:
+    """The calling thread's loop: batches through the network on ``threads``' thread count.  With ``turns`` (a
+    file), a forward on every core takes turns with the side work and waits for a full batch; otherwise a batch is
+    the frames that are ready, up to ``batch_size``."""
+    cores = available_cores()
     done = False
     while not done:
+        count = threads.threads()
+        if turns is not None:
+            turns.set_enabled(count >= cores > 1)
+        full_batches = turns is not None and turns.enabled
         batch = [inputs.get()]
         while len(batch) < batch_size and batch[-1] is not _END:
             try:
-                batch.append(inputs.get_nowait())
+                batch.append(inputs.get() if full_batches else inputs.get_nowait())
             except queue.Empty:
                 break
         if batch[-1] is _END:
@@ -169,18 +185,26 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
             done = True
         if batch:
             inputs_batch = torch.stack([p.input for p in batch])
-            torch.set_num_threads(threads.threads())
-            sink.put(batch, predictor.forward_batch(inputs_batch), inputs_batch.shape[-2:])
+            torch.set_num_threads(count)
+            with turns.forward() if turns is not None else nullcontext():
+                output = predictor.forward_batch(inputs_batch)
+            sink.put(batch, output, inputs_batch.shape[-2:])
             threads.done(len(batch))
 
 
 def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: threading.Event,
-          max_frames: int | None, report: VideoReport) -> None:
-    """Reader thread: decode and prepare frames; on a live source keep only the newest waiting frame."""
+          max_frames: int | None, report: VideoReport, turns: CoreTurns) -> None:
+    """Reader thread: decode and prepare frames (one side item each); on a live source keep only the newest waiting
+    frame."""
     torch.set_num_threads(1)  # this thread's own OpenMP team: the forward pass keeps every core's thread
+    frames = iter(source.frames())
     try:
-        for count, frame in enumerate(source.frames(), start=1):
-            network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
+        for count in itertools.count(1):
+            with turns.side():
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
             item = _Prepared(frame, network_input, info)
             if source.live:
                 try:
@@ -213,8 +237,8 @@ class _OutputStage:
     """The output thread: everything done with a frame's detections, in frame order."""
 
     def __init__(self, predictor: Predictor, source: FrameSource, outputs: VideoOutputs, report: VideoReport,
-                 keep_results: bool, on_frame: Callable[[FrameResult], None] | None) -> None:
-        self.predictor = predictor
+                 keep_results: bool, on_frame: Callable[[FrameResult], None] | None, turns: CoreTurns) -> None:
+        self.predictor, self.turns = predictor, turns
         self.num_classes, self.thresh = predictor.model.num_classes, predictor.thresh
         self.source, self.outputs, self.report = source, outputs, report
         self.keep_results, self.on_frame = keep_results, on_frame
@@ -277,9 +301,12 @@ class _OutputStage:
         torch.set_num_threads(1)  # (the tracker's IoU) as in the reader thread
         while (item := self.queue.get()) is not _END:
             batch, output, input_hw = item
-            for prepared, detections in zip(batch, self._detections(batch, output, input_hw)):
+            with self.turns.side():
+                found = self._detections(batch, output, input_hw)
+            for prepared, detections in zip(batch, found):
                 try:
-                    self._handle(prepared.frame, detections)
+                    with self.turns.side():
+                        self._handle(prepared.frame, detections)
                 except Exception as exc:  # noqa: BLE001 (reported; later frames still go out)
                     self.report.errors.append(f"frame {prepared.frame.index + 1}: {exc}")
 

@@ -8,7 +8,8 @@ threads and 22 with 1; ``--fast bf16`` (13 ms) at 55 with 2 and 62 with 1 (load 
 and 43-48 with 1 while a heavier load came and went (each layer's OpenMP barrier waits for whichever of the
 forward's threads the kernel has just descheduled).
 :class:`ForwardThreads` therefore tries both (all cores, one fewer) on the first batches, alternating, and keeps the
-one whose batches went through the whole pipeline faster.  The trial is short (one warm-up batch, then two batches
+one whose batches went through the whole pipeline faster.  (On all cores a file's side work takes turns with the
+forward instead of competing with it: :mod:`darknet_torch.video.turns`.)  The trial is short (one warm-up batch, then two batches
 per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower on one thread),
 which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward output is
 bit-identical on 1 and 2 threads, exact and bf16).

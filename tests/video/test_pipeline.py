@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.model.loading import load_model
+from darknet_torch.video import pipeline
 from darknet_torch.video.pipeline import VideoOutputs, run_video
 from darknet_torch.video.sources import Frame, FrameSource, open_source
 from tests.video.videos import photo_frames, read_video, write_video
@@ -154,3 +156,45 @@ def test_the_forward_threads_are_tried_then_the_callers_threads_come_back(predic
         assert report.ok and set(seen) == {1} and report.forward_threads == 1 and torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_forward_on_every_core_takes_turns_with_the_side_work(predictor, tmp_path, monkeypatch):
+    """On every core the forward waits for full batches and never runs while a frame is prepared or its outputs are
+    made; with a core left to the side work they overlap freely.  The detections are the same either way (up to
+    float32 rounding: the plain forward's sums depend on the batch size and thread count)."""
+    monkeypatch.setattr(pipeline, "available_cores", lambda: 2)
+    intervals: dict[str, list[tuple[float, float]]] = {"forward": [], "side": []}
+    sizes = []
+
+    def timed(kind, work):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return work(*args, **kwargs)
+            finally:
+                intervals[kind].append((start, time.perf_counter()))
+        return run
+
+    forward = predictor.forward_batch
+    monkeypatch.setattr(predictor, "forward_batch", timed("forward", lambda batch: (sizes.append(len(batch)),
+                                                                                    forward(batch))[1]))
+    monkeypatch.setattr(predictor, "prepare", timed("side", predictor.prepare))
+    monkeypatch.setattr(predictor, "detections_from_output", timed("side", predictor.detections_from_output))
+    monkeypatch.setattr(pipeline._OutputStage, "_handle", timed("side", pipeline._OutputStage._handle))
+    video = write_video(tmp_path / "clip.mkv", photo_frames(10, 160, 120))
+    outputs = VideoOutputs(video=tmp_path / "out.mp4", json_lines=tmp_path / "out.jsonl")
+    runs = {}
+    for threads in (2, 1):
+        intervals["forward"].clear(), intervals["side"].clear(), sizes.clear()
+        runs[threads] = run_video(predictor, open_source(str(video)), outputs, batch_size=3, keep_results=True,
+                                  progress=False, forward_threads=threads)
+        assert runs[threads].ok and runs[threads].frames == 10
+        overlaps = sum(a < d and c < b for a, b in intervals["forward"] for c, d in intervals["side"])
+        if threads == 2:
+            assert overlaps == 0 and sizes == [3, 3, 3, 1]
+        assert len(intervals["side"]) == 10 + len(sizes) + 10  # prepare and output per frame, boxes per batch
+    for on_all, on_one in zip(runs[2].results, runs[1].results):
+        assert [d.class_id for d in on_all.detections] == [d.class_id for d in on_one.detections]
+        assert np.allclose([astuple(d)[2:] for d in on_all.detections], [astuple(d)[2:] for d in on_one.detections],
+                           rtol=0, atol=1e-5)
+    assert sum(len(r.detections) for r in runs[2].results) >= 10
