@@ -29,7 +29,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from darknet_torch.data.images import u8_hwc_to_unit_chw
 from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
@@ -180,7 +179,7 @@ def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: 
     torch.set_num_threads(1)  # this thread's own OpenMP team: the forward pass keeps every core's thread
     try:
         for count, frame in enumerate(source.frames(), start=1):
-            network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
+            network_input, info = predictor.prepare_u8(frame.image)
             item = _Prepared(frame, network_input, info)
             if source.live:
                 try:
