@@ -16,6 +16,9 @@ demo picks its forward's thread count itself, printed at the end).
 Ratio = demo frames/s / bare frames/s (the issue's bar: at least 0.8).  ``demo-json``: the same without the
 annotated video (JSON lines only: no drawing, no encoding).  Modes are ``--fast`` modes.
 
+``--float-reader`` adds ``demo-float``: the demo whose reader fits frames the float way (``u8 -> float`` of the whole
+frame, then Darknet's resize), interleaved with the uint8 reader's for an A/B of issue 14's resize.
+
 ``--random-weights`` (for a cfg whose weights are not at hand, e.g. yolov4-tiny): random weights with every head's
 objectness off (no detections; see :func:`silence_random_heads`).
 """
@@ -26,6 +29,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -81,6 +85,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--random-weights", action="store_true",
                         help="random weights, objectness off (no detections), instead of --weights")
+    parser.add_argument("--float-reader", action="store_true",
+                        help="also time 'demo-float': the demo with its reader on the float path (u8 -> float, "
+                             "then resize), as before the uint8 path")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -94,7 +101,7 @@ def main() -> None:
         video = Path(tmp) / "bench.mp4"
         images = make_video(video, args.frames)
         predictors = {mode: build_predictor(model, DETECTOR_TEST.replace(fast=mode)) for mode in args.modes}
-        frames = [predictors[args.modes[0]].prepare(u8_hwc_to_unit_chw(f))[0] for f in images[:20]]
+        frames = [predictors[args.modes[0]].prepare_u8(f)[0] for f in images[:20]]
         inputs = [x[None] for x in frames]
         batches = [torch.stack(frames[i:i + args.batch_size]) for i in range(0, len(frames), args.batch_size)]
 
@@ -105,13 +112,15 @@ def main() -> None:
                         predictor.model(x)
             return timed(work)
 
-        def demo(predictor: Predictor, mode: str, video_out: bool):
+        def demo(predictor: Predictor, mode: str, video_out: bool, float_reader: bool = False):
             outputs = VideoOutputs(video=Path(tmp) / f"out-{mode}.mp4" if video_out else None,
                                    json_lines=Path(tmp) / f"out-{mode}.jsonl")
+            reader = (lambda self, pixels: self.prepare(u8_hwc_to_unit_chw(pixels))) if float_reader else None
 
             def run() -> float:
-                report = run_video(predictor, open_source(str(video)), outputs, batch_size=args.batch_size,
-                                   progress=False)
+                with mock.patch.object(Predictor, "prepare_u8", reader or Predictor.prepare_u8):
+                    report = run_video(predictor, open_source(str(video)), outputs, batch_size=args.batch_size,
+                                       progress=False)
                 assert report.ok and report.frames == args.frames, report.errors
                 chosen_threads.setdefault(mode, []).append(report.forward_threads)
                 return report.seconds
@@ -123,6 +132,8 @@ def main() -> None:
             runs[f"bare-batch {mode}"] = bare(predictor, batches)
             runs[f"demo {mode}"] = demo(predictor, mode, video_out=True)
             runs[f"demo-json {mode}"] = demo(predictor, mode, video_out=False)
+            if args.float_reader:
+                runs[f"demo-float {mode}"] = demo(predictor, mode, video_out=True, float_reader=True)
         times = interleaved(runs, args.repeats, warmup=1)
     rows, results = [], {}
     for mode in args.modes:
@@ -134,6 +145,11 @@ def main() -> None:
                          "ratio": demo_fps / bare_fps, "demo_json_fps": json_fps, "json_ratio": json_fps / bare_fps,
                          "forward_ms_batch": batch_ms, "ratio_batch": demo_fps * batch_ms / 1000,
                          "demo_forward_threads": chosen_threads.get(mode)}
+        if args.float_reader:
+            float_fps = args.frames / median(times[f"demo-float {mode}"])
+            results[mode].update(demo_float_fps=float_fps, float_ratio=float_fps / bare_fps)
+            print(f"# {mode}: demo with the float reader {float_fps:.1f} frames/s (ratio {float_fps / bare_fps:.2f}), "
+                  f"with the uint8 reader {demo_fps:.1f} ({demo_fps / bare_fps:.2f})")
         rows.append([name + (" (random weights)" if args.random_weights else ""), mode, f"{forward_ms:.1f}",
                      f"{bare_fps:.1f}", f"{demo_fps:.1f}", f"{demo_fps / bare_fps:.2f}", f"{json_fps:.1f}",
                      f"{json_fps / bare_fps:.2f}", f"{batch_ms:.1f}", f"{demo_fps * batch_ms / 1000:.2f}"])

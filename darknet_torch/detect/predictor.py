@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable, Sequence
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from darknet_torch.data.images import LetterboxInfo, preprocess
+from darknet_torch.data.images import LetterboxInfo, Preprocessor
 from darknet_torch.detect.postprocess import Detections, darknet_detections_batch
 from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.errors import CfgError
@@ -57,11 +57,11 @@ def resolve_settings(model: Darknet, settings: InferenceSettings) -> InferenceSe
         input_size=settings.input_size or model.input_size)
 
 
-def make_preparer(settings: InferenceSettings) -> Callable[[Tensor], tuple[Tensor, LetterboxInfo]]:
+def make_preparer(settings: InferenceSettings) -> Preprocessor:
     """A small picklable function image -> (network input, fit info) for resolved ``settings``, for DataLoader
-    workers."""
+    workers; its ``pixels`` method takes the uint8 image instead."""
     h, w = settings.input_size
-    return partial(preprocess, w=w, h=h, letterbox=settings.letterbox)
+    return Preprocessor(w, h, settings.letterbox)
 
 
 class Predictor:
@@ -119,13 +119,18 @@ class Predictor:
         return tuned
 
     @property
-    def preparer(self) -> Callable[[Tensor], tuple[Tensor, LetterboxInfo]]:
+    def preparer(self) -> Preprocessor:
         """A small picklable function image -> (network input, fit info), for DataLoader workers."""
         return make_preparer(self.settings)
 
     def prepare(self, image: Tensor) -> tuple[Tensor, LetterboxInfo]:
         """Network input (3, H, W) for one float CHW image in [0, 1], and how it was fitted."""
         return self.preparer(image)
+
+    def prepare_u8(self, pixels: np.ndarray) -> tuple[Tensor, LetterboxInfo]:
+        """:meth:`prepare` of ``u8_hwc_to_unit_chw(pixels)`` (uint8 ``[H, W, 3]`` RGB), bit for bit, for less
+        CPU: for video frames and images still in their decoded uint8."""
+        return self.preparer.pixels(pixels)
 
     def detect_batch(self, batch: Tensor, infos: Sequence[LetterboxInfo]) -> list[Detections]:
         """Darknet detections after NMS for a prepared batch ``(B, 3, H, W)``: suppressed probabilities are zero and

@@ -35,7 +35,6 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from darknet_torch.data.images import u8_hwc_to_unit_chw
 from darknet_torch.detect.outputs import prepare_output_dir
 from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
@@ -204,7 +203,7 @@ def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: 
                 frame = next(frames, None)
                 if frame is None:
                     break
-                network_input, info = predictor.prepare(u8_hwc_to_unit_chw(frame.image))
+                network_input, info = predictor.prepare_u8(frame.image)
             item = _Prepared(frame, network_input, info)
             if source.live:
                 try:

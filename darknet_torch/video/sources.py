@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
+from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_pixels
 from darknet_torch.detect.sources import IMAGE_EXTENSIONS, expand_sources
 from darknet_torch.errors import DarknetError, DataError
 from darknet_torch.video.backend import require_av
@@ -148,12 +148,11 @@ class ImageSequenceSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
             try:
-                pixels = load_image(path, self.max_pixels, self.decoder)
+                pixels = load_pixels(path, self.max_pixels, self.decoder)
             except DarknetError as exc:
                 self.errors.append(str(exc))
                 continue
-            image = np.rint(pixels.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
-            yield Frame(index, image, index / self.fps)
+            yield Frame(index, np.require(pixels, requirements="W"), index / self.fps)  # drawn on in place
 
 
 class ReconnectingSource(FrameSource):

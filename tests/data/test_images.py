@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ from darknet_torch.data.images import (
     load_image,
     max_file_bytes,
     preprocess,
+    preprocess_u8,
     resize_image,
+    resize_u8,
     stb_available,
+    u8_hwc_to_unit_chw,
 )
 from darknet_torch.errors import DataError
 
@@ -164,6 +168,55 @@ def test_preprocess_resize_mode_is_a_plain_stretch() -> None:
     assert torch.equal(out, resize_image(im, 8, 8))
     assert (info.new_w, info.new_h, info.dx, info.dy) == (8, 8, 0, 0)
     assert info.box_offset == (0.0, 0.0) and info.box_scale == (1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- uint8 path (resize_u8)
+
+# (height, width) of input images: odd, 1-pixel wide/high, shrink, grow, extreme aspect, the 640x480 frame.
+U8_SHAPES = [(480, 640), (1, 1), (1, 9), (9, 1), (2, 2), (3, 5), (13, 9), (416, 416), (240, 320), (415, 417),
+             (100, 1000), (1000, 100), (5, 5000), (16, 3), (2, 416)]
+# (width, height) of network inputs: square, odd, 1-pixel, wider and taller than the images.
+U8_TARGETS = [(416, 416), (1, 1), (1, 9), (9, 1), (608, 352), (417, 415), (5, 13)]
+
+
+@pytest.mark.parametrize("shape", U8_SHAPES)
+@pytest.mark.parametrize("letterbox", [False, True])
+def test_preprocess_u8_is_bit_identical_to_the_float_path(shape: tuple[int, int], letterbox: bool) -> None:
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    unit = u8_hwc_to_unit_chw(pixels)
+    for w, h in U8_TARGETS + [(shape[1], shape[0])]:  # ... and the image's own size (a copy)
+        expected, expected_info = preprocess(unit, w, h, letterbox)
+        got, info = preprocess_u8(pixels, w, h, letterbox)
+        assert torch.equal(got, expected), (shape, w, h, letterbox)
+        assert info == expected_info and got.is_contiguous()
+
+
+def test_resize_u8_matches_the_naive_transcription_on_every_level_and_a_strided_frame() -> None:
+    """Every 8-bit value, read from a non-contiguous frame (a crop of a bigger one); the last-row quirk case."""
+    big = (np.arange(40 * 50 * 3) * 7 % 256).astype(np.uint8).reshape(40, 50, 3)
+    pixels = big[3:37, 5:45]
+    unit = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    assert torch.equal(resize_u8(pixels, 23, 29), torch.from_numpy(naive_darknet_resize(unit, 23, 29)))
+    column = np.random.default_rng(3).integers(0, 256, (16, 3, 3), dtype=np.uint8)
+    assert torch.equal(resize_u8(column, 3, 416), resize_image(u8_hwc_to_unit_chw(column), 3, 416))
+
+
+def test_resize_u8_gives_every_thread_its_own_work_arrays() -> None:
+    """The reused work arrays are per thread: frames resized at once in several threads do not mix."""
+    frames = [np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8) for i in range(4)]
+    expected = [resize_image(u8_hwc_to_unit_chw(f), 41, 37) for f in frames]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(20):
+            assert all(torch.equal(a, b) for a, b in zip(pool.map(lambda f: resize_u8(f, 41, 37), frames), expected))
+
+
+def test_resize_u8_rejects_what_is_not_a_uint8_rgb_image() -> None:
+    with pytest.raises(TypeError, match="uint8"):
+        resize_u8(np.zeros((4, 4, 3), np.float32), 2, 2)
+    with pytest.raises(TypeError, match="uint8"):
+        resize_u8(np.zeros((4, 4, 4), np.uint8), 2, 2)
+    with pytest.raises(ValueError, match="at least 1x1"):
+        resize_u8(np.zeros((4, 4, 3), np.uint8), 0, 2)
 
 
 # ----------------------------------------------------------------------------- decoding

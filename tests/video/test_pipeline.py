@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from darknet_torch.data.images import u8_hwc_to_unit_chw
 from darknet_torch.detect.outputs_format import darknet_json_frame
 from darknet_torch.detect.pipeline import detect_images
 from darknet_torch.detect.build import build_predictor
@@ -63,6 +64,38 @@ def test_every_frame_equals_detect_on_the_decoded_frames(predictor, tmp_path, on
 
     written, fps = read_video(outputs.video)
     assert len(written) == 10 and written[0].shape == (120, 160, 3) and fps == 10
+
+
+class StillFrames(FrameSource):
+    """A file-like source of the given images."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        super().__init__("stills")
+        self.images = images
+
+    def frames(self):
+        yield from (Frame(i, image) for i, image in enumerate(self.images))
+
+
+def test_the_reader_fits_frames_from_their_uint8_pixels(predictor, monkeypatch, one_thread):
+    """The reader feeds the network ``prepare_u8``'s inputs (the float path's, bit for bit) and skips the float
+    conversion of whole frames."""
+    images = photo_frames(3, 160, 120)
+    prepared, float_calls = [], []
+    prepare_u8 = Predictor.prepare_u8
+
+    def spy(self, pixels):
+        fitted = prepare_u8(self, pixels)
+        prepared.append((pixels, fitted[0]))
+        return fitted
+
+    monkeypatch.setattr(Predictor, "prepare_u8", spy)
+    monkeypatch.setattr(Predictor, "prepare", lambda self, image: float_calls.append(image))
+    report = run_video(predictor, StillFrames(images), batch_size=2, progress=False)
+    assert report.ok and report.frames == 3 and not float_calls
+    assert [pixels is image for (pixels, _), image in zip(prepared, images)] == [True, True, True]
+    for pixels, network_input in prepared:
+        assert torch.equal(network_input, predictor.preparer(u8_hwc_to_unit_chw(pixels))[0])
 
 
 class SlowCamera(FrameSource):
@@ -178,7 +211,7 @@ def test_a_forward_on_every_core_takes_turns_with_the_side_work(predictor, tmp_p
     forward = predictor.forward_batch
     monkeypatch.setattr(predictor, "forward_batch", timed("forward", lambda batch: (sizes.append(len(batch)),
                                                                                     forward(batch))[1]))
-    monkeypatch.setattr(predictor, "prepare", timed("side", predictor.prepare))
+    monkeypatch.setattr(predictor, "prepare_u8", timed("side", predictor.prepare_u8))
     monkeypatch.setattr(predictor, "detections_from_output", timed("side", predictor.detections_from_output))
     monkeypatch.setattr(pipeline._OutputStage, "_handle", timed("side", pipeline._OutputStage._handle))
     video = write_video(tmp_path / "clip.mkv", photo_frames(10, 160, 120))

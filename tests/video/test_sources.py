@@ -62,6 +62,8 @@ def test_image_sequence_in_name_order_with_bad_images_reported(tmp_path):
     got = list(source.frames())
     assert [f.index for f in got] == [0, 1, 3] and np.array_equal(got[2].image, frames[2])
     assert len(source.errors) == 1 and "f001b.png" in source.errors[0]
+    pil = ImageSequenceSource("pil", sorted(tmp_path.glob("f00?.png")), decoder="pil")
+    assert all(f.image.flags.writeable and f.image.dtype == np.uint8 for f in pil.frames())  # boxes are drawn on it
 
 
 def test_kinds_of_sources():
