@@ -9,15 +9,24 @@ and 43-48 with 1 while a heavier load came and went (each layer's OpenMP barrier
 forward's threads the kernel has just descheduled).
 :class:`ForwardThreads` therefore tries both (all cores, one fewer) on the first batches, alternating, and keeps the
 one whose batches went through the whole pipeline faster.  (On all cores a file's side work takes turns with the
-forward instead of competing with it: :mod:`darknet_torch.video.turns`.)  The trial is short (one warm-up batch, then two batches
-per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower on one thread),
-which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward output is
+forward instead of competing with it: :mod:`darknet_torch.video.turns`.)  The trial is short (one warm-up batch,
+then two batches per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower
+on one thread), which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward output is
 bit-identical on 1 and 2 threads, exact and bf16).
+
+The right choice changes when other work starts or stops on the machine (a neighbour holding one of 2 cores slowed a
+2-thread forward from ~27 to ~500 ms a frame: its OpenMP barriers wait for the descheduled thread), so the trial is
+run again when the chosen count's recent batches are :data:`SLOWER` times slower than in its trial, and every
+``retrial_every`` batches (a load that went away; two batches on the other count cost a long video ~1 %).
 """
 from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
+
+#: The chosen count's last batches this many times slower (median) than in its trial: try again.
+SLOWER = 1.5
 
 
 def candidates(cores: int) -> list[int]:
@@ -28,20 +37,26 @@ def candidates(cores: int) -> list[int]:
 
 class ForwardThreads:
     """The forward's thread count for each batch: a trial of ``trials`` batches per candidate (alternating, after
-    ``warmup`` untimed batches), then the candidate with the lowest median seconds per frame for the rest of the run
-    (one candidate: no trial).
+    ``warmup`` untimed batches), then the candidate with the lowest median seconds per frame, until the next trial
+    (one candidate: no trial): when its last ``trials + 1`` batches took :data:`SLOWER` times its trial's median, or
+    after ``retrial_every`` batches.
 
     Call :meth:`threads` before each batch's forward and :meth:`done` after it (with its frame count).  A batch's
     time runs from the previous :meth:`done` to this one, so it includes waiting for the reader and for room in the
     output queue: it measures the pipeline's throughput, not the forward's alone.
     """
 
-    def __init__(self, candidates: list[int], trials: int = 2, warmup: int = 1) -> None:
+    def __init__(self, candidates: list[int], trials: int = 2, warmup: int = 1, retrial_every: int = 150) -> None:
         self.candidates = list(dict.fromkeys(max(1, n) for n in candidates))
-        self.trials, self.warmup = trials, warmup
+        self.trials, self.warmup, self.retrial_every = trials, warmup, retrial_every
         self.seconds_per_frame: dict[int, list[float]] = {n: [] for n in self.candidates}
         self.chosen: int | None = self.candidates[0] if len(self.candidates) == 1 else None
+        #: How many trials were run (the first one included).
+        self.trials_run = 0 if self.chosen else 1
         self._batches = 0
+        self._trial_start = warmup  # batch index where the current trial's alternation starts
+        self._chosen_at = 0
+        self._recent: deque[float] = deque(maxlen=trials + 1)
         self._last = time.perf_counter()
 
     def threads(self) -> int:
@@ -50,14 +65,30 @@ class ForwardThreads:
             return self.chosen
         if self._batches < self.warmup:
             return self.candidates[0]
-        return self.candidates[(self._batches - self.warmup) % len(self.candidates)]
+        return self.candidates[(self._batches - self._trial_start) % len(self.candidates)]
 
     def done(self, frames: int) -> None:
-        """Record the batch just run with :meth:`threads`'s count; choose once every candidate had its trial."""
+        """Record the batch just run with :meth:`threads`'s count; choose once every candidate had its trial, and
+        start a new trial when the choice got slow or old."""
         now = time.perf_counter()
-        if self.chosen is None and self._batches >= self.warmup and frames:
-            self.seconds_per_frame[self.threads()].append((now - self._last) / frames)
-            if all(len(times) >= self.trials for times in self.seconds_per_frame.values()):
-                self.chosen = min(self.candidates, key=lambda n: statistics.median(self.seconds_per_frame[n]))
+        seconds = (now - self._last) / frames if frames else None
+        if self.chosen is None:
+            if self._batches >= self.warmup and seconds is not None:
+                self.seconds_per_frame[self.threads()].append(seconds)
+                if all(len(times) >= self.trials for times in self.seconds_per_frame.values()):
+                    self.chosen = min(self.candidates, key=lambda n: statistics.median(self.seconds_per_frame[n]))
+                    self._chosen_at, self._recent = self._batches + 1, deque(maxlen=self._recent.maxlen)
+        elif len(self.candidates) > 1 and seconds is not None:
+            self._recent.append(seconds)
+            slow = (len(self._recent) == self._recent.maxlen and statistics.median(self._recent)
+                    > SLOWER * statistics.median(self.seconds_per_frame[self.chosen]))
+            if slow or self._batches + 1 - self._chosen_at >= self.retrial_every:
+                self._start_trial(self._batches + 1)
         self._batches += 1
         self._last = now
+
+    def _start_trial(self, batch: int) -> None:
+        """Alternate the candidates again from ``batch`` on (no warm-up: the forward is warm)."""
+        self.chosen, self._trial_start = None, batch
+        self.seconds_per_frame = {n: [] for n in self.candidates}
+        self.trials_run += 1
