@@ -11,8 +11,8 @@ forward's threads the kernel has just descheduled).
 one whose batches went through the whole pipeline faster.  (On all cores a file's side work takes turns with the
 forward instead of competing with it: :mod:`darknet_torch.video.turns`.)  The trial is short (one warm-up batch,
 then two batches per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower
-on one thread), which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward output is
-bit-identical on 1 and 2 threads, exact and bf16).
+on one thread), which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward
+output is bit-identical on 1 and 2 threads, exact and bf16).
 
 The right choice changes when other work starts or stops on the machine (a neighbour holding one of 2 cores slowed a
 2-thread forward from ~27 to ~500 ms a frame: its OpenMP barriers wait for the descheduled thread), so the trial is

@@ -11,15 +11,7 @@ def test_candidates_are_all_cores_and_one_fewer():
 
 def run(choice: ForwardThreads, seconds: dict[int, float], batches: int, monkeypatch) -> list[int]:
     """Run ``batches`` batches of 4 frames where a batch on n threads takes ``seconds[n]``; the threads used."""
-    clock = [0.0]
-    monkeypatch.setattr(tuning.time, "perf_counter", lambda: clock[0])
-    choice._last = 0.0
-    used = []
-    for _ in range(batches):
-        used.append(choice.threads())
-        clock[0] += seconds[used[-1]]
-        choice.done(4)
-    return used
+    return run_changing(choice, lambda index, threads: seconds[threads], batches, monkeypatch)
 
 
 def test_alternates_after_the_warm_up_then_keeps_the_faster(monkeypatch):
