@@ -31,14 +31,16 @@ import tempfile
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
-import torch
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import darknet_torch  # noqa: E402,F401 (before torch: it chooses OpenMP's waiting policy from the load, as the CLI does)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, SHARED, interleaved, machine, median, print_header, save, table, timed  # noqa: E402
 
-sys.path.insert(0, str(REPO))
 from darknet_torch.data.images import u8_hwc_to_unit_chw  # noqa: E402
 from darknet_torch.detect.build import build_predictor  # noqa: E402
 from darknet_torch.detect.predictor import Predictor  # noqa: E402
