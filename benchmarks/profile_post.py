@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Where the video output thread's CPU goes per 640x480 frame, after the forward (issue 14).
 
-    python benchmarks/profile_post.py [--passes 5] [--frames 16] [--cprofile detections|draw|json]
+    python benchmarks/profile_post.py [--passes 5] [--frames 60] [--photos] [--cprofile detections|draw|json]
 
 The real yolov3-tiny (exact) runs once on ``--frames`` frames of ``bench_video.py``'s video (dog.jpg stretched to
 640x480, sliding 4 px per frame; ``--photos``: the four photos in turn instead), in batches of 4 like the demo; then
 each step of ``_OutputStage`` is timed alone on that cached output, one torch thread, process CPU time, best of
 ``--passes`` passes, per frame: boxes + NMS (``detections_from_output``) and ``to_detections``, ``select_boxes``,
-the tracker, drawing on the frame array (each pass starts with an empty label cache, as a video's first pass does),
-the JSON record.  ``--cprofile STEP`` prints that step's top functions.
+the tracker, drawing on the frame array (each pass starting with an empty label cache, as a video's first pass;
+then again with the labels of the pass before), the JSON record.  ``--cprofile STEP`` prints that step's top
+functions.
 """
 from __future__ import annotations
 
@@ -88,9 +89,9 @@ def main() -> None:
         for bs in boxes:
             t.update(bs)
 
-    def draw() -> None:
+    def draw(cold: bool = True) -> None:
         clear_label_cache = getattr(outputs_draw, "_label_pixels", None)
-        if clear_label_cache is not None:
+        if clear_label_cache is not None and cold:
             clear_label_cache.cache_clear()
         for image, dets, track_ids in zip(images, found, ids):
             draw_detections_on_array(image.copy(), dets, classes, thresh, track_ids)
@@ -104,7 +105,8 @@ def main() -> None:
             json.dumps(darknet_json_frame(i + 1, "video.mp4", dets, track_ids), ensure_ascii=False)
 
     steps = {"detections": detections, "select_boxes": lambda: [select_boxes(d, thresh) for d in found],
-             "tracker": tracker, "draw": draw, "(frame copies in draw)": copies, "json": as_json}
+             "tracker": tracker, "draw": draw, "draw, labels cached": lambda: draw(cold=False),
+             "(frame copies in draw)": copies, "json": as_json}
     if args.cprofile:
         profile = cProfile.Profile()
         profile.runcall(lambda: [steps[args.cprofile]() for _ in range(20)])
