@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -59,6 +60,17 @@ def darknet_row_order(grids: list[tuple[int, int, int]], device: torch.device | 
     return torch.cat(parts)
 
 
+@lru_cache(maxsize=16)
+def _row_layout(grids: tuple[tuple[int, int, int], ...], keep_all_heads: tuple[bool, ...],
+                device: torch.device) -> tuple[Tensor, Tensor]:
+    """:func:`darknet_row_order` and, in that order, whether each row is a ``[region]`` head's: the same for every
+    batch of a network and input size (a video's frames), so built once.  Shared: never modified."""
+    order = darknet_row_order(list(grids), device)
+    keep_all = torch.cat([torch.full((a * h * w,), flag, dtype=torch.bool, device=device)
+                          for (a, h, w), flag in zip(grids, keep_all_heads)])
+    return order, keep_all[order]
+
+
 def correct_boxes(boxes: Tensor, info: LetterboxInfo) -> Tensor:
     """``correct_yolo_boxes``: boxes relative to the network input -> relative to the original image.
 
@@ -84,13 +96,11 @@ def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]],
 
     ``decoded``: ``(B, N, 5+C)`` from :meth:`Darknet.forward`; ``grids``: :meth:`Darknet.head_grids`;
     ``keep_all_heads[i]``: head i is a ``[region]`` head (every box kept, as Darknet does); ``infos[b]``: how image b
-    was fitted into the network input (:func:`darknet_torch.data.images.preprocess`).  The row permutation and the
-    region mask depend only on the grids, so they are built once per batch.  Only the kept rows are gathered and
-    checked (a few dozen of thousands): a video's frames spend no time on the others.
+    was fitted into the network input (:func:`darknet_torch.data.images.preprocess`).  Only the kept rows are
+    gathered and checked (a few dozen of thousands), each step one operation for the whole batch: a video's frames
+    spend no time on the others.
     """
-    order = darknet_row_order(grids, decoded.device)
-    keep_all = torch.cat([torch.full((a * h * w,), flag, dtype=torch.bool, device=decoded.device)
-                          for (a, h, w), flag in zip(grids, keep_all_heads)])[order]
+    order, keep_all = _row_layout(tuple(map(tuple, grids)), tuple(keep_all_heads), decoded.device)
     image, row = (keep_all | (decoded[:, order, 4] > thresh)).nonzero(as_tuple=True)  # each image's rows in order
     rows = decoded[image, order[row]]
     finite = torch.isfinite(rows).all(dim=1)
@@ -98,15 +108,12 @@ def darknet_detections_batch(decoded: Tensor, grids: list[tuple[int, int, int]],
     if dropped:  # Darknet would keep them; they would crash drawing and write 'inf' into label files
         log.warning("dropped %d detection(s) with NaN/inf values (diverged or damaged weights?)", dropped)
         image, row, rows = image[finite], row[finite], rows[finite]
-    return [_image_detections(rows[image == b], keep_all[row[image == b]], info, thresh)
-            for b, info in enumerate(infos)]
-
-
-def _image_detections(rows: Tensor, keep_all: Tensor, info: LetterboxInfo, thresh: float) -> Detections:
-    probs = rows[:, 4:5] * rows[:, 5:]
     # Darknet's region detections carry objectness 1 (their sigmoid objectness is folded into prob).
-    objectness = torch.where(keep_all, torch.ones_like(rows[:, 4]), rows[:, 4])
+    objectness = torch.where(keep_all[row], torch.ones_like(rows[:, 4]), rows[:, 4])
+    probs = rows[:, 4:5] * rows[:, 5:]
     probs = torch.where(probs > thresh, probs, torch.zeros_like(probs))
-    scale = torch.tensor([info.net_w, info.net_h, info.net_w, info.net_h], dtype=rows.dtype, device=rows.device)
-    boxes = correct_boxes(rows[:, :4] / scale, info)
-    return Detections(boxes, objectness, probs)
+    counts = torch.bincount(image, minlength=len(infos)).tolist()  # the rows are grouped by image
+    return [Detections(correct_boxes(xywh / xywh.new_tensor([info.net_w, info.net_h, info.net_w, info.net_h]), info),
+                       obj, prob)
+            for xywh, obj, prob, info in zip(rows[:, :4].split(counts), objectness.split(counts), probs.split(counts),
+                                             infos)]

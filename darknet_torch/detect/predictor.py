@@ -19,7 +19,7 @@ from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import RegionLayer, YOLOLayer
-from darknet_torch.ops.nms import apply_nms, darknet_array_order
+from darknet_torch.ops.nms import darknet_nms
 
 
 @dataclass(frozen=True)
@@ -151,9 +151,8 @@ class Predictor:
         results = []
         for dets in darknet_detections_batch(decoded, grids, self.keep_all_heads, infos, self.thresh):
             if len(dets):
-                order = darknet_array_order(dets.objectness, dets.probs)
-                dets.probs = apply_nms(dets.boxes, dets.objectness, dets.probs, self.nms_thresh, self.nms_kind,
-                                       self.beta_nms)
+                order, dets.probs = darknet_nms(dets.boxes, dets.objectness, dets.probs, self.nms_thresh,
+                                                self.nms_kind, self.beta_nms)
                 dets = dets.select(order)
             results.append(dets)
         return results

@@ -1,6 +1,7 @@
 """Box geometry and non-maximum suppression (Darknet conventions: xywh = centre and size)."""
 from darknet_torch.ops.boxes import box_iou, ciou, diou, diou_penalty, giou, iou, xywh_to_xyxy, xyxy_to_xywh
-from darknet_torch.ops.nms import NMS_KINDS, apply_nms, darknet_array_order, diounms_sort, do_nms_sort, nms_per_class
+from darknet_torch.ops.nms import (NMS_KINDS, apply_nms, darknet_array_order, darknet_nms, diounms_sort, do_nms_sort,
+                                  nms_per_class)
 
 __all__ = [
     "xywh_to_xyxy",
@@ -17,4 +18,5 @@ __all__ = [
     "nms_per_class",
     "apply_nms",
     "darknet_array_order",
+    "darknet_nms",
 ]

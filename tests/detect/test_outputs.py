@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from darknet_torch.detect.outputs import (OutputWriter, annotated_image_path, label_file_path, output_names,
                                           prepare_output_dir, write_json)
-from darknet_torch.detect.outputs_draw import (class_color, draw_detections, draw_detections_on_array, font_size,
+from darknet_torch.detect.outputs_draw import (_font, _label_pixels, _layout, _outline, _Shape, _text_colour,
+                                               class_color, draw_detections, draw_detections_on_array, font_size,
                                                line_width)
 from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records, darknet_json_frame,
                                                  darknet_printout, group_by_box, label_lines, select_boxes)
@@ -155,6 +156,63 @@ def test_drawing_in_place_on_an_array_gives_the_same_pixels(size):
         drawn = pixels.copy()
         assert draw_detections_on_array(drawn, chosen, 80, track_ids=track_ids) == bool(chosen)
         assert np.array_equal(drawn, expected)
+
+
+def pillow_drawing(pixels: np.ndarray, detections: list[Detection], track_ids=None) -> np.ndarray:
+    """What the drawing was before numpy and the label cache: every shape drawn by ImageDraw on the whole image."""
+    image = Image.fromarray(pixels)
+    draw, font = ImageDraw.Draw(image), _font(font_size(*image.size))
+    for s in _layout(image.size, detections, 80, 0.25, True, track_ids):
+        if s.label is None:
+            draw.rectangle((s.x, s.y, s.x1, s.y1), outline=s.colour, width=s.stroke)
+        else:
+            x0, y0, x1, y1 = draw.textbbox((0, 0), s.text, font=font)
+            pad = max(1, (y1 - y0) // 5)
+            draw.rectangle((s.x, s.y, s.x + x1 - x0 + 2 * pad, s.y + y1 - y0 + 2 * pad), fill=s.colour)
+            draw.text((s.x + pad - x0, s.y + pad - y0), s.text, fill=_text_colour(s.colour), font=font)
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720), (160, 120), (30, 20), (17, 300), (300, 9)])
+def test_drawing_equals_pillow_drawing_every_shape(size):
+    # random scenes: thin and degenerate boxes (Pillow draws their outline beyond the box), boxes outside the image
+    # or across its edges, several classes per box, track ids; labels rendered once and reused from the cache
+    rng = np.random.default_rng(size[0])
+    for _ in range(12):
+        dets, track_ids = [], {}
+        for _ in range(rng.choice([0, 1, 3, 8])):
+            kind = rng.random()
+            x, y = rng.uniform(-0.3, 1.3, 2) if kind < 0.3 else rng.random(2)
+            w, h = rng.random(2) * (0.01 if kind > 0.8 else 0.6)
+            for c in sorted(rng.choice(80, rng.choice([1, 1, 3]), replace=False)):
+                dets.append(det(int(c), float(rng.choice([0.3, 0.91, rng.random()])), x, y, w, h))
+            if rng.random() < 0.5:
+                track_ids[(dets[-1].x, dets[-1].y, dets[-1].w, dets[-1].h)] = int(rng.integers(100))
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        expected = pillow_drawing(pixels, dets, track_ids)
+        for _ in range(2):  # the second time from the label cache
+            drawn = pixels.copy()
+            draw_detections_on_array(drawn, dets, 80, track_ids=track_ids)
+            assert np.array_equal(drawn, expected)
+        assert np.array_equal(np.asarray(draw_detections(Image.fromarray(pixels), dets, 80, track_ids=track_ids)),
+                              expected)
+
+
+def test_outlines_equal_pillow_rectangles_down_to_one_pixel():
+    base = np.random.default_rng(1).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    for stroke in range(1, 5):
+        for x0, x1 in [(0, 0), (0, 11), (2, 3), (4, 9), (10, 11), (11, 11), (5, 5)]:
+            for y0, y1 in [(0, 0), (0, 9), (1, 2), (3, 8), (8, 9), (9, 9), (4, 4), (2, 6)]:
+                image = Image.fromarray(base)
+                ImageDraw.Draw(image).rectangle((x0, y0, x1, y1), outline=(1, 2, 3), width=stroke)
+                drawn = base.copy()
+                _outline(drawn, _Shape(x0, y0, (1, 2, 3), x1, y1, stroke))
+                assert np.array_equal(drawn, np.asarray(image)), (x0, y0, x1, y1, stroke)
+
+
+def test_cached_label_pixels_are_read_only():
+    pixels = _label_pixels("dog 87%", _font(17), (255, 0, 255))
+    assert not pixels.flags.writeable and pixels.shape[2] == 3 and (pixels[0, 0] == (255, 0, 255)).all()
 
 
 # ----------------------------------------------------------------------------- files

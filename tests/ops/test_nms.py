@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from darknet_torch.ops import NMS_KINDS, apply_nms, diounms_sort, do_nms_sort, nms_per_class, xywh_to_xyxy
-from darknet_torch.ops.nms import darknet_array_order
+from darknet_torch.ops.nms import _REPLAY_ROWS, darknet_array_order, darknet_nms
 
 MINI = [
     "Gaussian_yolov3_BDD", "enet-coco", "yolov2", "yolov2-tiny", "yolov3", "yolov3-spp", "yolov3-tiny",
@@ -70,7 +70,10 @@ def test_nms_matches_darknet_golden(golden_dir: Path, case: str) -> None:
         assert cfg_expected != expected
         assert _survivors(pre, apply_nms(boxes, objectness, probs, det["nms_thresh"], kind, beta)) == cfg_expected
     else:
+        cfg_expected = expected
         assert _survivors(pre, apply_nms(boxes, objectness, probs, det["nms_thresh"], kind, beta)) == expected
+    order, after = darknet_nms(boxes, objectness, probs, det["nms_thresh"], kind, beta)
+    assert _survivors(pre, after) == cfg_expected and torch.equal(order, darknet_array_order(objectness, probs))
 
 
 # --- oracle: src/box.c transcribed with Python lists and float32 scalars -----------------------------
@@ -355,3 +358,29 @@ def test_darknet_array_order_equals_one_stable_sort_per_class_with_empty_classes
         for k in range(c):
             sequential = sequential[np.argsort(-probs[sequential, k], kind="stable")]
         assert darknet_array_order(torch.ones(n), torch.from_numpy(probs)).tolist() == sequential.tolist()
+
+
+@pytest.mark.parametrize("kind", NMS_KINDS)
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 30, _REPLAY_ROWS, _REPLAY_ROWS + 1, 150])
+def test_darknet_nms_equals_the_array_order_and_apply_nms(n: int, kind: str) -> None:
+    # up to _REPLAY_ROWS rows darknet_nms replays box.c's loops on lists: the same order and probs, ties, zero
+    # objectness, degenerate and identical boxes included
+    for seed in range(6):
+        boxes, objectness, probs = random_detections(seed, n=n, classes=(3, 20, 80)[seed % 3],
+                                                     units=416.0 if seed % 2 else 1.0)
+        if n > 6:
+            boxes[:3, 2] = [0.0, -0.1, np.nan]
+            boxes[3:6] = boxes[6]
+        tensors = [torch.from_numpy(a) for a in (boxes, objectness, probs)]
+        beta = 0.8 if seed % 3 == 0 else 0.6
+        order, after = darknet_nms(*tensors, 0.45, kind, beta)
+        assert torch.equal(order, darknet_array_order(tensors[1], tensors[2]))
+        assert torch.equal(after, apply_nms(*tensors, 0.45, kind, beta))
+        assert torch.equal(tensors[2], torch.from_numpy(probs))  # input untouched
+
+
+def test_darknet_nms_rejects_what_apply_nms_rejects() -> None:
+    with pytest.raises(ValueError, match="unknown NMS kind"):
+        darknet_nms(torch.zeros(2, 4), torch.ones(2), torch.ones(2, 3), kind="soft")
+    with pytest.raises(ValueError, match="threshold"):
+        darknet_nms(torch.zeros(2, 4), torch.ones(2), torch.ones(2, 3), -1.0)
