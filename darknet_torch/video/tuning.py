@@ -15,7 +15,8 @@ on one thread), which a short video feels.  The thread count does not change the
 output is bit-identical on 1 and 2 threads, exact and bf16).
 
 The right choice changes when other work starts or stops on the machine (a neighbour holding one of 2 cores slowed a
-2-thread forward from ~27 to ~500 ms a frame: its OpenMP barriers wait for the descheduled thread), so the trial is
+spin-waiting 2-thread forward from ~27 to ~500 ms a frame: its OpenMP barriers wait for the descheduled thread, and
+the waiting policy is fixed when torch loads), so the trial is
 run again when the chosen count's recent batches are :data:`SLOWER` times slower than in its trial, and every
 ``retrial_every`` batches (a load that went away; two batches on the other count cost a long video ~1 %).
 """
