@@ -36,10 +36,11 @@ class CoreTurns:
         """The forward pass's turn: waits for the side items in progress (none start meanwhile)."""
         with self._changed:
             self._forward = True
-            self._changed.wait_for(lambda: not self.enabled or self._side_items == 0)
         try:
+            with self._changed:
+                self._changed.wait_for(lambda: not self.enabled or self._side_items == 0)
             yield
-        finally:
+        finally:  # also when the wait is interrupted (Ctrl-C): the side threads must not wait for a forward forever
             with self._changed:
                 self._forward = False
                 self._changed.notify_all()

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import threading
 import time
+from unittest import mock
+
+import pytest
 
 from darknet_torch.video.turns import CoreTurns
 
@@ -47,3 +50,16 @@ def test_disabled_turns_never_block_and_disabling_releases_waiters():
     assert not finished.wait(0.2)
     turns.set_enabled(False)
     assert finished.wait(5)
+
+
+def test_an_interrupted_forward_wait_gives_the_turn_back():
+    turns = CoreTurns()
+    item = turns.side()
+    item.__enter__()
+    forward = turns.forward()
+    with mock.patch.object(threading.Condition, "wait_for", side_effect=KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            forward.__enter__()
+    item.__exit__(None, None, None)
+    new_item, _new = entered(turns.side())
+    assert new_item.wait(5)
