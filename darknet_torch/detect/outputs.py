@@ -24,10 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from PIL import Image
 
-from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
+from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_pixels
 from darknet_torch.detect.outputs_crops import crops
 from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import label_lines
@@ -123,12 +122,6 @@ def _encode(image: Image.Image, path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _unit_chw_to_pil(pixels) -> Image.Image:
-    """Float ``[3, H, W]`` holding ``u8/255`` (from :func:`load_image`) back to the exact uint8 RGB image."""
-    array = np.rint(pixels.numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
-    return Image.fromarray(array, "RGB")
-
-
 class OutputWriter:
     """Writes each image's annotated copy, label file and crops in the background; collects failures.
 
@@ -162,7 +155,7 @@ class OutputWriter:
     def _write_pictures(self, source: Path, name: str, detections: list[Detection]) -> None:
         """The annotated image and/or the crops, from one decoding of the source."""
         path = annotated_image_path(self.output_dir, name, source)
-        image = self._guarded(path, lambda: _unit_chw_to_pil(load_image(source, self.max_pixels, self.decoder)))
+        image = self._guarded(path, lambda: Image.fromarray(load_pixels(source, self.max_pixels, self.decoder), "RGB"))
         if self.save_images:
             self._guarded(path, lambda: write_atomic(
                 path, _encode(draw_detections(image, detections, self.num_classes, self.thresh), path)))

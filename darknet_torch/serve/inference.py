@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from darknet_torch.data.images import Decoder, LetterboxInfo, decode_image_bytes
+from darknet_torch.data.images import Decoder, LetterboxInfo, decode_pixels
 from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
 
@@ -153,10 +153,10 @@ def _prepare_upload(predictor: Predictor, data: bytes, max_pixels: int,
                     decoder: Decoder) -> tuple[torch.Tensor, LetterboxInfo, tuple[str, ...]]:
     """Network input, fit and decoding warnings of one upload; any failure is a :class:`DataError` for it alone."""
     warnings: list[str] = []
-    image = decode_image_bytes(data, max_pixels, decoder, source="upload", warn=warnings.append)
+    pixels = decode_pixels(data, max_pixels, decoder, source="upload", warn=warnings.append)
     try:
-        net_input, info = predictor.prepare(image)
+        net_input, info = predictor.prepare_u8(pixels)  # the float path's input, for less CPU
     except Exception as exc:  # one upload that cannot be fitted must fail alone, not its whole batch
-        raise DataError(f"upload: cannot prepare the {image.shape[-1]}x{image.shape[-2]} image for the network: "
+        raise DataError(f"upload: cannot prepare the {pixels.shape[1]}x{pixels.shape[0]} image for the network: "
                         f"{exc}") from None
     return net_input, info, tuple(warnings)

@@ -157,14 +157,14 @@ def test_capped_detections_are_the_highest_scores(servers: dict[str, str], dog_j
 def test_an_upload_that_cannot_be_prepared_fails_alone_in_its_batch(predictor: Predictor, dog_jpg: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever goes wrong fitting one upload to the network, the other requests of the micro-batch get answers."""
-    prepare = Predictor.prepare
+    prepare_u8 = Predictor.prepare_u8
 
-    def fragile(self: Predictor, image: torch.Tensor):
-        if image.shape[-1] == 7:
+    def fragile(self: Predictor, pixels: np.ndarray):
+        if pixels.shape[1] == 7:
             raise ValueError("cannot fit this one")
-        return prepare(self, image)
+        return prepare_u8(self, pixels)
 
-    monkeypatch.setattr(Predictor, "prepare", fragile)
+    monkeypatch.setattr(Predictor, "prepare_u8", fragile)
     settings = RequestSettings(0.25, 0.45, True)
     jobs = [ImageJob(encoded(7, 5, "PNG"), settings), ImageJob(dog_jpg.read_bytes(), settings),
             ImageJob(b"not an image", settings)]
