@@ -107,13 +107,9 @@ def _opencv_run(cfg: Path, weights: Path, blob: np.ndarray, threads: int):
 
 
 def _onnxruntime_run(model: Darknet, path: Path, array: np.ndarray, threads: int):
-    from peers.onnx_model import onnxruntime_session
+    from peers.onnx_model import exported_session
 
-    from darknet_torch.export.onnx import export_onnx
-
-    if not path.exists():
-        export_onnx(model, path, dynamic_batch=True)
-    session = onnxruntime_session(path, threads)
+    session = exported_session(model, path, threads)
     name = session.get_inputs()[0].name
     return timed(lambda: session.run(None, {name: array}))
 

@@ -11,6 +11,8 @@
 * ``-``: standard output;
 * a folder (or anything else, e.g. a socket): refused with an ``OSError`` naming the path.
 
+:func:`prepare_output_dir` and :func:`prepare_output_file` check outputs before a command does any work.
+
 :func:`remove_stale_temps` deletes the temporary files a killed writer left behind (only names of that form).
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
+
+from darknet_torch.errors import DataError
 
 STDOUT = "-"
 _TEMP_SUFFIX = ".tmp"
@@ -128,3 +132,39 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and parents) and check that files can be created in it.
+
+    Raises:
+        DataError: it exists as a file, cannot be created, or is not writable (the message names the path).
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise DataError(f"{folder}: output path exists and is not a folder") from None
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
+    return folder
+
+
+def prepare_output_file(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that :func:`~darknet_torch.files.write_atomic` can write ``path``: ``-``, pipes and
+    devices pass; otherwise it must not be a folder, and its folder is created (if missing) and probed as
+    :func:`prepare_output_dir` does.
+
+    Raises:
+        DataError: ``path`` is a folder, or its folder cannot be created or written (the message names the path).
+    """
+    if is_stream(path):
+        return Path(path)
+    target = Path(os.path.realpath(path))  # a symlink is written through to its target
+    if target.is_dir():
+        raise DataError(f"{path}: the output file is a folder")
+    prepare_output_dir(target.parent)
+    return Path(path)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from darknet_torch.files import is_stream, remove_stale_temps, write_atomic
+from darknet_torch.errors import DataError
+from darknet_torch.files import is_stream, prepare_output_dir, remove_stale_temps, write_atomic
 
 
 def _umask() -> int:
@@ -129,3 +130,12 @@ def test_remove_stale_temps_only_removes_our_temp_names(tmp_path):
     assert sorted(remove_stale_temps(tmp_path)) == sorted(ours)
     assert all(p.exists() for p in theirs) and (tmp_path / ".dir.pt.abcdefgh.tmp").is_dir()
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_prepare_output_dir_errors_name_the_path(tmp_path: Path):
+    assert prepare_output_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for bad in (blocker, blocker / "sub"):
+        with pytest.raises(DataError, match=str(bad)):
+            prepare_output_dir(bad)

@@ -39,15 +39,20 @@ def onnxruntime_session(path: Path, threads: int):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def exported_session(model: Darknet, path: Path, threads: int):
+    """:func:`onnxruntime_session` of ``model``'s ONNX export at ``path`` (exported first when the file is absent)."""
+    if not Path(path).exists():
+        export_onnx(model, path, dynamic_batch=True)
+    return onnxruntime_session(Path(path), threads)
+
+
 class OnnxDarknet(nn.Module):
     """``model`` with its forward replaced by an onnxruntime session of its export at ``path`` (written if absent)."""
 
     def __init__(self, model: Darknet, path: Path, threads: int) -> None:
         super().__init__()
         self.darknet = model  # a submodule: parameters() (the device), eval()/train() reach it
-        if not Path(path).exists():
-            export_onnx(model, path, dynamic_batch=True)
-        self.session = onnxruntime_session(Path(path), threads)
+        self.session = exported_session(model, path, threads)
 
     def __getattr__(self, name: str):
         try:

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from darknet_torch.cli.options import non_negative_int, positive_int
-from darknet_torch.detect.outputs import prepare_output_file
+from darknet_torch.files import prepare_output_file
 from darknet_torch.errors import DarknetError
 from darknet_torch.evaluate.anchors import format_anchors, kmeans_anchors, load_label_sizes, plot_anchors
 from darknet_torch.files import write_atomic

@@ -7,7 +7,7 @@ from pathlib import Path
 from darknet_torch.cli.options import positive_int
 from darknet_torch.config.custom import customize_cfg_file
 from darknet_torch.config.data_files import read_names
-from darknet_torch.detect.outputs import prepare_output_file
+from darknet_torch.files import prepare_output_file
 from darknet_torch.errors import CfgError
 from darknet_torch.files import write_atomic
 

@@ -25,7 +25,7 @@ from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHT
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
                                        non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.detect.build import build_predictor
-from darknet_torch.detect.outputs import prepare_output_dir, prepare_output_file
+from darknet_torch.files import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST

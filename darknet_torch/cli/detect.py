@@ -22,7 +22,7 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.outputs_format import darknet_printout
-from darknet_torch.detect.outputs import prepare_output_dir
+from darknet_torch.files import prepare_output_dir
 from darknet_torch.detect.pipeline import ImageResult, detect_images
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources

@@ -13,7 +13,7 @@ import torch
 
 from darknet_torch.cli.options import add_img_size_argument, inference_settings, int_at_least, positive_int, unit_float
 from darknet_torch.detect.build import build_predictor
-from darknet_torch.detect.outputs import prepare_output_file
+from darknet_torch.files import prepare_output_file
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, NmsOptions, compare_with_torch,

@@ -22,7 +22,7 @@ from darknet_torch.cli.options import (add_inference_options, float_in, inferenc
                                        unit_float)
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
-from darknet_torch.detect.outputs import prepare_output_dir
+from darknet_torch.files import prepare_output_dir
 from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError

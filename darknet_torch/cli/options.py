@@ -25,7 +25,6 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be {'>= ' + str(low) if high is None else f'from {low} to {high}'}"
                                              f", got {value}")
         return value
-    parse.__name__ = f"int_at_least_{low}"
     return parse
 
 
@@ -43,7 +42,6 @@ def float_in(low: float, high: float = math.inf, *, low_open: bool = False, high
                 or (high_open and value == high)):
             raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
         return value
-    parse.__name__ = f"float_in_{interval}"
     return parse
 
 

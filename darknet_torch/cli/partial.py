@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from darknet_torch.detect.outputs import prepare_output_file
+from darknet_torch.files import prepare_output_file
 from darknet_torch.train.checkpoint import write_partial
 
 

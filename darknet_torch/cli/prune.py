@@ -12,7 +12,7 @@ import argparse
 from terminaltables import AsciiTable
 
 from darknet_torch.cli.options import float_in, non_negative_float, positive_int
-from darknet_torch.detect.outputs import prepare_output_file
+from darknet_torch.files import prepare_output_file
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.prune import PruningPlan, apply_pruning, network_cost, plan_pruning, save_pruned
 from darknet_torch.model.darknet import Darknet

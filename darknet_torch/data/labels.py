@@ -227,11 +227,11 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
     # as for the literal "inf" skipped above): such a row cannot be a box, so it is skipped too.
     with np.errstate(over="ignore"):
         as_float32 = rows.astype(np.float32)
-    not_finite = ~np.isfinite(as_float32).all(axis=1) & ~bad_class
+    finite = np.isfinite(as_float32)
+    not_finite = ~finite.all(axis=1) & ~bad_class
     for index in np.flatnonzero(not_finite):
-        values = ", ".join(f"{name} = {value:g}" for name, value, finite in
-                           zip(("class", "cx", "cy", "w", "h"), rows[index],
-                               np.isfinite(as_float32[index])) if not finite)
+        values = ", ".join(f"{name} = {value:g}" for name, value, value_finite in
+                           zip(("class", "cx", "cy", "w", "h"), rows[index], finite[index]) if not value_finite)
         issues.append(LabelIssue(
             label_path, int(lines[index]),
             f"{values} is not a finite 32-bit float; line skipped", skipped=True,

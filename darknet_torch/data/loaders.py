@@ -63,6 +63,7 @@ class InferenceDataset(Dataset):
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.paths = [Path(p) for p in paths]
         self.prepare, self.decoder, self.max_pixels = prepare, decoder, max_pixels
+        self._from_pixels = getattr(prepare, "pixels", None)  # a Preprocessor's uint8 path
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,9 +75,9 @@ class InferenceDataset(Dataset):
             pixels = load_pixels(path, self.max_pixels, self.decoder, warn=warnings.append)
         except DarknetError as exc:
             return InferenceItem(index, path, None, None, str(exc))
-        from_pixels = getattr(self.prepare, "pixels", None)
         try:
-            net_input, info = from_pixels(pixels) if from_pixels else self.prepare(u8_hwc_to_unit_chw(pixels))
+            net_input, info = (self._from_pixels(pixels) if self._from_pixels
+                               else self.prepare(u8_hwc_to_unit_chw(pixels)))
         except Exception as exc:  # one image that cannot be fitted must fail alone, not the whole run
             message = f"{path}: cannot prepare the {pixels.shape[1]}x{pixels.shape[0]} image for the network: {exc}"
             return InferenceItem(index, path, None, None, message)

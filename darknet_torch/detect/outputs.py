@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +30,7 @@ from darknet_torch.detect.outputs_draw import draw_detections
 from darknet_torch.detect.outputs_format import label_lines
 from darknet_torch.detect.predictor import Detection
 from darknet_torch.errors import DarknetError, DataError
-from darknet_torch.files import is_stream, write_atomic
+from darknet_torch.files import write_atomic
 
 # Source suffix -> (Pillow format, save options) for annotated images; anything else is written as PNG.
 _SAVE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -56,42 +54,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
         taken.add(name.casefold())
         names.append(name)
     return names
-
-
-def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and parents) and check that files can be created in it.
-
-    Raises:
-        DataError: it exists as a file, cannot be created, or is not writable (the message names the path).
-    """
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except FileExistsError:
-        raise DataError(f"{folder}: output path exists and is not a folder") from None
-    except OSError as exc:
-        raise DataError(f"{folder}: cannot write to the output folder ({exc.strerror or exc})") from None
-    return folder
-
-
-def prepare_output_file(path: str | os.PathLike[str]) -> Path:
-    """Check, before any work, that :func:`~darknet_torch.files.write_atomic` can write ``path``: ``-``, pipes and
-    devices pass; otherwise it must not be a folder, and its folder is created (if missing) and probed as
-    :func:`prepare_output_dir` does.
-
-    Raises:
-        DataError: ``path`` is a folder, or its folder cannot be created or written (the message names the path).
-    """
-    if is_stream(path):
-        return Path(path)
-    target = Path(os.path.realpath(path))  # a symlink is written through to its target
-    if target.is_dir():
-        raise DataError(f"{path}: the output file is a folder")
-    prepare_output_dir(target.parent)
-    return Path(path)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from darknet_torch.data.images import Decoder
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
-from darknet_torch.detect.outputs import OutputWriter, output_names, prepare_output_dir, write_json
+from darknet_torch.detect.outputs import OutputWriter, output_names, write_json
+from darknet_torch.files import prepare_output_dir
 from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records,
                                                  darknet_json_frame)
 from darknet_torch.detect.build import build_predictor

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence, TextIO
@@ -94,16 +95,16 @@ def _expand_one(source: str, recursive: bool) -> list[Path]:
                 stream.detach()  # leave sys.stdin's buffer open
     path = Path(source)
     try:
-        path.stat()
+        mode = path.stat().st_mode
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:  # a name too long, a NUL byte: one line, not a traceback
         if not _GLOB_CHARS & set(source):
             raise DataError(f"{quoted(source)}: {getattr(exc, 'strerror', None) or exc}") from None
     else:
-        if path.is_dir():
+        if stat.S_ISDIR(mode):
             return _folder_images(path, recursive)
-        if path.is_file():
+        if stat.S_ISREG(mode):
             return read_image_list(path) if path.suffix.lower() == ".txt" else [path]
         raise DataError(f"{path}: not a regular file or folder")
     if _GLOB_CHARS & set(source):

@@ -45,14 +45,14 @@ import torch
 from torch import Tensor, nn
 
 from darknet_torch.config import parse_cfg_text, type_sections
-from darknet_torch.config.custom import CfgLineEditor
+from darknet_torch.config.custom import CHANNEL_KEEPING, CfgLineEditor
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
 
 #: Layers whose output channel c depends only on input channel c and maps a constant map to a constant map.
-_PASS_THROUGH = frozenset({"maxpool", "local_avgpool", "avgpool", "upsample", "dropout", "empty", "activation"})
+_PASS_THROUGH = frozenset(CHANNEL_KEEPING) - {"batchnorm"}
 #: Activations that mix channels (each output divides by a sum over channels): their layers stay whole.
 _CHANNEL_COUPLED = frozenset({"normalize_channels", "normalize_channels_softmax", "normalize_channels_softmax_maxval"})
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from darknet_torch.data.dataset import DarknetDataset
-from darknet_torch.detect.outputs import prepare_output_dir
+from darknet_torch.files import prepare_output_dir
 from darknet_torch.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import remove_stale_temps

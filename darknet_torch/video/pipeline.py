@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from darknet_torch.detect.outputs import prepare_output_dir
+from darknet_torch.files import prepare_output_dir
 from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
 from darknet_torch.detect.predictor import Detection, Predictor

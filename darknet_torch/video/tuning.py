@@ -78,7 +78,8 @@ class ForwardThreads:
                 self.seconds_per_frame[self.threads()].append(seconds)
                 if all(len(times) >= self.trials for times in self.seconds_per_frame.values()):
                     self.chosen = min(self.candidates, key=lambda n: statistics.median(self.seconds_per_frame[n]))
-                    self._chosen_at, self._recent = self._batches + 1, deque(maxlen=self._recent.maxlen)
+                    self._chosen_at = self._batches + 1
+                    self._recent.clear()
         elif len(self.candidates) > 1 and seconds is not None:
             self._recent.append(seconds)
             slow = (len(self._recent) == self._recent.maxlen and statistics.median(self._recent)

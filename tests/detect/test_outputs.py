@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from darknet_torch.detect.outputs import (OutputWriter, annotated_image_path, label_file_path, output_names,
-                                          prepare_output_dir, write_json)
+                                          write_json)
 from darknet_torch.detect.outputs_draw import (_font, _label_pixels, _layout, _outline, _Shape, _text_colour,
                                                class_color, draw_detections, draw_detections_on_array, font_size,
                                                line_width)
@@ -238,15 +238,6 @@ def test_output_names_differing_only_in_case_are_made_unique():
 def test_output_names_are_unique_stems():
     paths = [Path("a/dog.jpg"), Path("b/dog.png"), Path("cat.jpg"), Path("c/dog.jpg")]
     assert output_names(paths) == ["dog", "dog_2", "cat", "dog_3"]
-
-
-def test_prepare_output_dir_errors_name_the_path(tmp_path: Path):
-    assert prepare_output_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    for bad in (blocker, blocker / "sub"):
-        with pytest.raises(DataError, match=str(bad)):
-            prepare_output_dir(bad)
 
 
 def test_writer_writes_images_and_labels(tmp_path: Path):
