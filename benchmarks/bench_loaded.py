@@ -16,7 +16,8 @@ Settings:
   ``torch``     torch as installed: libgomp's default spin-wait (``GOMP_SPINCOUNT=300000``, ~3 ms), one thread per core
   ``passive``   ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once), one thread per core
   ``1-thread``  ``OMP_NUM_THREADS=1`` with the default spin-wait
-  ``VAR=VALUE[,VAR=VALUE]``  any environment, e.g. ``GOMP_SPINCOUNT=10000``
+  ``VAR=VALUE[,VAR=VALUE]``  any environment, e.g. ``GOMP_SPINCOUNT=10000``; ``THREADS=N`` is no variable: the
+                worker calls ``torch.set_num_threads(N)`` (torch caps ``OMP_NUM_THREADS`` at the cores)
 The peers (their own thread pools, no OpenMP) get one intra-op thread per core.  Ratios are to onnxruntime's median
 in the same table.
 
@@ -64,6 +65,12 @@ def setting_environment(setting: str) -> dict[str, str]:
     return {**env, **dict(pairs)}
 
 
+def setting_threads(setting: str) -> int | None:
+    """``THREADS=N`` of a VAR=VALUE setting: the worker's ``torch.set_num_threads``, else None (torch's own)."""
+    pairs = dict(item.split("=", 1) for item in setting.split(",") if "=" in item)
+    return int(pairs["THREADS"]) if "THREADS" in pairs else None
+
+
 def start_workers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[WorkerProcess, str]]:
     """setting (or "peers") -> (its worker with every engine loaded, its OpenMP waiting and threads as it reports)."""
     workers = {}
@@ -72,7 +79,8 @@ def start_workers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[Wo
         worker = WorkerProcess([sys.executable, str(WORKER)],
                                setting_environment("torch" if setting == "peers" else setting), setting)
         info = worker.call("setup", engines=engines, model=args.model, batch=args.batch, size=args.size,
-                           images=str(args.images), threads=CORES, workdir=str(workdir))
+                           images=str(args.images), threads=CORES, workdir=str(workdir),
+                           torch_threads=setting_threads(setting))
         openmp = info["openmp"]
         waiting = openmp["OMP_WAIT_POLICY"] or (f"spin {openmp['GOMP_SPINCOUNT']}" if openmp["GOMP_SPINCOUNT"]
                                                 else "spin (libgomp default)")

@@ -2,7 +2,8 @@
 its own environment (OpenMP settings are read once, when torch loads) and the parent interleaves their runs.
 
 Requests (``{"cmd": ..., **arguments}``, JSON lines; see :mod:`peers.worker_process`):
-  ``setup`` engines, model, batch, size, images, threads, workdir -> {torch_threads, openmp}: loads every engine
+  ``setup`` engines, model, batch, size, images, threads, workdir[, torch_threads] -> {torch_threads, openmp}: loads
+          every engine (``threads``: the peers'; ``torch_threads``: ``torch.set_num_threads``, else torch's default)
   ``run`` engine                                                  -> {seconds}: one forward, measured here
   ``evaluate`` mode, data, batch_size                             -> {seconds, map}: coco128 as ``darknet_torch map``
                                                                      (mode ``onnxruntime``: the same pipeline, the
@@ -33,10 +34,12 @@ class Worker:
         self.models: dict = {}
 
     def setup(self, engines: list[str], model: str, batch: int, size: int, images: str, threads: int,
-              workdir: str) -> dict:
+              workdir: str, torch_threads: int | None = None) -> dict:
         from bench_inference import CALIBRATION_DIR, model_files, network_inputs, prepare_engines
         from darknet_torch.detect.sources import expand_sources
 
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
         cfg, official, weights = model_files(model, Path(workdir))
         inputs = network_inputs(expand_sources([Path(images)])[:batch], size)
         calibration = network_inputs(expand_sources([CALIBRATION_DIR]), size) if "int8" in engines else None
