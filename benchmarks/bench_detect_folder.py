@@ -43,7 +43,7 @@ from darknet_torch.detect.sources import expand_sources  # noqa: E402
 from darknet_torch.model.fast import FAST_MODES, optimize_for_inference  # noqa: E402
 from darknet_torch.model.loading import load_model  # noqa: E402
 from darknet_torch.runtime import keep_freed_memory  # noqa: E402
-from common import interleaved, machine, print_header  # noqa: E402
+from common import interleaved, machine, print_header, runnable  # noqa: E402
 
 Runner = Callable[[list[Path], Path], None]
 
@@ -145,6 +145,7 @@ def main() -> int:
     p.add_argument("--no-write", action="store_true", help="time detection only, no files written")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
+    args.runners = runnable(args.runners)
     keep_freed_memory()  # as `darknet_torch detect` does
     if not args.weights.exists():
         fallback = shared / "weights" / args.weights.name

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, save, table,  # noqa: E402
-                    timed)
+from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, runnable,  # noqa: E402
+                    save, table, timed)
 
 sys.path.insert(0, str(REPO))
 from bench_inference import CALIBRATION_DIR, network_inputs  # noqa: E402
@@ -55,6 +55,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     args = p.parse_args()
+    args.modes = runnable(args.modes)
 
     keep_freed_memory()  # as `darknet_torch map` does
     info = machine()

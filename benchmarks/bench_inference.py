@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, SHARED, finish, interleaved, machine, median, print_header, table, timed)  # noqa: E402
+from common import (REPO, SHARED, finish, interleaved, machine, median, print_header, runnable, table,  # noqa: E402
+                    timed)
 
 sys.path.insert(0, str(REPO))
 from darknet_torch.data.images import load_image, preprocess  # noqa: E402
@@ -126,6 +127,7 @@ def main() -> int:
     p.add_argument("--images", type=Path, default=SHARED / "coco128" / "images" / "train2017")
     p.add_argument("--interop", type=int, help="torch.set_num_interop_threads (default: torch's)")
     args = p.parse_args()
+    args.engines = runnable(args.engines)
     if args.interop:
         torch.set_num_interop_threads(args.interop)
 

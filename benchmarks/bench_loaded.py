@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (REPO, SHARED, background_load, finish, interleaved, load_average, machine, median,  # noqa: E402
-                    print_header, table)
+                    print_header, runnable, table)
 from peers.worker_process import WorkerProcess  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -128,6 +128,7 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds between starting the load and timing")
     p.add_argument("--images", type=Path, default=SHARED / "coco128" / "images" / "train2017")
     args = p.parse_args()
+    args.engines = runnable(args.engines)
 
     info = machine()
     print_header(info)

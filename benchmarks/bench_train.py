@@ -27,8 +27,8 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, save, table,  # noqa: E402
-                    timed)
+from common import (REPO, SHARED, interleaved, load_average, machine, median, print_header, runnable,  # noqa: E402
+                    save, table, timed)
 
 sys.path.insert(0, str(REPO))
 from darknet_torch.config.data_files import read_data_file, read_image_list  # noqa: E402
@@ -80,7 +80,7 @@ def main() -> int:
                 return timed(lambda: trainer.run(stop_at=args.iterations))()
             return run
 
-        runs = {"darknet_torch": ours(False), "darknet_torch --amp (bf16)": ours(True)}
+        runs = {name: ours("--amp" in name) for name in runnable(["darknet_torch", "darknet_torch --amp (bf16)"])}
         images.update(dict.fromkeys(runs, args.iterations * args.batch))
         peers = None
         if not args.no_pytorchyolo:

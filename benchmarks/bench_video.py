@@ -39,7 +39,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SHARED, interleaved, machine, median, print_header, save, table, timed  # noqa: E402
+from common import REPO, SHARED, interleaved, machine, median, print_header, runnable, save, table, timed  # noqa: E402
 
 from darknet_torch.data.images import u8_hwc_to_unit_chw  # noqa: E402
 from darknet_torch.detect.build import build_predictor  # noqa: E402
@@ -91,6 +91,7 @@ def main() -> None:
                         help="also time 'demo-float': the demo with its reader on the float path (u8 -> float, "
                              "then resize), as before the uint8 path")
     args = parser.parse_args()
+    args.modes = runnable(args.modes)
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine()

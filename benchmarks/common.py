@@ -78,13 +78,29 @@ def machine() -> dict:
         pass
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu, "cores": os.cpu_count(),
             "avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags,
+            "capability": torch.backends.cpu.get_cpu_capability(),
             "load_average": [round(x, 2) for x in load_average()], "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "command": " ".join(sys.argv)}
 
 
+def runnable(engines: list[str]) -> list[str]:
+    """``engines`` without the bfloat16 ones (any name with "bf16") on a CPU without native bfloat16 convolutions,
+    where darknet_torch refuses ``--fast bf16`` and ``--amp`` trains in float32; says which were left out."""
+    from darknet_torch.runtime import native_bfloat16
+
+    if native_bfloat16(torch.device("cpu")):
+        return list(engines)
+    left = [name for name in engines if "bf16" in name]
+    if left:
+        print(f"# left out (no native bfloat16 on this {torch.backends.cpu.get_cpu_capability()} CPU): "
+              f"{', '.join(left)}")
+    return [name for name in engines if "bf16" not in name]
+
+
 def print_header(info: dict) -> None:
-    print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores (avx512_bf16={info['avx512_bf16']}, "
-          f"vnni={info['avx512_vnni']}); load average {info['load_average']}; torch {info['torch']}")
+    print(f"# {info['date']}  {info['cpu']}, {info['cores']} cores ({info['capability']}, avx512_bf16="
+          f"{info['avx512_bf16']}, vnni={info['avx512_vnni']}); load average {info['load_average']}; "
+          f"torch {info['torch']}")
     print(f"# {info['command']}")
 
 

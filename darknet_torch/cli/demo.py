@@ -24,6 +24,7 @@ from tqdm import tqdm
 from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
                                        non_negative_int, port_number, positive_float, positive_int)
+from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.files import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
@@ -91,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def source_stem(spec: str) -> str:
     """File-name stem for a source's default outputs: ``video`` for video.mp4, ``camera0``, ``stream``."""
-    if spec.isdigit():
+    if DIGITS_TEXT.fullmatch(spec):
         return f"camera{spec}"
     if is_stream_url(spec):
         return "stream"

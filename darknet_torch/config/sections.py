@@ -27,6 +27,8 @@ class _Refused(ValueError):
 # 0) and "nan"/"inf" (atof: the same, then NaN thresholds and infinite sizes): only plain ASCII numbers are accepted.
 #: An integer as Darknet's atoi reads one whole (also the .data file's classes=).
 INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+#: A count, index or id written as ASCII digits only (``str.isdigit`` also takes "²", which ``int()`` refuses).
+DIGITS_TEXT = re.compile(r"[0-9]+", re.ASCII)
 _FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 

@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.detect.predictor import Detection
 from darknet_torch.detect.settings import DETECTOR_TEST
 
@@ -159,7 +160,7 @@ def coco_image_id(path: str | Path) -> int | None:
     ``000000000139.jpg`` -> 139, ``COCO_val2014_000000000042.jpg`` -> 42, ``dog.jpg`` -> None.
     """
     tail = Path(path).stem.rsplit("_", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    return int(tail) if DIGITS_TEXT.fullmatch(tail) else None
 
 
 def coco_records(image_id: int, detections: Sequence[Detection], width: int, height: int,

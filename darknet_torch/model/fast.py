@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
+from darknet_torch.runtime import native_bfloat16
 
 FAST_MODES = ("exact", "bf16", "int8", "compile")
 
@@ -54,6 +55,11 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     """
     if mode not in FAST_MODES:
         raise DarknetError(f"unknown fast mode {mode!r}; choose one of {', '.join(FAST_MODES)}")
+    device = next(model.parameters()).device
+    if mode == "bf16" and not native_bfloat16(device):
+        raise DarknetError(f"fast mode bf16 needs native bfloat16 convolutions (a CPU with AVX-512 or AMX, or a "
+                           f"CUDA GPU); this {device.type} ({_capability(device)}) has none: use --fast exact "
+                           f"(float32) or int8")
     fast = copy.deepcopy(model).eval().fuse()
     for param in fast.parameters():
         param.requires_grad_(False)
@@ -105,6 +111,10 @@ class FastConv(nn.Module):
     def extra_repr(self) -> str:
         fused = f", fused={self.post_op[0]}" if self.post_op else ""
         return f"{tuple(self.weight.shape)}, dtype={self.dtype}, channels_last{fused}"
+
+
+def _capability(device: torch.device) -> str:
+    return torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else str(device)
 
 
 def _onednn_pointwise_available() -> bool:

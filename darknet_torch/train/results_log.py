@@ -14,6 +14,7 @@ import logging
 import math
 from pathlib import Path
 
+from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.errors import DataError, quoted
 from darknet_torch.files import write_atomic
 
@@ -61,7 +62,7 @@ class ResultsLog:
                                    f"(iteration,...)")
         header, kept = rows[0], []
         for row in rows[1:]:
-            if len(row) == len(header) and row[0].isdigit() and int(row[0]) <= iteration:
+            if len(row) == len(header) and DIGITS_TEXT.fullmatch(row[0]) and int(row[0]) <= iteration:
                 kept.append(row)
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerows([header, *kept])

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
+from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.data.dataset import DarknetDataset
-from darknet_torch.files import prepare_output_dir
 from darknet_torch.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.errors import CfgError, DarknetError
-from darknet_torch.files import remove_stale_temps
+from darknet_torch.files import prepare_output_dir, remove_stale_temps
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.runtime import loader_workers, select_device
+from darknet_torch.runtime import loader_workers, native_bfloat16, select_device
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
     darknet_save_every
@@ -99,7 +99,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     loop_options = LoopOptions(
         save_every=_data_int(data, "saveweights", darknet_save_every(settings.max_batches)),
         save_last_every=_data_int(data, "savelast", 100), map_every=map_every,
-        amp=ctx.device.type == "cuda" if options.amp is None else options.amp,
+        amp=_mixed_precision(options.amp, ctx),
         channels_last=ctx.device.type == "cpu" if options.channels_last is None else options.channels_last,
         progress=options.progress, log_every=options.log_every, tensorboard=options.tensorboard,
         seed=seed, max_chart_loss=model.net.max_chart_loss, sparsity=options.sparsity)
@@ -120,6 +120,19 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     return trainer
 
 
+def _mixed_precision(requested: bool | None, ctx: DistContext) -> bool:
+    """``--amp`` as asked (default: on with CUDA), but off on a CPU without native bfloat16 convolutions, where CPU
+    autocast's bfloat16 would make each step several times slower than float32 (a warning says so)."""
+    amp = ctx.device.type == "cuda" if requested is None else requested
+    if amp and ctx.device.type == "cpu" and not native_bfloat16(ctx.device):
+        if ctx.is_main:
+            log.warning("--amp: this CPU (%s) has no native bfloat16 convolutions (AVX-512 or AMX), where bfloat16 "
+                        "is several times slower than float32; training in float32",
+                        torch.backends.cpu.get_cpu_capability())
+        return False
+    return amp
+
+
 def _load_initial_weights(model: Darknet, options: TrainOptions, settings: TrainSettings) -> int:
     """Weights (or Darknet's random init) and the iteration they start at: ``seen / batch`` unless ``--clear``."""
     if options.resume:
@@ -138,7 +151,7 @@ def _data_int(data: DarknetDataset, key: str, default: int) -> int:
     text = data.config.extra.get(key)
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "²".isdigit() is True, int("²") fails
+    if not DIGITS_TEXT.fullmatch(text) or int(text) < 1:
         raise CfgError(f"{data.path}: {key}={text!r} must be a positive number of iterations")
     return int(text)
 

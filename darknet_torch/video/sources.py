@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_pixels
 from darknet_torch.detect.sources import IMAGE_EXTENSIONS, expand_sources
 from darknet_torch.errors import DarknetError, DataError
@@ -248,7 +249,7 @@ def open_source(spec: str, *, fps: float | None = None, decoder: Decoder = "auto
     Raises:
         DataError: the source does not exist or cannot be opened (the message names it).
     """
-    if spec.isdigit():
+    if DIGITS_TEXT.fullmatch(spec):
         source = open_camera(int(spec), max_pixels)
     elif is_stream_url(spec):
         source = open_stream(spec, retries=retries, max_pixels=max_pixels)

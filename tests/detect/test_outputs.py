@@ -97,7 +97,7 @@ def test_json_frame_is_darknets_out_form():
 
 @pytest.mark.parametrize(("name", "expected"), [
     ("000000000139.jpg", 139), ("COCO_val2014_000000000042.jpg", 42), ("dir_1/7.png", 7), ("dog.jpg", None),
-    ("img_12a.jpg", None)])
+    ("img_12a.jpg", None), ("img_\u00b2.jpg", None)])  # "\u00b2".isdigit() is True, int() refuses it
 def test_coco_image_id_is_the_number_after_the_last_underscore(name, expected):
     assert coco_image_id(name) == expected
 

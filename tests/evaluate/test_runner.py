@@ -37,6 +37,7 @@ GOLDEN_RUNS = {
     "mask123_net_letter_box": ("mask123", True, 0),
 }
 _CLASS_LINE = re.compile(r"class_id = (\d+), name = [^,]+, ap = ([\d.]+)%\s+\(TP = (\d+), FP = (\d+)\)")
+_MAP_LINE = re.compile(r"mean average precision \(mAP@0\.50\) = ([\d.]+)")
 
 
 def darknet_printout(golden_dir: Path) -> dict[str, str]:
@@ -75,7 +76,7 @@ def test_map_reproduces_darknets_printout(run, detections, coco128, golden_dir):
     result = report.darknet
 
     # Acceptance (issue): mAP@0.5 within 0.3 points, per-class AP within 1 point for classes with >= 5 boxes.
-    printed_map = float(re.search(r"mean average precision \(mAP@0\.50\) = ([\d.]+)", darknet).group(1))
+    printed_map = float(_MAP_LINE.search(darknet).group(1))
     assert abs(result.map - printed_map) * 100 <= 0.3
     classes = [(int(c), float(ap), int(tp), int(fp)) for c, ap, tp, fp in _CLASS_LINE.findall(darknet)]
     assert len(classes) == 80
@@ -83,12 +84,23 @@ def test_map_reproduces_darknets_printout(run, detections, coco128, golden_dir):
     frequent = result.truths_per_class >= 5
     assert np.abs(result.ap * 100 - printed_ap)[frequent].max() <= 1.0
 
-    # Measured: identical to Darknet's printed digits, line for line.
+    # Measured: Darknet's printed digits, line for line, TP and FP per class identical; the last printed digit of the
+    # mAP and of at most two classes' AP may move by one unit: float32 convolutions sum in a CPU-dependent order
+    # (oneDNN's AVX-512 and AVX2 kernels differ), which moves probabilities by ~1e-7 and values that sit on a
+    # rounding boundary.  On AVX-512 hosts every digit matched; on an AVX2 host mask123 printed 0.361299 (Darknet:
+    # 0.361300), with 101 recall points 0.362743 (0.362744), and one run one class 50.19 % (50.20 %).
     ours = format_map_report(result, coco128[1])
     for line in darknet.splitlines():
-        if line.startswith((" detections_count", " for conf_thresh", " IoU threshold", " mean average")):
+        if line.startswith((" detections_count", " for conf_thresh", " IoU threshold")):
             assert line in ours.splitlines(), line
-    assert [f"{ap * 100:.2f}" for ap in result.ap] == [f"{ap:.2f}" for ap in printed_ap]
+        elif line.startswith(" mean average"):
+            ours_line = next(mine for mine in ours.splitlines() if mine.startswith(" mean average"))
+            assert _MAP_LINE.sub("#", ours_line) == _MAP_LINE.sub("#", line), (ours_line, line)
+            units = [round(float(_MAP_LINE.search(text).group(1)) * 1e6) for text in (ours_line, line)]
+            assert abs(units[0] - units[1]) <= 1, (ours_line, line)
+    printed_units = np.round(printed_ap * 100).astype(int)  # per-class AP in units of the printed 0.01 %
+    ours_units = np.array([round(float(f"{ap * 100:.2f}") * 100) for ap in result.ap])
+    assert np.abs(ours_units - printed_units).max() <= 1 and (ours_units != printed_units).sum() <= 2
     assert result.tp_per_class.tolist() == [tp for _, _, tp, _ in classes]
     assert result.fp_per_class.tolist() == [fp for _, _, _, fp in classes]
 

@@ -25,11 +25,17 @@ from darknet_torch.model.heads import RegionLayer
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.ops.boxes import box_iou
 from darknet_torch.ops.nms import apply_nms
+from darknet_torch.runtime import native_bfloat16
 from tests.golden import golden_runs, load_run
 
 MINI = golden_runs("mini")
 REAL = [p for p in golden_runs("real") if not p.name.endswith("all_layers")]
 APPROXIMATE = {"bf16": (0.95, 0.1), "int8": (0.7, 0.2)}  # mode: (min IoU, max |probability change|)
+#: bf16 runs only where the CPU convolves bfloat16 natively; elsewhere it is refused (the refusal is tested anywhere).
+NEEDS_NATIVE_BF16 = pytest.mark.skipif(
+    not native_bfloat16(torch.device("cpu")),
+    reason="this CPU has no native bfloat16 convolutions (AVX-512 or AMX): --fast bf16 is refused here "
+           "(test_bf16_is_refused_without_native_bfloat16)")
 
 
 def _info(run) -> LetterboxInfo:
@@ -96,7 +102,7 @@ def test_exact_mode_real_heads_and_survivors_match_darknet(folder, tiny):
     assert {(int(r), int(c)) for r, c in zip(rows, classes)} == {(int(i), int(c)) for i, c, _ in expected}
 
 
-@pytest.mark.parametrize("mode", sorted(APPROXIMATE))
+@pytest.mark.parametrize("mode", [pytest.param("bf16", marks=NEEDS_NATIVE_BF16), "int8"])
 def test_approximate_modes_find_darknets_confident_detections(mode, tiny, calibration):
     min_iou, max_prob_change = APPROXIMATE[mode]
     fast = optimize_for_inference(tiny, mode, calibration)
@@ -118,6 +124,7 @@ def test_approximate_modes_find_darknets_confident_detections(mode, tiny, calibr
     assert checked >= 15
 
 
+@NEEDS_NATIVE_BF16
 def test_original_model_is_untouched_and_predictor_accepts_the_copy(tiny, calibration):
     x = calibration[0][:1]
     with torch.inference_mode():
@@ -130,6 +137,20 @@ def test_original_model_is_untouched_and_predictor_accepts_the_copy(tiny, calibr
     assert decoded.dtype == torch.float32 and decoded.shape == before.shape
     info = LetterboxInfo(416, 416, 416, 416, 416, 416, 0, 0)
     assert len(Predictor(fast).detect_batch(x, [info])) == 1
+
+
+def test_bf16_is_refused_without_native_bfloat16(tiny, monkeypatch):
+    """Without oneDNN's bfloat16 kernels the fused convolution refuses bfloat16 with a message about CPU flags, and
+    torch's fallback is 8-30x slower than float32: the mode is refused up front, naming what to use instead."""
+    monkeypatch.setattr("darknet_torch.model.fast.native_bfloat16", lambda device: False)
+    with pytest.raises(DarknetError, match=r"bf16 needs native bfloat16 .*use --fast exact"):
+        optimize_for_inference(tiny, "bf16")
+    assert isinstance(optimize_for_inference(tiny, "exact"), Darknet)
+
+
+def test_native_bfloat16_follows_onednn():
+    assert native_bfloat16(torch.device("cpu")) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert not native_bfloat16(torch.device("meta"))
 
 
 def test_bad_modes_are_refused(tiny):

@@ -44,6 +44,7 @@ def test_resume_drops_rows_after_the_start_and_a_torn_line(tmp_path):
     for k in range(1, 6):
         log.log(k, {"loss": float(k), "map": None})
     with path.open("a") as handle:
+        handle.write("\u00b2,1.0,\n")  # a corrupt row ("\u00b2".isdigit() is True, int() refuses it): dropped
         handle.write("6,6.")  # killed mid-line
     resumed = ResultsLog(path, start_iteration=3)
     resumed.log(4, {"loss": 40.0, "map": None})

@@ -5,9 +5,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
-from darknet_torch.train.run import _data_int
+from darknet_torch.train.run import _data_int, _mixed_precision
 
 
 def _data(**extra: str) -> SimpleNamespace:
@@ -24,3 +26,14 @@ def test_save_period_that_is_not_a_plain_positive_integer_is_a_cfg_error(text):
     """'²'.isdigit() is True but int('²') raises: it used to escape as a ValueError traceback."""
     with pytest.raises(CfgError, match=r"t.data: savelast=.* must be a positive number of iterations"):
         _data_int(_data(savelast=text), "savelast", 100)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32_and_says_so(native, monkeypatch, caplog):
+    monkeypatch.setattr("darknet_torch.train.run.native_bfloat16", lambda device: native)
+    cpu = DistContext(device=torch.device("cpu"))
+    with caplog.at_level("WARNING", logger="darknet_torch.train.run"):
+        assert _mixed_precision(True, cpu) is native
+        assert _mixed_precision(None, cpu) is False  # the CPU default: off
+        assert _mixed_precision(False, cpu) is False
+    assert ("no native bfloat16" in caplog.text) is not native

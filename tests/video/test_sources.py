@@ -47,6 +47,12 @@ def test_missing_or_not_a_video_is_a_one_line_error(tmp_path, content, message):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_digit_that_is_no_ascii_digit_is_a_path_not_a_camera(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="no such file"):
+        open_source("\u00b2")
+
+
 def test_camera_not_present():
     with pytest.raises(DataError, match="camera 97: not present"):
         open_source("97")
