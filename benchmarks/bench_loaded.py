@@ -19,7 +19,8 @@ Settings:
   ``VAR=VALUE[,VAR=VALUE]``  any environment, e.g. ``GOMP_SPINCOUNT=10000``; ``THREADS=N`` is no variable: the
                 worker calls ``torch.set_num_threads(N)`` (torch caps ``OMP_NUM_THREADS`` at the cores)
 The peers (their own thread pools, no OpenMP) get one intra-op thread per core.  Ratios are to onnxruntime's median
-in the same table.
+in the same table.  "CPU share" is the median of each forward's worker CPU time over its wall time: the cores the
+engine got (2.0 = both of 2; under K busy processes a fair share of 2 threads is 4 / (K + 2) cores).
 
 ``--map ... onnxruntime`` also times the same ``evaluate`` pipeline (decoding, Darknet resize, boxes, NMS, AP) with
 the network forward an onnxruntime session of our ONNX export (``peers/onnx_model.py``, one intra-op thread per
@@ -88,13 +89,18 @@ def start_workers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[Wo
     return workers
 
 
-def runs_of(workers: dict, args: argparse.Namespace, maps: dict) -> list[tuple[str, dict, int, int]]:
-    """The timed blocks: (what, name -> run, repeats, warm-up rounds): the forwards, then the map pipelines."""
+def runs_of(workers: dict, args: argparse.Namespace, maps: dict,
+            shares: dict[str, list[float]]) -> list[tuple[str, dict, int, int]]:
+    """The timed blocks: (what, name -> run, repeats, warm-up rounds): the forwards, then the map pipelines.
+    Each forward also appends its CPU share (the worker's CPU seconds / wall seconds) to ``shares[name]``."""
     forward, pipeline = {}, {}
     for setting, (worker, _) in workers.items():
         for engine in args.peers if setting == "peers" else args.engines:
-            forward[engine if setting == "peers" else f"{engine} [{setting}]"] = (
-                lambda w=worker, e=engine: w.call("run", engine=e)["seconds"])
+            def run_forward(w=worker, e=engine, name=engine if setting == "peers" else f"{engine} [{setting}]"):
+                answer = w.call("run", engine=e)
+                shares.setdefault(name, []).append(answer["cpu_seconds"] / answer["seconds"])
+                return answer["seconds"]
+            forward[engine if setting == "peers" else f"{engine} [{setting}]"] = run_forward
         for mode in () if setting == "peers" else args.map:
             def run(w=worker, m=mode, name=f"map {mode} [{setting}]") -> float:
                 answer = w.call("evaluate", mode=m, data=str(args.data), batch_size=8)
@@ -134,12 +140,13 @@ def main() -> int:
     print_header(info)
     rows, results, quiet, maps = [], [], {}, {}
     header = ["load", "load average", "engine [setting]", "OpenMP", "median ms", "min ms", "max ms", "x onnxruntime",
-              "x its quiet"]
+              "x its quiet", "CPU share"]
     for load in args.load:
         with background_load(load), tempfile.TemporaryDirectory(prefix="bench-loaded-") as tmp:
             time.sleep(args.settle if load else 0)
             workers = start_workers(args, Path(tmp))  # under the load: the default chooses as a command would
-            for what, runs, repeats, warmup in runs_of(workers, args, maps):
+            shares: dict[str, list[float]] = {}
+            for what, runs, repeats, warmup in runs_of(workers, args, maps, shares):
                 before = [round(x, 2) for x in load_average()]
                 times = interleaved(runs, repeats, warmup)
                 after = [round(x, 2) for x in load_average()]
@@ -154,7 +161,8 @@ def main() -> int:
                     block.append([load, f"{before[0]} -> {after[0]}", name, workers[setting][1],
                                   *(_duration(x, what) for x in (seconds, min(values), max(values))),
                                   f"{seconds / reference:.2f}" if reference else "-",
-                                  f"{seconds / quiet[name]:.2f}" if name in quiet else "-"])
+                                  f"{seconds / quiet[name]:.2f}" if name in quiet else "-",
+                                  f"{median(shares[name][-repeats:]):.2f}" if name in shares else "-"])
                     results.append({"what": what, "load": load, "load_average": [before, after], "engine": name,
                                     "openmp": workers[setting][1], "median_seconds": seconds, "seconds": values,
                                     "map": maps.get(name)})

@@ -4,7 +4,7 @@ its own environment (OpenMP settings are read once, when torch loads) and the pa
 Requests (``{"cmd": ..., **arguments}``, JSON lines; see :mod:`peers.worker_process`):
   ``setup`` engines, model, batch, size, images, threads, workdir[, torch_threads] -> {torch_threads, openmp}: loads
           every engine (``threads``: the peers'; ``torch_threads``: ``torch.set_num_threads``, else torch's default)
-  ``run`` engine                                                  -> {seconds}: one forward, measured here
+  ``run`` engine                                      -> {seconds, cpu_seconds}: one forward, measured here
   ``evaluate`` mode, data, batch_size                             -> {seconds, map}: coco128 as ``darknet_torch map``
                                                                      (mode ``onnxruntime``: the same pipeline, the
                                                                      forward an onnxruntime session, see onnx_model.py)
@@ -51,7 +51,10 @@ class Worker:
                 "openmp": {name: os.environ.get(name) for name in OPENMP_VARIABLES}}
 
     def run(self, engine: str) -> dict:
-        return {"seconds": self.runs[engine]()}
+        """One timed forward, and the CPU time this process used meanwhile (all its threads: the share it got)."""
+        cpu = time.process_time()
+        seconds = self.runs[engine]()
+        return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu}
 
     def evaluate(self, mode: str, data: str, batch_size: int) -> dict:
         """coco128 from image paths to mAP, as ``darknet_torch map [--fast mode]`` (``eager``: no --fast;

@@ -33,8 +33,10 @@ def test_darknet_order_and_flags_agree():
     assert str(options("obj.data", "x.cfg", "--resume", "b/x_last.pt").resume) == "b/x_last.pt"
 
 
-def test_cpu_defaults_and_their_flags(synthetic_data, cfg_factory):
-    """On the CPU: in-process loading, channels-last, float32; each can be overridden."""
+def test_cpu_defaults_and_their_flags(synthetic_data, cfg_factory, monkeypatch):
+    """On the CPU: in-process loading, channels-last, float32; each can be overridden (``--amp`` as on a CPU with
+    native bfloat16; without it ``--amp`` trains in float32: tests/train/test_run.py)."""
+    monkeypatch.setattr("darknet_torch.train.run.native_bfloat16", lambda device: True)
     cfg = cfg_factory(net={"max_batches": 3})
     defaults = options(str(synthetic_data), str(cfg), "--device", "cpu", "--quiet")
     assert (defaults.workers, defaults.channels_last, defaults.amp) == (None, None, None)
