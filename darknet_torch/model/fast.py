@@ -51,15 +51,16 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     training path.
 
     Raises:
-        DarknetError: unknown mode, ``int8`` without calibration data or on a non-CPU model.
+        DarknetError: unknown mode, ``int8`` without calibration data or on a non-CPU model, ``bf16`` on a device
+            without native bfloat16 convolutions (:func:`~darknet_torch.runtime.native_bfloat16`).
     """
     if mode not in FAST_MODES:
         raise DarknetError(f"unknown fast mode {mode!r}; choose one of {', '.join(FAST_MODES)}")
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device
     if mode == "bf16" and not native_bfloat16(device):
+        instead = "--fast exact (float32) or int8" if device.type == "cpu" else "--fast exact (float32)"
         raise DarknetError(f"fast mode bf16 needs native bfloat16 convolutions (a CPU with AVX-512 or AMX, or a "
-                           f"CUDA GPU); this {device.type} ({_capability(device)}) has none: use --fast exact "
-                           f"(float32) or int8")
+                           f"CUDA GPU); this {device.type} ({_capability(device)}) has none: use {instead}")
     fast = copy.deepcopy(model).eval().fuse()
     for param in fast.parameters():
         param.requires_grad_(False)
