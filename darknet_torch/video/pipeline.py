@@ -45,7 +45,7 @@ from darknet_torch.openmp import available_cores
 from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker
-from darknet_torch.video.tuning import ForwardThreads, candidates
+from darknet_torch.video.tuning import ForwardThreads, candidates, differs_on_other_counts
 from darknet_torch.video.turns import CoreTurns
 from darknet_torch.video.writer import OUTPUT_EXTENSIONS, VideoWriter
 
@@ -165,9 +165,10 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
                      threads: ForwardThreads, turns: CoreTurns | None) -> None:
     """The calling thread's loop: batches through the network on ``threads``' thread count.  With ``turns`` (a
     file), a forward on every core takes turns with the side work and waits for a full batch; otherwise a batch is
-    the frames that are ready, up to ``batch_size``."""
+    the frames that are ready, up to ``batch_size``.  The first batch also runs on ``threads``' other counts: if
+    any output bit differs, the trial is off (the detections must not depend on which count a timing chose)."""
     cores = available_cores()
-    done = False
+    done, checked = False, False
     while not done:
         count = threads.threads()
         if turns is not None:
@@ -187,6 +188,10 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
             torch.set_num_threads(count)
             with turns.forward() if turns is not None else nullcontext():
                 output = predictor.forward_batch(inputs_batch)
+                others = [] if checked else [n for n in threads.candidates if n != count]
+                checked = True
+                if others and differs_on_other_counts(predictor.forward_batch, inputs_batch, output, others):
+                    threads.keep(count)
             sink.put(batch, output, inputs_batch.shape[-2:])
             threads.done(len(batch))
 

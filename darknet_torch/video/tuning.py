@@ -11,8 +11,11 @@ forward's threads the kernel has just descheduled).
 one whose batches went through the whole pipeline faster.  (On all cores a file's side work takes turns with the
 forward instead of competing with it: :mod:`darknet_torch.video.turns`.)  The trial is short (one warm-up batch,
 then two batches per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower
-on one thread), which a short video feels.  The thread count does not change the detections (yolov3-tiny's forward
-output is bit-identical on 1 and 2 threads, exact and bf16).
+on one thread), which a short video feels.  The trial runs only where the thread count does not change the
+network's outputs (:func:`differs_on_other_counts`, checked on the first batch): on the AVX-512 hosts yolov3-tiny's forward
+was bit-identical on 1 and 2 threads (exact and bf16), but on an AVX2 host the plain network's outputs at 1 and 2
+threads differ by up to 3e-4, and a trial whose choice depends on timing would then make the detections differ
+from run to run.
 
 The right choice changes when other work starts or stops on the machine (a neighbour holding one of 2 cores slowed a
 spin-waiting 2-thread forward from ~27 to ~500 ms a frame: its OpenMP barriers wait for the descheduled thread, and
@@ -25,9 +28,33 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
 
 #: The chosen count's last batches this many times slower (median) than in its trial: try again.
 SLOWER = 1.5
+
+
+def differs_on_other_counts(forward: Callable[[Tensor], Tensor], inputs: Tensor, output: Tensor,
+                            counts: Sequence[int]) -> bool:
+    """Whether ``forward(inputs)`` on any of the thread ``counts`` differs (any bit) from ``output``, which it gave
+    on torch's current count; that count is restored.
+
+    oneDNN and ATen split some reductions by thread, so the summation order (the last bits of float32 results) can
+    depend on the count, depending on the CPU's kernels and the layer shapes; one input that differs proves it.
+    """
+    caller = torch.get_num_threads()
+    try:
+        for count in counts:
+            torch.set_num_threads(count)
+            with torch.inference_mode():
+                if not torch.equal(forward(inputs), output):
+                    return True
+    finally:
+        torch.set_num_threads(caller)
+    return False
 
 
 def candidates(cores: int) -> list[int]:
@@ -88,6 +115,11 @@ class ForwardThreads:
                 self._start_trial(self._batches + 1)
         self._batches += 1
         self._last = now
+
+    def keep(self, count: int) -> None:
+        """Use ``count`` from now on, without trials (e.g. when the other counts change the outputs)."""
+        self.candidates, self.chosen = [count], count
+        self.seconds_per_frame = {count: []}
 
     def _start_trial(self, batch: int) -> None:
         """Alternate the candidates again from ``batch`` on (no warm-up: the forward is warm)."""

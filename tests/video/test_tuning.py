@@ -1,8 +1,10 @@
 """The forward's thread count: each candidate tried on alternating batches, the faster one kept."""
 from __future__ import annotations
 
+import torch
+
 from darknet_torch.video import tuning
-from darknet_torch.video.tuning import ForwardThreads, candidates
+from darknet_torch.video.tuning import ForwardThreads, candidates, differs_on_other_counts
 
 
 def test_candidates_are_all_cores_and_one_fewer():
@@ -69,3 +71,24 @@ def test_a_steady_choice_keeps_its_count_between_trials(monkeypatch):
     choice = ForwardThreads([2, 1], trials=2, warmup=1, retrial_every=20)
     used = run(choice, {2: 0.1, 1: 0.2}, 55, monkeypatch)  # trials at batches 1, 25 and 49
     assert used.count(1) == 2 * choice.trials_run and choice.trials_run == 3 and choice.chosen == 2
+
+
+def test_outputs_are_compared_on_the_other_counts_and_the_count_comes_back():
+    inputs = torch.ones(2, 3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        same = lambda x: x * 2  # noqa: E731
+        shifted = lambda x: x * 2 + torch.get_num_threads()  # noqa: E731
+        assert not differs_on_other_counts(same, inputs, same(inputs), [1, 3])
+        assert differs_on_other_counts(shifted, inputs, shifted(inputs), [1])
+        assert not differs_on_other_counts(shifted, inputs, shifted(inputs), [2])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_keep_ends_the_trial(monkeypatch):
+    choice = ForwardThreads([2, 1], trials=2, warmup=1)
+    choice.keep(2)
+    assert run(choice, {2: 0.2, 1: 0.1}, 6, monkeypatch) == [2] * 6 and choice.chosen == 2
