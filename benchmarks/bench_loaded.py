@@ -55,21 +55,28 @@ PEERS = ("onnxruntime", "opencv")
 OPENMP_PREFIXES = ("OMP_", "GOMP_", "KMP_")
 
 
-def setting_environment(setting: str) -> dict[str, str]:
-    """This environment without OpenMP variables, plus ``setting``'s (a name of :data:`SETTINGS` or VAR=VALUE,...)."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(OPENMP_PREFIXES)}
+def setting_values(setting: str) -> dict[str, str]:
+    """``setting``'s variables: a name of :data:`SETTINGS` or VAR=VALUE[,VAR=VALUE]."""
     if setting in SETTINGS:
-        return {**env, **SETTINGS[setting]}
+        return dict(SETTINGS[setting])
     pairs = [item.split("=", 1) for item in setting.split(",")]
     if not all(len(pair) == 2 for pair in pairs):
         raise SystemExit(f"--settings {setting!r}: expected one of {', '.join(SETTINGS)} or VAR=VALUE[,VAR=VALUE]")
-    return {**env, **dict(pairs)}
+    return dict(pairs)
+
+
+def setting_environment(setting: str) -> dict[str, str]:
+    """This environment without OpenMP variables, plus ``setting``'s (``THREADS`` is for the worker, not libgomp)."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(OPENMP_PREFIXES)}
+    values = setting_values(setting)
+    values.pop("THREADS", None)
+    return {**env, **values}
 
 
 def setting_threads(setting: str) -> int | None:
-    """``THREADS=N`` of a VAR=VALUE setting: the worker's ``torch.set_num_threads``, else None (torch's own)."""
-    pairs = dict(item.split("=", 1) for item in setting.split(",") if "=" in item)
-    return int(pairs["THREADS"]) if "THREADS" in pairs else None
+    """``THREADS=N`` of a setting: the worker's ``torch.set_num_threads``, else None (torch's own)."""
+    threads = setting_values(setting).get("THREADS")
+    return int(threads) if threads is not None else None
 
 
 def start_workers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[WorkerProcess, str]]:
@@ -81,7 +88,7 @@ def start_workers(args: argparse.Namespace, workdir: Path) -> dict[str, tuple[Wo
                                setting_environment("torch" if setting == "peers" else setting), setting)
         info = worker.call("setup", engines=engines, model=args.model, batch=args.batch, size=args.size,
                            images=str(args.images), threads=CORES, workdir=str(workdir),
-                           torch_threads=setting_threads(setting))
+                           torch_threads=None if setting == "peers" else setting_threads(setting))
         openmp = info["openmp"]
         waiting = openmp["OMP_WAIT_POLICY"] or (f"spin {openmp['GOMP_SPINCOUNT']}" if openmp["GOMP_SPINCOUNT"]
                                                 else "spin (libgomp default)")
@@ -96,11 +103,13 @@ def runs_of(workers: dict, args: argparse.Namespace, maps: dict,
     forward, pipeline = {}, {}
     for setting, (worker, _) in workers.items():
         for engine in args.peers if setting == "peers" else args.engines:
-            def run_forward(w=worker, e=engine, name=engine if setting == "peers" else f"{engine} [{setting}]"):
+            name = engine if setting == "peers" else f"{engine} [{setting}]"
+
+            def run_forward(w=worker, e=engine, name=name) -> float:
                 answer = w.call("run", engine=e)
                 shares.setdefault(name, []).append(answer["cpu_seconds"] / answer["seconds"])
                 return answer["seconds"]
-            forward[engine if setting == "peers" else f"{engine} [{setting}]"] = run_forward
+            forward[name] = run_forward
         for mode in () if setting == "peers" else args.map:
             def run(w=worker, m=mode, name=f"map {mode} [{setting}]") -> float:
                 answer = w.call("evaluate", mode=m, data=str(args.data), batch_size=8)
@@ -134,7 +143,7 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds between starting the load and timing")
     p.add_argument("--images", type=Path, default=SHARED / "coco128" / "images" / "train2017")
     args = p.parse_args()
-    args.engines = runnable(args.engines)
+    args.engines, args.map = runnable(args.engines), runnable(args.map)
 
     info = machine()
     print_header(info)
@@ -165,6 +174,7 @@ def main() -> int:
                                   f"{median(shares[name][-repeats:]):.2f}" if name in shares else "-"])
                     results.append({"what": what, "load": load, "load_average": [before, after], "engine": name,
                                     "openmp": workers[setting][1], "median_seconds": seconds, "seconds": values,
+                                    "cpu_share": median(shares[name][-repeats:]) if name in shares else None,
                                     "map": maps.get(name)})
                 print(table(block, header), flush=True)
                 if what == "map":

@@ -22,12 +22,13 @@ def select_device(name: str | None = None) -> torch.device:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` convolves bfloat16 at speed: a CUDA device with bfloat16 support, or a CPU whose oneDNN has
-    bfloat16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX).  Elsewhere torch's bfloat16 convolutions are
-    reference loops, 8-30x slower than float32 (an AVX2 CPU, 64 -> 128 channels on 104 x 104: 189 vs 24 ms), and
-    oneDNN's fused convolution, which ``--fast bf16`` runs, refuses to start."""
+    """Whether ``device`` convolves bfloat16 at speed: a CUDA GPU of compute capability 8 or later (Ampere: older
+    ones only emulate it), or a CPU whose oneDNN has bfloat16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX;
+    native with AVX512-BF16/AMX).  Elsewhere torch's bfloat16 convolutions are reference loops, 8-30x slower than
+    float32 (an AVX2 CPU, 64 -> 128 channels on 104 x 104: 189 vs 24 ms), and oneDNN's fused convolution, which
+    ``--fast bf16`` runs, refuses to start."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.get_device_capability(device)[0] >= 8
     if device.type != "cpu":
         return False
     try:

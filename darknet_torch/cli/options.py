@@ -83,7 +83,8 @@ def add_img_size_argument(p: argparse.ArgumentParser, help: str) -> None:
 def add_fast_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", choices=FAST_MODES, metavar="MODE",
                    help="inference speed mode: exact (same results, channels-last + fused activations), or the "
-                        "approximate bf16, int8 (calibrated on the first images) or compile (torch.compile; the "
+                        "approximate bf16 (CPUs with AVX-512/AMX or Ampere+ GPUs; refused elsewhere), int8 "
+                        "(calibrated on the first images) or compile (torch.compile; the "
                         "first batch compiles for about a minute); see benchmarks/README.md for the speed and mAP "
                         "of each (default: the plain model)")
 

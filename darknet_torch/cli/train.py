@@ -41,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="network slimming: L1 penalty S (per image, e.g. 1e-4) on batch-norm scales, before `prune`")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision: float16 on CUDA (default on), bfloat16 on CPU (default off; about 2x "
-                        "faster on CPUs with AVX512-BF16 or AMX, not bit-exact)")
+                        "faster on CPUs with AVX512-BF16 or AMX, not bit-exact; float32 with a warning on CPUs "
+                        "without bfloat16 kernels)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on with the CPU, where convolutions run faster in it)")
     p.add_argument("--backup", type=Path, help="checkpoint folder (default: the .data file's backup=)")

@@ -59,8 +59,9 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     device = next(model.parameters(), torch.empty(0)).device
     if mode == "bf16" and not native_bfloat16(device):
         instead = "--fast exact (float32) or int8" if device.type == "cpu" else "--fast exact (float32)"
-        raise DarknetError(f"fast mode bf16 needs native bfloat16 convolutions (a CPU with AVX-512 or AMX, or a "
-                           f"CUDA GPU); this {device.type} ({_capability(device)}) has none: use {instead}")
+        raise DarknetError(f"fast mode bf16 needs bfloat16 convolution kernels (a CPU with AVX-512, AVX-NE-CONVERT "
+                           f"or AMX, or an Ampere or later GPU); this {device.type} ({_capability(device)}) has "
+                           f"none: use {instead}")
     fast = copy.deepcopy(model).eval().fuse()
     for param in fast.parameters():
         param.requires_grad_(False)

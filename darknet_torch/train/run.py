@@ -126,8 +126,8 @@ def _mixed_precision(requested: bool | None, ctx: DistContext) -> bool:
     amp = ctx.device.type == "cuda" if requested is None else requested
     if amp and ctx.device.type == "cpu" and not native_bfloat16(ctx.device):
         if ctx.is_main:
-            log.warning("--amp: this CPU (%s) has no native bfloat16 convolutions (AVX-512 or AMX), where bfloat16 "
-                        "is several times slower than float32; training in float32",
+            log.warning("--amp: this CPU (%s) has no bfloat16 convolution kernels (AVX-512, AVX-NE-CONVERT or AMX), "
+                        "where bfloat16 is several times slower than float32; training in float32",
                         torch.backends.cpu.get_cpu_capability())
         return False
     return amp

@@ -116,8 +116,8 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     ``on_frame`` is called from the output thread for each frame, in order (e.g. to print);
     ``keep_results`` keeps every :class:`FrameResult` in the report (memory grows with the video);
     ``forward_threads``: torch threads of the forward pass (default: the faster of the caller's threads and one
-    fewer, measured on the first batches: :mod:`darknet_torch.video.tuning`); the caller's setting is restored at
-    the end.
+    fewer, measured on the first batches, or the caller's when the other count changes the first batch's outputs:
+    :mod:`darknet_torch.video.tuning`); the caller's setting is restored at the end.
 
     Raises:
         DataError: an output cannot be created or a port cannot be bound (before any frame is processed).

@@ -12,10 +12,10 @@ one whose batches went through the whole pipeline faster.  (On all cores a file'
 forward instead of competing with it: :mod:`darknet_torch.video.turns`.)  The trial is short (one warm-up batch,
 then two batches per candidate) because half its batches run at the slower count (yolov3-tiny exact is 1.5x slower
 on one thread), which a short video feels.  The trial runs only where the thread count does not change the
-network's outputs (:func:`differs_on_other_counts`, checked on the first batch): on the AVX-512 hosts yolov3-tiny's forward
-was bit-identical on 1 and 2 threads (exact and bf16), but on an AVX2 host the plain network's outputs at 1 and 2
-threads differ by up to 3e-4, and a trial whose choice depends on timing would then make the detections differ
-from run to run.
+network's outputs (:func:`differs_on_other_counts`, checked on the first batch): on the AVX-512 hosts
+yolov3-tiny's forward was bit-identical on 1 and 2 threads (exact and bf16), but on an AVX2 host the plain
+network's outputs at 1 and 2 threads differ by up to 3e-4, and a trial whose choice depends on timing would then
+make the detections differ from run to run.
 
 The right choice changes when other work starts or stops on the machine (a neighbour holding one of 2 cores slowed a
 spin-waiting 2-thread forward from ~27 to ~500 ms a frame: its OpenMP barriers wait for the descheduled thread, and
@@ -120,6 +120,7 @@ class ForwardThreads:
         """Use ``count`` from now on, without trials (e.g. when the other counts change the outputs)."""
         self.candidates, self.chosen = [count], count
         self.seconds_per_frame = {count: []}
+        self.trials_run = 0
 
     def _start_trial(self, batch: int) -> None:
         """Alternate the candidates again from ``batch`` on (no warm-up: the forward is warm)."""

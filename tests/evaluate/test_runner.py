@@ -38,6 +38,10 @@ GOLDEN_RUNS = {
 }
 _CLASS_LINE = re.compile(r"class_id = (\d+), name = [^,]+, ap = ([\d.]+)%\s+\(TP = (\d+), FP = (\d+)\)")
 _MAP_LINE = re.compile(r"mean average precision \(mAP@0\.50\) = ([\d.]+)")
+#: Units of the last printed digit the printout may differ by: none where every digit was measured equal (AVX-512
+#: kernels, 2 threads), one elsewhere (see test_map_reproduces_darknets_printout).
+_MEASURED_EQUAL = torch.backends.cpu.get_cpu_capability().startswith("AVX512") and torch.get_num_threads() == 2
+LAST_DIGIT_SLACK = 0 if _MEASURED_EQUAL else 1
 
 
 def darknet_printout(golden_dir: Path) -> dict[str, str]:
@@ -84,10 +88,10 @@ def test_map_reproduces_darknets_printout(run, detections, coco128, golden_dir):
     frequent = result.truths_per_class >= 5
     assert np.abs(result.ap * 100 - printed_ap)[frequent].max() <= 1.0
 
-    # Measured: Darknet's printed digits, line for line, TP and FP per class identical; the last printed digit of the
-    # mAP and of at most two classes' AP may move by one unit: float32 convolutions sum in a CPU-dependent order
-    # (oneDNN's AVX-512 and AVX2 kernels differ), which moves probabilities by ~1e-7 and values that sit on a
-    # rounding boundary.  On AVX-512 hosts every digit matched; on an AVX2 host mask123 printed 0.361299 (Darknet:
+    # Measured: Darknet's printed digits, line for line, TP and FP per class identical; off AVX-512 with 2 threads
+    # the last printed digit of the mAP and of at most two classes' AP may move by one unit (LAST_DIGIT_SLACK):
+    # float32 convolutions sum in an order that depends on the CPU's kernels and the thread count, which moves
+    # probabilities by ~1e-7 and values that sit on a rounding boundary.  On AVX-512 hosts every digit matched; on an AVX2 host mask123 printed 0.361299 (Darknet:
     # 0.361300), with 101 recall points 0.362743 (0.362744), and one run one class 50.19 % (50.20 %).
     ours = format_map_report(result, coco128[1])
     for line in darknet.splitlines():
@@ -97,10 +101,11 @@ def test_map_reproduces_darknets_printout(run, detections, coco128, golden_dir):
             ours_line = next(mine for mine in ours.splitlines() if mine.startswith(" mean average"))
             assert _MAP_LINE.sub("#", ours_line) == _MAP_LINE.sub("#", line), (ours_line, line)
             units = [round(float(_MAP_LINE.search(text).group(1)) * 1e6) for text in (ours_line, line)]
-            assert abs(units[0] - units[1]) <= 1, (ours_line, line)
+            assert abs(units[0] - units[1]) <= LAST_DIGIT_SLACK, (ours_line, line)  # the "or xx.xx %" part: exact
     printed_units = np.round(printed_ap * 100).astype(int)  # per-class AP in units of the printed 0.01 %
     ours_units = np.array([round(float(f"{ap * 100:.2f}") * 100) for ap in result.ap])
-    assert np.abs(ours_units - printed_units).max() <= 1 and (ours_units != printed_units).sum() <= 2
+    assert np.abs(ours_units - printed_units).max() <= LAST_DIGIT_SLACK
+    assert (ours_units != printed_units).sum() <= 2 * LAST_DIGIT_SLACK
     assert result.tp_per_class.tolist() == [tp for _, _, tp, _ in classes]
     assert result.fp_per_class.tolist() == [fp for _, _, _, fp in classes]
 

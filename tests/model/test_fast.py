@@ -31,11 +31,11 @@ from tests.golden import golden_runs, load_run
 MINI = golden_runs("mini")
 REAL = [p for p in golden_runs("real") if not p.name.endswith("all_layers")]
 APPROXIMATE = {"bf16": (0.95, 0.1), "int8": (0.7, 0.2)}  # mode: (min IoU, max |probability change|)
-#: bf16 runs only where the CPU convolves bfloat16 natively; elsewhere it is refused (the refusal is tested anywhere).
+#: bf16 runs only where the CPU has bfloat16 convolution kernels; elsewhere it is refused (tested on any CPU).
 NEEDS_NATIVE_BF16 = pytest.mark.skipif(
     not native_bfloat16(torch.device("cpu")),
-    reason="this CPU has no native bfloat16 convolutions (AVX-512 or AMX): --fast bf16 is refused here "
-           "(test_bf16_is_refused_without_native_bfloat16)")
+    reason="this CPU has no bfloat16 convolution kernels (AVX-512, AVX-NE-CONVERT or AMX): --fast bf16 is refused "
+           "here (test_bf16_is_refused_without_native_bfloat16)")
 
 
 def _info(run) -> LetterboxInfo:
@@ -124,12 +124,12 @@ def test_approximate_modes_find_darknets_confident_detections(mode, tiny, calibr
     assert checked >= 15
 
 
-@NEEDS_NATIVE_BF16
-def test_original_model_is_untouched_and_predictor_accepts_the_copy(tiny, calibration):
+@pytest.mark.parametrize("mode", ["exact", pytest.param("bf16", marks=NEEDS_NATIVE_BF16)])
+def test_original_model_is_untouched_and_predictor_accepts_the_copy(mode, tiny, calibration):
     x = calibration[0][:1]
     with torch.inference_mode():
         before = tiny(x)
-        fast = optimize_for_inference(tiny, "bf16")
+        fast = optimize_for_inference(tiny, mode)
         after = tiny(x)
         decoded = fast(x)
     assert torch.equal(before, after)
@@ -143,14 +143,31 @@ def test_bf16_is_refused_without_native_bfloat16(tiny, monkeypatch):
     """Without oneDNN's bfloat16 kernels the fused convolution refuses bfloat16 with a message about CPU flags, and
     torch's fallback is 8-30x slower than float32: the mode is refused up front, naming what to use instead."""
     monkeypatch.setattr("darknet_torch.model.fast.native_bfloat16", lambda device: False)
-    with pytest.raises(DarknetError, match=r"bf16 needs native bfloat16 .*use --fast exact"):
+    with pytest.raises(DarknetError, match=r"bf16 needs bfloat16 convolution kernels .*use --fast exact"):
         optimize_for_inference(tiny, "bf16")
     assert isinstance(optimize_for_inference(tiny, "exact"), Darknet)
 
 
-def test_native_bfloat16_follows_onednn():
-    assert native_bfloat16(torch.device("cpu")) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+@pytest.mark.parametrize("onednn", [True, False])
+def test_native_bfloat16_asks_onednn(onednn, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: onednn, raising=False)
+    assert native_bfloat16(torch.device("cpu")) is onednn
     assert not native_bfloat16(torch.device("meta"))
+
+
+@pytest.mark.parametrize("capability, native", [("AVX512", True), ("AVX512_BF16", True), ("AVX2", False)])
+def test_native_bfloat16_without_onednns_answer_goes_by_the_cpu(capability, native, monkeypatch):
+    def missing() -> bool:
+        raise AttributeError("an older torch")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert native_bfloat16(torch.device("cpu")) is native
+
+
+@pytest.mark.parametrize("major, native", [(7, False), (8, True)])
+def test_native_bfloat16_on_cuda_needs_ampere(major, native, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
+    assert native_bfloat16(torch.device("cuda:0")) is native
 
 
 def test_bad_modes_are_refused(tiny):

@@ -36,4 +36,9 @@ def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32_and_says_so(nati
         assert _mixed_precision(True, cpu) is native
         assert _mixed_precision(None, cpu) is False  # the CPU default: off
         assert _mixed_precision(False, cpu) is False
-    assert ("no native bfloat16" in caplog.text) is not native
+    assert ("no bfloat16 convolution kernels" in caplog.text) is not native
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="darknet_torch.train.run"):
+        assert _mixed_precision(True, DistContext(rank=1, world_size=2, device=torch.device("cpu"))) is native
+    assert caplog.text == ""  # only rank 0 says it
+    assert _mixed_precision(None, DistContext(device=torch.device("cuda"))) is True  # float16 on CUDA: no check
