@@ -165,8 +165,9 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
                      threads: ForwardThreads, turns: CoreTurns | None) -> None:
     """The calling thread's loop: batches through the network on ``threads``' thread count.  With ``turns`` (a
     file), a forward on every core takes turns with the side work and waits for a full batch; otherwise a batch is
-    the frames that are ready, up to ``batch_size``.  The first batch also runs on ``threads``' other counts: if
-    any output bit differs, the trial is off (the detections must not depend on which count a timing chose)."""
+    the frames that are ready, up to ``batch_size``.  The first batch's first frame runs on every count of
+    ``threads``: if any output bit differs, the trial is off (the detections must not depend on which count a timing
+    chose)."""
     cores = available_cores()
     done, checked = False, False
     while not done:
@@ -190,8 +191,11 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
                 output = predictor.forward_batch(inputs_batch)
                 others = [] if checked else [n for n in threads.candidates if n != count]
                 checked = True
-                if others and differs_on_other_counts(predictor.forward_batch, inputs_batch, output, others):
-                    threads.keep(count)
+                if others:
+                    first = inputs_batch[:1]  # one frame: a fraction of the batch's time on the slower count
+                    reference = output if len(inputs_batch) == 1 else predictor.forward_batch(first)
+                    if differs_on_other_counts(predictor.forward_batch, first, reference, others):
+                        threads.keep(count)
             sink.put(batch, output, inputs_batch.shape[-2:])
             threads.done(len(batch))
 

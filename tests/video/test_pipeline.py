@@ -220,6 +220,10 @@ def test_no_thread_trial_when_the_count_changes_the_outputs(predictor, tmp_path,
     report = run_video(predictor, open_source(str(video)), VideoOutputs(), batch_size=1, progress=False)
     assert report.ok and report.frames == 8 and torch.get_num_threads() == 3
     assert seen == [3, 2, 3, 3, 3, 3, 3, 3, 3] and report.forward_threads == 3  # 8 frames and one check
+    seen.clear()  # batches of 2: the check runs the first frame alone on each count
+    report = run_video(predictor, open_source(str(video)), VideoOutputs(), batch_size=2, progress=False)
+    assert report.ok and report.frames == 8 and report.forward_threads == 3
+    assert seen[:3] == [3, 3, 2] and set(seen[3:]) == {3} and len(seen) >= 4 + 2
 
 
 def test_a_forward_on_every_core_takes_turns_with_the_side_work(predictor, tmp_path, monkeypatch):
