@@ -167,14 +167,15 @@ def main() -> int:
                     setting = name[name.index("[") + 1:-1] if "[" in name else "peers"
                     peer = "onnxruntime" if what == "forward" else f"map onnxruntime [{setting}]"
                     reference = median(times[peer]) if peer in times else None
+                    share = median(shares[name][-repeats:]) if name in shares else None
                     block.append([load, f"{before[0]} -> {after[0]}", name, workers[setting][1],
                                   *(_duration(x, what) for x in (seconds, min(values), max(values))),
                                   f"{seconds / reference:.2f}" if reference else "-",
                                   f"{seconds / quiet[name]:.2f}" if name in quiet else "-",
-                                  f"{median(shares[name][-repeats:]):.2f}" if name in shares else "-"])
+                                  f"{share:.2f}" if share is not None else "-"])
                     results.append({"what": what, "load": load, "load_average": [before, after], "engine": name,
                                     "openmp": workers[setting][1], "median_seconds": seconds, "seconds": values,
-                                    "cpu_share": median(shares[name][-repeats:]) if name in shares else None,
+                                    "cpu_share": share,
                                     "map": maps.get(name)})
                 print(table(block, header), flush=True)
                 if what == "map":

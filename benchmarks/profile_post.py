@@ -31,7 +31,6 @@ from common import REPO, SHARED  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 from darknet_torch.config.data_files import read_names  # noqa: E402
-from darknet_torch.data.images import u8_hwc_to_unit_chw  # noqa: E402
 from darknet_torch.detect.build import build_predictor  # noqa: E402
 from darknet_torch.detect import outputs_draw  # noqa: E402
 from darknet_torch.detect.outputs_draw import draw_detections_on_array  # noqa: E402
@@ -66,7 +65,7 @@ def main() -> None:
     predictor = build_predictor(REPO / "cfg" / "yolov3-tiny.cfg", weights=SHARED / "weights" / "yolov3-tiny.weights",
                                 names=read_names(REPO / "data" / "coco.names"))
     images = frames(args.frames, args.photos)
-    prepared = [predictor.prepare(u8_hwc_to_unit_chw(f)) for f in images]
+    prepared = [predictor.prepare_u8(f) for f in images]
     batches = []
     for i in range(0, len(prepared), 4):
         chunk = prepared[i:i + 4]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from darknet_torch.data.images import load_image
+from darknet_torch.data.images import load_pixels
 from darknet_torch.detect.predictor import Predictor, make_preparer, resolve_settings
 from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.errors import CfgError, DarknetError
@@ -69,7 +69,7 @@ def optimize(model: Darknet, settings: InferenceSettings, calibration: Sequence[
         inputs = []
         for path in calibration:
             try:
-                inputs.append(prepare(load_image(path))[0])
+                inputs.append(prepare.pixels(load_pixels(path))[0])
             except DarknetError as exc:
                 log.warning("int8 calibration skips %s", exc)
             if len(inputs) == CALIBRATION_IMAGES:

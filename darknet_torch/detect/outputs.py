@@ -26,10 +26,10 @@ from PIL import Image
 
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_pixels
 from darknet_torch.detect.outputs_crops import crops
-from darknet_torch.detect.outputs_draw import draw_detections
+from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import label_lines
 from darknet_torch.detect.predictor import Detection
-from darknet_torch.errors import DarknetError, DataError
+from darknet_torch.errors import DarknetError
 from darknet_torch.files import write_atomic
 
 # Source suffix -> (Pillow format, save options) for annotated images; anything else is written as PNG.
@@ -117,12 +117,13 @@ class OutputWriter:
     def _write_pictures(self, source: Path, name: str, detections: list[Detection]) -> None:
         """The annotated image and/or the crops, from one decoding of the source."""
         path = annotated_image_path(self.output_dir, name, source)
-        image = self._guarded(path, lambda: Image.fromarray(load_pixels(source, self.max_pixels, self.decoder), "RGB"))
+        pixels = self._guarded(path, lambda: load_pixels(source, self.max_pixels, self.decoder))
         if self.save_images:
-            self._guarded(path, lambda: write_atomic(
-                path, _encode(draw_detections(image, detections, self.num_classes, self.thresh), path)))
+            drawn = pixels.copy()  # drawn on in place; the crops come from the clean pixels
+            draw_detections_on_array(drawn, detections, self.num_classes, self.thresh)
+            self._guarded(path, lambda: write_atomic(path, _encode(Image.fromarray(drawn, "RGB"), path)))
         if self.save_crops:
-            for relative, crop in crops(image, detections, self.thresh, name, path.suffix):
+            for relative, crop in crops(Image.fromarray(pixels, "RGB"), detections, self.thresh, name, path.suffix):
                 crop_path = self.output_dir / relative
                 self._guarded(crop_path, lambda: write_atomic(crop_path, _encode(crop, crop_path)))
 

@@ -56,12 +56,8 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     """
     if mode not in FAST_MODES:
         raise DarknetError(f"unknown fast mode {mode!r}; choose one of {', '.join(FAST_MODES)}")
-    device = next(model.parameters(), torch.empty(0)).device
-    if mode == "bf16" and not native_bfloat16(device):
-        instead = "--fast exact (float32) or int8" if device.type == "cpu" else "--fast exact (float32)"
-        raise DarknetError(f"fast mode bf16 needs bfloat16 convolution kernels (a CPU with AVX-512, AVX-NE-CONVERT "
-                           f"or AMX, or an Ampere or later GPU); this {device.type} ({_capability(device)}) has "
-                           f"none: use {instead}")
+    if mode == "bf16":
+        _require_bfloat16(next(model.parameters(), torch.empty(0)).device)
     fast = copy.deepcopy(model).eval().fuse()
     for param in fast.parameters():
         param.requires_grad_(False)
@@ -115,8 +111,17 @@ class FastConv(nn.Module):
         return f"{tuple(self.weight.shape)}, dtype={self.dtype}, channels_last{fused}"
 
 
-def _capability(device: torch.device) -> str:
-    return torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else str(device)
+def _require_bfloat16(device: torch.device) -> None:
+    if native_bfloat16(device):
+        return
+    if device.type == "cpu":
+        what, instead = f"cpu ({torch.backends.cpu.get_cpu_capability()})", "--fast exact (float32) or int8"
+    elif device.type == "cuda":
+        what, instead = f"GPU (compute capability {torch.cuda.get_device_capability(device)})", "--fast exact (float32)"
+    else:
+        what, instead = str(device), "--fast exact (float32)"
+    raise DarknetError(f"fast mode bf16 needs bfloat16 convolution kernels (a CPU with AVX-512, AVX-NE-CONVERT or "
+                       f"AMX, or an Ampere or later GPU); this {what} has none: use {instead}")
 
 
 def _onednn_pointwise_available() -> bool:

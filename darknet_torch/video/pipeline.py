@@ -25,13 +25,13 @@ import os
 import queue
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch import Tensor
 from PIL import Image
 from tqdm import tqdm
 
@@ -143,7 +143,7 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     caller_threads = torch.get_num_threads()
     threads = ForwardThreads([forward_threads] if forward_threads else candidates(caller_threads))
     try:
-        _forward_batches(predictor, inputs, sink, batch_size, threads, turns if not source.live else None)
+        _forward_batches(predictor, inputs, sink, batch_size, threads, turns, source.live)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -162,19 +162,18 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
 
 
 def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputStage, batch_size: int,
-                     threads: ForwardThreads, turns: CoreTurns | None) -> None:
-    """The calling thread's loop: batches through the network on ``threads``' thread count.  With ``turns`` (a
-    file), a forward on every core takes turns with the side work and waits for a full batch; otherwise a batch is
-    the frames that are ready, up to ``batch_size``.  The first batch's first frame runs on every count of
+                     threads: ForwardThreads, turns: CoreTurns, live: bool) -> None:
+    """The calling thread's loop: batches through the network on ``threads``' thread count.  For a file (not
+    ``live``), a forward on every core takes ``turns`` with the side work and waits for a full batch; otherwise a
+    batch is the frames that are ready, up to ``batch_size``.  The first batch's first frame runs on every count of
     ``threads``: if any output bit differs, the trial is off (the detections must not depend on which count a timing
     chose)."""
     cores = available_cores()
     done, checked = False, False
     while not done:
         count = threads.threads()
-        if turns is not None:
-            turns.set_enabled(count >= cores > 1)
-        full_batches = turns is not None and turns.enabled
+        turns.set_enabled(not live and count >= cores > 1)
+        full_batches = turns.enabled
         batch = [inputs.get()]
         while len(batch) < batch_size and batch[-1] is not _END:
             try:
@@ -187,17 +186,25 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
         if batch:
             inputs_batch = torch.stack([p.input for p in batch])
             torch.set_num_threads(count)
-            with turns.forward() if turns is not None else nullcontext():
+            with turns.forward():
                 output = predictor.forward_batch(inputs_batch)
-                others = [] if checked else [n for n in threads.candidates if n != count]
-                checked = True
-                if others:
-                    first = inputs_batch[:1]  # one frame: a fraction of the batch's time on the slower count
-                    reference = output if len(inputs_batch) == 1 else predictor.forward_batch(first)
-                    if differs_on_other_counts(predictor.forward_batch, first, reference, others):
-                        threads.keep(count)
+                if not checked:
+                    _keep_count_if_outputs_depend_on_it(predictor, threads, count, inputs_batch, output)
+                    checked = True
             sink.put(batch, output, inputs_batch.shape[-2:])
             threads.done(len(batch))
+
+
+def _keep_count_if_outputs_depend_on_it(predictor: Predictor, threads: ForwardThreads, count: int, batch: Tensor,
+                                        output: Tensor) -> None:
+    """Run the batch's first frame (a fraction of the batch's time on a slower count) on ``threads``' other counts;
+    if any output bit differs from ``count``'s, keep ``count``."""
+    others = [n for n in threads.candidates if n != count]
+    if others:
+        first = batch[:1]
+        reference = output if len(batch) == 1 else predictor.forward_batch(first)
+        if differs_on_other_counts(predictor.forward_batch, first, reference, others):
+            threads.keep(count)
 
 
 def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: threading.Event,
@@ -205,7 +212,7 @@ def _read(predictor: Predictor, source: FrameSource, inputs: queue.Queue, stop: 
     """Reader thread: decode and prepare frames (one side item each); on a live source keep only the newest waiting
     frame."""
     torch.set_num_threads(1)  # this thread's own OpenMP team: the forward pass keeps every core's thread
-    frames = iter(source.frames())
+    frames = source.frames()
     try:
         for count in itertools.count(1):
             with turns.side():

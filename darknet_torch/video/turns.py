@@ -34,10 +34,9 @@ class CoreTurns:
     @contextmanager
     def forward(self) -> Iterator[None]:
         """The forward pass's turn: waits for the side items in progress (none start meanwhile)."""
-        with self._changed:
-            self._forward = True
         try:
             with self._changed:
+                self._forward = True
                 self._changed.wait_for(lambda: not self.enabled or self._side_items == 0)
             yield
         finally:  # also when the wait is interrupted (Ctrl-C): the side threads must not wait for a forward forever
@@ -56,10 +55,12 @@ class CoreTurns:
         finally:
             with self._changed:
                 self._side_items -= 1
-                self._changed.notify_all()
+                if self._side_items == 0:  # only a forward waits for this count (side items wait on _forward)
+                    self._changed.notify_all()
 
     def set_enabled(self, enabled: bool) -> None:
         """Turns on or off (the forward's thread count changed); waiting threads re-check."""
         with self._changed:
-            self.enabled = enabled
-            self._changed.notify_all()
+            if enabled != self.enabled:
+                self.enabled = enabled
+                self._changed.notify_all()
