@@ -11,6 +11,7 @@ Tolerances:
 """
 from __future__ import annotations
 
+import copy
 import numpy as np
 import pytest
 import torch
@@ -100,6 +101,27 @@ def test_exact_mode_real_heads_and_survivors_match_darknet(folder, tiny):
     rows, classes = np.nonzero(probs.numpy())
     expected = run.dets("dets_post_nms.f32", folder / "mask123")
     assert {(int(r), int(c)) for r, c in zip(rows, classes)} == {(int(i), int(c)) for i, c, _ in expected}
+
+
+def test_exact_conv_lays_its_kernel_out_once_and_sums_as_with_the_plain_kernel(tiny):
+    fast = optimize_for_inference(tiny, "exact")
+    conv = next(m for m in fast.module_list if isinstance(m, FastConv))
+    if conv.post_op is None:
+        pytest.skip("this torch has no oneDNN fused convolution: FastConv runs F.conv2d with the plain kernel")
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        conv(torch.rand(1, 3, 416, 416, generator=generator))
+        kept = conv._blocked_weight
+        assert kept is not None and kept.is_mkldnn
+        for shape in [(1, 3, 416, 416), (2, 3, 64, 96)]:  # the size it was laid out for, and another
+            x = torch.rand(*shape, generator=generator).contiguous(memory_format=torch.channels_last)
+            plain_kernel = torch.ops.mkldnn._convolution_pointwise(
+                x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+                *conv.post_op, "")
+            assert torch.equal(conv(x), plain_kernel)
+        assert conv._blocked_weight is kept
+        copied = copy.deepcopy(fast)  # oneDNN's blocked tensor has no storage: a copy lays its kernel out again
+    assert copied.module_list[0]._blocked_weight is None
 
 
 @pytest.mark.parametrize("mode", [pytest.param("bf16", marks=NEEDS_NATIVE_BF16), "int8"])
