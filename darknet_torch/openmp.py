@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 
 #: Any of these set by the user means the user chose: nothing is changed.
 USER_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
@@ -59,6 +59,12 @@ def machine_is_busy(cores: int | None = None) -> bool:
     except (OSError, IndexError, ValueError):
         return False
     return sum(runnable) / len(runnable) >= BUSY_RUNNABLE or load1 >= max(cores, NOT_FALLING * load5)
+
+
+def waits_passively(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether libgomp's threads sleep between parallel regions (``OMP_WAIT_POLICY=PASSIVE``: set by
+    :func:`configure_openmp` on a busy machine, or by the user), so that every region first wakes them."""
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
 
 
 def available_cores() -> int:

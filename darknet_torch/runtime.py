@@ -1,6 +1,9 @@
 """Where and how to run: device selection and CPU thread settings, in one place for every command."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from darknet_torch.errors import DarknetError
@@ -35,6 +38,17 @@ def native_bfloat16(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # an older torch: oneDNN's bfloat16 kernels start at AVX-512
         return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op thread count is ``count`` in the block; the caller's is restored after."""
+    caller = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(caller)
 
 
 def loader_workers(device: torch.device, gpu_workers: int) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from darknet_torch import openmp
-from darknet_torch.openmp import configure_openmp, machine_is_busy
+from darknet_torch.openmp import configure_openmp, machine_is_busy, waits_passively
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,3 +93,11 @@ def test_unreadable_loadavg_counts_as_quiet(monkeypatch: pytest.MonkeyPatch) -> 
         raise OSError("no /proc")
     monkeypatch.setattr(openmp, "_read_loadavg", unreadable)
     assert machine_is_busy(cores=2) is False
+
+
+@pytest.mark.parametrize("environ, passive", [
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, True), ({"OMP_WAIT_POLICY": " passive"}, True),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, False), ({}, False), ({"GOMP_SPINCOUNT": "0"}, False),
+])
+def test_waits_passively_reads_the_policy_libgomp_loaded_with(environ: dict[str, str], passive: bool) -> None:
+    assert waits_passively(environ) is passive

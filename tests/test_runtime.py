@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from darknet_torch.errors import DarknetError
-from darknet_torch.runtime import loader_workers, select_device
+from darknet_torch.runtime import loader_workers, select_device, torch_threads
 
 # Allocates and frees a 64 MiB tensor, then reports how many mmapped blocks (glibc's mallinfo2().hblks) a second one
 # adds: with keep_freed_memory the second comes from the heap, not from a fresh mmap.
@@ -61,3 +61,12 @@ def test_select_device():
 def test_loader_workers_default_to_none_on_the_cpu():
     assert loader_workers(torch.device("cpu"), 4) == 0
     assert loader_workers(torch.device("cuda", 1), 4) == 4
+
+
+def test_torch_threads_sets_the_count_in_the_block_and_restores_it_after_an_error():
+    caller = torch.get_num_threads()
+    with pytest.raises(KeyError):
+        with torch_threads(caller + 1):
+            assert torch.get_num_threads() == caller + 1
+            raise KeyError("inside")
+    assert torch.get_num_threads() == caller

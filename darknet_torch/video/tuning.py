@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from darknet_torch.runtime import torch_threads
+
 #: The chosen count's last batches this many times slower (median) than in its trial: try again.
 SLOWER = 1.5
 
@@ -45,15 +47,10 @@ def differs_on_other_counts(forward: Callable[[Tensor], Tensor], inputs: Tensor,
     oneDNN and ATen split some reductions by thread, so the summation order (the last bits of float32 results) can
     depend on the count, depending on the CPU's kernels and the layer shapes; one input that differs proves it.
     """
-    caller = torch.get_num_threads()
-    try:
-        for count in counts:
-            torch.set_num_threads(count)
-            with torch.inference_mode():
-                if not torch.equal(forward(inputs), output):
-                    return True
-    finally:
-        torch.set_num_threads(caller)
+    for count in counts:
+        with torch_threads(count), torch.inference_mode():
+            if not torch.equal(forward(inputs), output):
+                return True
     return False
 
 

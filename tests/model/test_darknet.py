@@ -1,12 +1,19 @@
-"""Darknet's derived properties: ``net`` (the [net] settings) and ``stride`` (the largest head stride)."""
+"""Darknet's derived properties: ``net`` (the [net] settings) and ``stride`` (the largest head stride); which layers
+an inference forward runs on one thread."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
 from darknet_torch import Darknet
 from darknet_torch.config import parse_cfg_text, type_sections
+from darknet_torch.model.fast import FastConv, optimize_for_inference
+from darknet_torch.model.heads import YOLOLayer
+from darknet_torch.model.layers.conv import ConvBlock
+from darknet_torch.model.layers.pooling import MaxPool
+from darknet_torch.runtime import torch_threads
 
 CFG_DIR = Path(__file__).resolve().parents[2] / "cfg"
 # Largest head stride of each architecture (input / coarsest grid), known from the papers.
@@ -23,3 +30,39 @@ def test_stride_is_the_largest_head_stride(name):
 def test_a_network_without_heads_has_stride_1():
     text = "[net]\nwidth=16\nheight=16\nchannels=3\n[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\n"
     assert Darknet(type_sections(parse_cfg_text(text, "plain.cfg"))).stride == 1
+
+
+def _threads_per_layer(model: Darknet, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The forward's output and torch's thread count inside each layer."""
+    counts: list[int] = []
+    handles = [m.register_forward_hook(lambda *_: counts.append(torch.get_num_threads())) for m in model.module_list]
+    try:
+        with torch.inference_mode():
+            out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out, counts
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "exact"])
+def test_element_wise_layers_run_on_one_thread_when_openmp_waits_passively(monkeypatch: pytest.MonkeyPatch,
+                                                                           fast: bool):
+    model = Darknet(CFG_DIR / "yolov3-tiny.cfg").eval()
+    model = optimize_for_inference(model) if fast else model
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with torch_threads(2):
+        spinning, counts = _threads_per_layer(model, x)
+        assert model.serial_layers() == frozenset() and set(counts) == {2}
+        monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+        serial = model.serial_layers()
+        passive, counts = _threads_per_layer(model, x)
+        assert torch.get_num_threads() == 2
+    pools = {i for i, m in enumerate(model.module_list) if isinstance(m, (MaxPool, YOLOLayer))}
+    assert len(pools) == 8 and pools <= serial
+    assert [i for i, count in enumerate(counts) if count == 1] == sorted(serial)
+    assert not any(isinstance(model.module_list[i], (ConvBlock, FastConv)) for i in serial)
+    assert torch.equal(passive, spinning)  # one thread changes no bit in these layers
+    model.train()
+    assert model.serial_layers() == frozenset()
