@@ -5,7 +5,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
+from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.errors import DarknetError
 
 
@@ -13,7 +15,7 @@ def select_device(name: str | None = None) -> torch.device:
     """``None``/``"auto"``: the first CUDA device if there is one, else the CPU; otherwise ``torch.device(name)``."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.isdigit():
+    if DIGITS_TEXT.fullmatch(name):
         name = f"cuda:{name}"
     try:
         device = torch.device(name)
@@ -22,6 +24,11 @@ def select_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DarknetError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device ``model``'s parameters are on (the CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def native_bfloat16(device: torch.device) -> bool:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from darknet_torch.errors import DarknetError
-from darknet_torch.runtime import loader_workers, select_device, torch_threads
+from darknet_torch.runtime import loader_workers, model_device, select_device, torch_threads
 
 # Allocates and frees a 64 MiB tensor, then reports how many mmapped blocks (glibc's mallinfo2().hblks) a second one
 # adds: with keep_freed_memory the second comes from the heap, not from a fresh mmap.
@@ -53,7 +53,7 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(DarknetError, match="CUDA is not available"):
             select_device("0")
-    for name in ("bogus", "-1", "cuda:x"):  # torch's RuntimeError was a traceback in every command
+    for name in ("bogus", "-1", "cuda:x", "\u00b2"):  # torch's RuntimeError was a traceback in every command
         with pytest.raises(DarknetError, match=f"device '{name}' is not a device name; use --device cpu"):
             select_device(name)
 
@@ -70,3 +70,8 @@ def test_torch_threads_sets_the_count_in_the_block_and_restores_it_after_an_erro
             assert torch.get_num_threads() == caller + 1
             raise KeyError("inside")
     assert torch.get_num_threads() == caller
+
+
+def test_model_device_is_the_parameters_device_or_the_cpu():
+    assert model_device(torch.nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")

@@ -13,6 +13,7 @@ import torch
 from darknet_torch.data.images import Decoder, center_crop_min, load_image
 from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
+from darknet_torch.runtime import model_device
 
 
 def top_k(values: torch.Tensor, k: int) -> list[int]:
@@ -73,7 +74,7 @@ class Classifier:
     @torch.no_grad()
     def classify(self, path: str | Path) -> Classification:
         x = self.prepare(load_image(path, decoder=self.decoder))
-        device = next(self.model.parameters(), torch.empty(0)).device
+        device = model_device(self.model)
         start = time.perf_counter()
         values = self.model(x[None].to(device))[0].float().cpu()
         seconds = time.perf_counter() - start

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from darknet_torch.config.sections import DIGITS_TEXT
+
 
 @dataclass(frozen=True)
 class DarknetFlag:
@@ -90,7 +92,7 @@ def gpu_device(value: str) -> str:
              f"--nproc_per_node={len(value.split(','))}")
     if not torch.cuda.is_available():
         return "cpu"
-    return first if first.isdigit() else value
+    return first if DIGITS_TEXT.fullmatch(first) else value
 
 
 def note(message: str) -> None:

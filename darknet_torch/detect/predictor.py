@@ -20,6 +20,7 @@ from darknet_torch.errors import CfgError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.heads import RegionLayer, YOLOLayer
 from darknet_torch.ops.nms import darknet_nms
+from darknet_torch.runtime import model_device
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Predictor:
         self.model = model
         self.names = list(names) if names is not None else [str(i) for i in range(model.num_classes)]
         self.keep_all_heads = [isinstance(h, RegionLayer) for h in model.heads]
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         self.beta_nms = nms_settings(model)[1]
         self._use(settings)
 

@@ -44,6 +44,7 @@ from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import Connected, ConvBlock
+from darknet_torch.runtime import model_device
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | No
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
                                 module=r"darknet_torch\.model\.layers\.routing")
         height, width = img_size or model.input_size
-        device = next(model.parameters()).device
+        device = model_device(model)
         x = torch.rand(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
         graph = model if nms is None else _DetectionsWithNms(model, nms)
         axes = _dynamic_axes(dynamic_batch, dynamic_size, nms is not None)
@@ -210,7 +211,7 @@ def compare_with_torch(session, model: Darknet, shapes: Sequence[tuple[int, int,
     with fused_eval(model), torch.no_grad():
         for shape in shapes:
             x = torch.rand(*shape, generator=generator)
-            expected = model(x.to(next(model.parameters()).device)).cpu().numpy()
+            expected = model(x.to(model_device(model))).cpu().numpy()
             got = run_onnx(session, x)
             if got.shape != expected.shape:
                 raise DarknetError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} for input {shape}")

@@ -50,6 +50,7 @@ from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
+from darknet_torch.runtime import model_device
 
 #: Layers whose output channel c depends only on input channel c and maps a constant map to a constant map.
 _PASS_THROUGH = frozenset(CHANNEL_KEEPING) - {"batchnorm"}
@@ -340,7 +341,7 @@ def apply_pruning(model: Darknet, plan: PruningPlan, cfg_text: str | None = None
             else:
                 new.load_state_dict(old.state_dict())
     pruned.header = dataclasses.replace(model.header)
-    device = next(model.parameters(), torch.zeros(0)).device
+    device = model_device(model)
     return text, pruned.to(device).train(model.training)
 
 

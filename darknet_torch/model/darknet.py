@@ -26,6 +26,9 @@ from darknet_torch.runtime import torch_threads
 #: window maxima), so running them on one thread changes no bit.  See :meth:`Darknet.serial_layers`.
 SERIAL_WHEN_PASSIVE = (ActivationLayer, Identity, MaxPool, MaxPoolDepth, Reorg3d, ReorgOld, Route, Sam,
                        ScaleChannels, Shortcut, Upsample, YOLOLayer)
+#: ... while their input holds at most this many values (a batch of 8 at 416 is parallel in its first layers: there
+#: one thread lost more than the wake-ups cost, exact 856 -> 921 ms with 2 busy processes).
+SERIAL_MAX_VALUES = 1 << 22
 
 
 class Darknet(nn.Module):
@@ -104,7 +107,7 @@ class Darknet(nn.Module):
         keep = self._keep
         for index, module in enumerate(self.module_list):
             sources = getattr(module, "sources", None)
-            with torch_threads(1) if index in serial else nullcontext():
+            with torch_threads(1) if index in serial and x.numel() <= SERIAL_MAX_VALUES else nullcontext():
                 x = module(x, [outputs[i] for i in sources]) if sources is not None else module(x)
             outputs.append(x if keep_all or index in keep else None)
         return outputs
@@ -115,10 +118,11 @@ class Darknet(nn.Module):
         Each parallel region first wakes the sleeping OpenMP threads and ends in a barrier that waits for the last
         of them; with other processes on the cores a woken thread can wait a scheduler slice for a core.  For a
         convolution that wait is small beside its work; a max-pool or a head's decoding takes a fraction of a
-        millisecond, and under load took 3-4 ms that way.  Measured, yolov3-tiny ``--fast exact`` at 416 with two
-        busy processes on 2 cores: forward 131 -> 118 ms (max-pools 18.8 -> 4.6 ms); outputs bit for bit the same
-        (:data:`SERIAL_WHEN_PASSIVE`).  None when training, tracing or compiling, with spin-waiting threads (a
-        quiet machine) or one thread.
+        millisecond, and under load took 3-4 ms that way.  Measured, yolov3-tiny ``--fast exact`` at 416, batch 1,
+        with two busy processes on 2 cores: forward 131 -> 118 ms (max-pools 18.8 -> 4.6 ms); outputs bit for bit
+        the same (:data:`SERIAL_WHEN_PASSIVE`).  A layer whose input is larger than :data:`SERIAL_MAX_VALUES` keeps
+        every thread.  None when training, tracing or compiling, with spin-waiting threads (a quiet machine) or one
+        thread.
         """
         if self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return frozenset()
@@ -134,7 +138,8 @@ class Darknet(nn.Module):
                 raise DarknetError("this cfg has no [yolo] head: only detectors can be trained")
             return outputs[-1].flatten(1)
         net_hw = (x.shape[2], x.shape[3])
-        with torch_threads(1) if serial.issuperset(self.head_indices) else nullcontext():
+        small = sum(outputs[i].numel() for i in self.head_indices) <= SERIAL_MAX_VALUES
+        with torch_threads(1) if small and serial.issuperset(self.head_indices) else nullcontext():
             decoded = torch.cat([self.module_list[i].decode(outputs[i], net_hw) for i in self.head_indices], dim=1)
         if targets is None:
             return decoded

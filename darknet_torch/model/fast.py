@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
-from darknet_torch.runtime import native_bfloat16
+from darknet_torch.runtime import model_device, native_bfloat16
 
 FAST_MODES = ("exact", "bf16", "int8", "compile")
 
@@ -58,7 +58,7 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     if mode not in FAST_MODES:
         raise DarknetError(f"unknown fast mode {mode!r}; choose one of {', '.join(FAST_MODES)}")
     if mode == "bf16":
-        _require_bfloat16(next(model.parameters(), torch.empty(0)).device)
+        _require_bfloat16(model_device(model))
     fast = copy.deepcopy(model).eval().fuse()
     for param in fast.parameters():
         param.requires_grad_(False)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import darknet_torch.model.darknet as darknet_module
 from darknet_torch import Darknet
 from darknet_torch.config import parse_cfg_text, type_sections
 from darknet_torch.model.fast import FastConv, optimize_for_inference
@@ -59,10 +60,14 @@ def test_element_wise_layers_run_on_one_thread_when_openmp_waits_passively(monke
         serial = model.serial_layers()
         passive, counts = _threads_per_layer(model, x)
         assert torch.get_num_threads() == 2
+        # the first pool's input holds 2 x 16 x 96 x 128 = 393216 values, the second's 2 x 32 x 48 x 64 = 196608
+        monkeypatch.setattr(darknet_module, "SERIAL_MAX_VALUES", 300_000)
+        _, large_inputs_parallel = _threads_per_layer(model, x)
     pools = {i for i, m in enumerate(model.module_list) if isinstance(m, (MaxPool, YOLOLayer))}
     assert len(pools) == 8 and pools <= serial
     assert [i for i, count in enumerate(counts) if count == 1] == sorted(serial)
     assert not any(isinstance(model.module_list[i], (ConvBlock, FastConv)) for i in serial)
     assert torch.equal(passive, spinning)  # one thread changes no bit in these layers
+    assert large_inputs_parallel[1] == 2 and large_inputs_parallel[3] == 1
     model.train()
     assert model.serial_layers() == frozenset()
