@@ -11,7 +11,7 @@ from darknet_torch.config import Section, load_cfg
 from darknet_torch.config.net import NetSettings
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.builder import create_modules
-from darknet_torch.model.heads import HEAD_TYPES, YOLOLayer
+from darknet_torch.model.heads import HEAD_TYPES
 from darknet_torch.model.losses import head_loss
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.model.layers.pooling import MaxPool, MaxPoolDepth
@@ -20,15 +20,29 @@ from darknet_torch.model.layers.routing import Route, Sam, ScaleChannels, Shortc
 from darknet_torch.model.layers.simple import ActivationLayer, Identity
 from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
 from darknet_torch.openmp import waits_passively
-from darknet_torch.runtime import torch_threads
+from darknet_torch.runtime import model_device, torch_threads
 
-#: Layers that compute every output value on one thread whatever the thread count (element-wise maps, copies,
-#: window maxima), so running them on one thread changes no bit.  See :meth:`Darknet.serial_layers`.
-SERIAL_WHEN_PASSIVE = (ActivationLayer, Identity, MaxPool, MaxPoolDepth, Reorg3d, ReorgOld, Route, Sam,
-                       ScaleChannels, Shortcut, Upsample, YOLOLayer)
-#: ... while their input holds at most this many values (a batch of 8 at 416 is parallel in its first layers: there
-#: one thread lost more than the wake-ups cost, exact 856 -> 921 ms with 2 busy processes).
+#: Activations computed with correctly rounded operations (compare, multiply) on every code path.  ATen computes an
+#: element-wise op in SIMD blocks and each thread's last few values one at a time; for exp-based activations
+#: (logistic, mish, swish, tanh, ...) the two paths use different exp implementations that can differ by an ulp,
+#: and which values take which path depends on the thread count (yolov3-tiny's YOLO heads: 2e-10 apart).
+EXACT_ACTIVATIONS = frozenset({"linear", "relu", "leaky"})
+#: Layers run on one thread under passive waiting only while their inputs hold at most this many values (a batch of
+#: 8 at 416 is worth two threads in its first layers: one thread lost more than the wake-ups cost, exact
+#: 856 -> 921 ms with 2 busy processes).
 SERIAL_MAX_VALUES = 1 << 22
+
+
+def same_bits_on_one_thread(module: nn.Module) -> bool:
+    """Whether ``module`` computes every output bit the same on any thread count: maxima, copies, and sums or
+    products with an :data:`EXACT_ACTIVATIONS` activation (their operations are correctly rounded on every path)."""
+    if isinstance(module, (Identity, MaxPool, MaxPoolDepth, Reorg3d, ReorgOld, Route)):
+        return True
+    if isinstance(module, Upsample):
+        return module.stride > 0  # a negative stride sums blocks (avg_pool2d)
+    if isinstance(module, (ActivationLayer, Sam, ScaleChannels, Shortcut)):
+        return module.act.name in EXACT_ACTIVATIONS
+    return False
 
 
 class Darknet(nn.Module):
@@ -107,8 +121,10 @@ class Darknet(nn.Module):
         keep = self._keep
         for index, module in enumerate(self.module_list):
             sources = getattr(module, "sources", None)
-            with torch_threads(1) if index in serial and x.numel() <= SERIAL_MAX_VALUES else nullcontext():
-                x = module(x, [outputs[i] for i in sources]) if sources is not None else module(x)
+            refs = [outputs[i] for i in sources] if sources is not None else None
+            one_thread = index in serial and x.numel() + sum(r.numel() for r in refs or ()) <= SERIAL_MAX_VALUES
+            with torch_threads(1) if one_thread else nullcontext():
+                x = module(x, refs) if refs is not None else module(x)
             outputs.append(x if keep_all or index in keep else None)
         return outputs
 
@@ -117,18 +133,17 @@ class Darknet(nn.Module):
 
         Each parallel region first wakes the sleeping OpenMP threads and ends in a barrier that waits for the last
         of them; with other processes on the cores a woken thread can wait a scheduler slice for a core.  For a
-        convolution that wait is small beside its work; a max-pool or a head's decoding takes a fraction of a
-        millisecond, and under load took 3-4 ms that way.  Measured, yolov3-tiny ``--fast exact`` at 416, batch 1,
-        with two busy processes on 2 cores: forward 131 -> 118 ms (max-pools 18.8 -> 4.6 ms); outputs bit for bit
-        the same (:data:`SERIAL_WHEN_PASSIVE`).  A layer whose input is larger than :data:`SERIAL_MAX_VALUES` keeps
-        every thread.  None when training, tracing or compiling, with spin-waiting threads (a quiet machine) or one
-        thread.
+        convolution that wait is small beside its work; a max-pool takes a fraction of a millisecond, and under load
+        took 3-4 ms that way.  Only layers whose outputs are bit for bit the same on one thread
+        (:func:`same_bits_on_one_thread`), and only while their inputs hold at most :data:`SERIAL_MAX_VALUES`
+        values.  None on a GPU, when training, tracing or compiling, with spin-waiting threads (a quiet machine) or
+        one thread.
         """
         if self.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return frozenset()
-        if not waits_passively() or torch.get_num_threads() == 1:
+        if not waits_passively() or torch.get_num_threads() == 1 or model_device(self).type != "cpu":
             return frozenset()
-        return frozenset(i for i, m in enumerate(self.module_list) if isinstance(m, SERIAL_WHEN_PASSIVE))
+        return frozenset(i for i, m in enumerate(self.module_list) if same_bits_on_one_thread(m))
 
     def forward(self, x: Tensor, targets: Tensor | None = None):
         serial = self.serial_layers()
@@ -138,9 +153,7 @@ class Darknet(nn.Module):
                 raise DarknetError("this cfg has no [yolo] head: only detectors can be trained")
             return outputs[-1].flatten(1)
         net_hw = (x.shape[2], x.shape[3])
-        small = sum(outputs[i].numel() for i in self.head_indices) <= SERIAL_MAX_VALUES
-        with torch_threads(1) if small and serial.issuperset(self.head_indices) else nullcontext():
-            decoded = torch.cat([self.module_list[i].decode(outputs[i], net_hw) for i in self.head_indices], dim=1)
+        decoded = torch.cat([self.module_list[i].decode(outputs[i], net_hw) for i in self.head_indices], dim=1)
         if targets is None:
             return decoded
         loss, _ = self._loss(outputs, targets, net_hw)

@@ -96,6 +96,7 @@ class FastConv(nn.Module):
         self.post_op = _FUSIBLE.get(block.act.name) if fuse_activation and _onednn_pointwise_available() else None
         self.act = block.act
         self._blocked_weight: Tensor | None = None
+        self._blocked_from: tuple[int, int] | None = None  # (data_ptr, version) of the kernel it was laid out from
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != self.dtype:
@@ -113,14 +114,17 @@ class FastConv(nn.Module):
 
         Given the plain kernel, oneDNN re-lays it out on every call: measured 5 ms of yolov3-tiny's 50 ms forward at
         416 (AVX2, 2 threads).  Later inputs of another size still compute the same sums; oneDNN then re-lays the
-        kept kernel out if its choice differs.  float32 only (a bfloat16 kernel is passed as it is).
+        kept kernel out if its choice differs.  A kernel replaced or changed in place is laid out again.  float32
+        only (a bfloat16 kernel is passed as it is).
         """
         if self.dtype != torch.float32:
             return self.weight
-        if self._blocked_weight is None:
+        source = (self.weight.data_ptr(), 0 if self.weight.is_inference() else self.weight._version)
+        if self._blocked_weight is None or self._blocked_from != source:
             self._blocked_weight = torch.ops.mkldnn._reorder_convolution_weight(
                 self.weight.contiguous(), list(self.padding), list(self.stride), list(self.dilation), self.groups,
                 list(x.shape))
+            self._blocked_from = source
         return self._blocked_weight
 
     def __getstate__(self) -> dict:
@@ -148,7 +152,8 @@ def _require_bfloat16(device: torch.device) -> None:
 
 
 def _onednn_pointwise_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight"))
 
 
 # ----------------------------------------------------------------------------------------------------------- int8

@@ -103,25 +103,32 @@ def test_exact_mode_real_heads_and_survivors_match_darknet(folder, tiny):
     assert {(int(r), int(c)) for r, c in zip(rows, classes)} == {(int(i), int(c)) for i, c, _ in expected}
 
 
-def test_exact_conv_lays_its_kernel_out_once_and_sums_as_with_the_plain_kernel(tiny):
+def test_exact_convs_lay_their_kernels_out_once_and_sum_as_with_the_plain_kernels(tiny):
     fast = optimize_for_inference(tiny, "exact")
-    conv = next(m for m in fast.module_list if isinstance(m, FastConv))
-    if conv.post_op is None:
+    convs = [m for m in fast.module_list if isinstance(m, FastConv)]
+    if convs[0].post_op is None:
         pytest.skip("this torch has no oneDNN fused convolution: FastConv runs F.conv2d with the plain kernel")
+    plain_kernels = copy.deepcopy(fast)
+    for conv in plain_kernels.module_list:
+        if isinstance(conv, FastConv):
+            conv._onednn_weight = lambda x, conv=conv: conv.weight  # oneDNN re-lays it out on every call
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        conv(torch.rand(1, 3, 416, 416, generator=generator))
-        kept = conv._blocked_weight
-        assert kept is not None and kept.is_mkldnn
-        for shape in [(1, 3, 416, 416), (2, 3, 64, 96)]:  # the size it was laid out for, and another
-            x = torch.rand(*shape, generator=generator).contiguous(memory_format=torch.channels_last)
-            plain_kernel = torch.ops.mkldnn._convolution_pointwise(
-                x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-                *conv.post_op, "")
-            assert torch.equal(conv(x), plain_kernel)
-        assert conv._blocked_weight is kept
-        copied = copy.deepcopy(fast)  # oneDNN's blocked tensor has no storage: a copy lays its kernel out again
-    assert copied.module_list[0]._blocked_weight is None
+        fast(torch.rand(1, 3, 416, 416, generator=generator))
+        kept = [conv._blocked_weight for conv in convs]
+        assert all(k is not None and k.is_mkldnn for k in kept)
+        for shape in [(1, 3, 416, 416), (2, 3, 320, 480)]:  # the size they were laid out for, and another
+            x = torch.rand(*shape, generator=generator)
+            assert torch.equal(fast(x), plain_kernels(x))
+        assert all(conv._blocked_weight is k for conv, k in zip(convs, kept))
+        copied = copy.deepcopy(fast)  # oneDNN's blocked tensor has no storage: a copy lays its kernels out again
+    assert all(m._blocked_weight is None for m in copied.module_list if isinstance(m, FastConv))
+    with torch.no_grad():
+        convs[-1].weight.mul_(0.5)  # a kernel changed in place is laid out again
+    with torch.inference_mode():
+        x = torch.rand(1, 3, 416, 416, generator=generator)
+        [m for m in plain_kernels.module_list if isinstance(m, FastConv)][-1].weight.mul_(0.5)
+        assert torch.equal(fast(x), plain_kernels(x)) and convs[-1]._blocked_weight is not kept[-1]
 
 
 @pytest.mark.parametrize("mode", [pytest.param("bf16", marks=NEEDS_NATIVE_BF16), "int8"])
