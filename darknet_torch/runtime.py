@@ -49,7 +49,11 @@ def native_bfloat16(device: torch.device) -> bool:
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op thread count is ``count`` in the block; the caller's is restored after."""
+    """torch's intra-op thread count is ``count`` in the block; the caller's is restored after.
+
+    For the thread that runs the work: torch also sets its process-wide counts (MKL, the thread pool new threads
+    start from), so another thread starting torch work inside the block would start with ``count``.
+    """
     caller = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
