@@ -11,6 +11,7 @@ must see the path as written).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from darknet_torch.config.sections import INT_TEXT
 from darknet_torch.errors import CfgError, DataError, quoted
+
+log = logging.getLogger(__name__)
 
 #: Keys of a ``.data`` file that get a typed field; every other key is kept in ``DataConfig.extra``.
 _PATH_KEYS = ("train", "valid", "names", "backup")
@@ -148,14 +151,33 @@ def read_names(path: str | os.PathLike[str]) -> list[str]:
     """Class names, one per line, as Darknet's ``get_labels_custom`` reads them: every line is a
     name (even a blank one, which Darknet also counts), with or without a final newline.
 
+    A line that is not UTF-8 (a names file saved as Windows-1252/Latin-1, e.g. ``Stra\xdfe``) is read as
+    Latin-1, which maps every byte to a character, with a warning naming the file and lines: Darknet prints such
+    bytes as they are, and a replacement character would lose the name.
+
     Raises:
         CfgError: unreadable or empty file.
     """
     names_path = Path(path)
-    names = _read_lines(names_path, "names file", CfgError)
+    names = _read_lines(names_path, "names file", CfgError, errors="surrogateescape")
+    not_utf8 = [number for number, name in enumerate(names, start=1) if _has_undecoded_bytes(name)]
+    if not_utf8:
+        lines = ", ".join(map(str, not_utf8[:10])) + (" ..." if len(not_utf8) > 10 else "")
+        log.warning("%s: line%s %s not UTF-8; read as Latin-1", names_path, "s" * (len(not_utf8) > 1), lines)
+        names = [_latin1(name) if _has_undecoded_bytes(name) else name for name in names]
     if not names:
         raise CfgError(f"{names_path}: names file is empty")
     return names
+
+
+def _has_undecoded_bytes(text: str) -> bool:
+    """Whether ``surrogateescape`` decoding kept bytes that are not UTF-8 (as U+DC80..U+DCFF)."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
+
+
+def _latin1(text: str) -> str:
+    """The line's original bytes read as Latin-1 (its UTF-8 parts are re-read too, as one byte string)."""
+    return text.encode("utf-8", errors="surrogateescape").decode("latin-1")
 
 
 def read_image_list(path: str | os.PathLike[str]) -> list[Path]:

@@ -1,6 +1,7 @@
 """The .data file, the .names file and image list files."""
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -117,6 +118,17 @@ def test_read_names_keeps_every_line(tmp_path, content, names):
     path = tmp_path / "n.names"
     path.write_bytes(content)
     assert read_names(path) == names
+
+
+def test_names_that_are_not_utf8_are_read_as_latin1_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "n.names"
+    path.write_bytes("café\nStraße\n".encode("latin-1") + "naïve\nplain\n".encode("utf-8"))
+    with caplog.at_level(logging.WARNING, logger="darknet_torch.config.data_files"):
+        assert read_names(path) == ["café", "Straße", "naïve", "plain"]
+    assert caplog.messages == [f"{path}: lines 1, 2 not UTF-8; read as Latin-1"]
+    caplog.clear()
+    path.write_bytes("naïve\nplain\n".encode("utf-8-sig"))
+    assert read_names(path) == ["naïve", "plain"] and not caplog.messages
 
 
 def test_empty_or_missing_names_file_is_an_error(tmp_path):
