@@ -31,6 +31,10 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
+#: The CPUs whose oneDNN has bfloat16 convolution kernels, as messages name them (:func:`native_bfloat16`).
+BFLOAT16_CPUS = "AVX-512, AVX-NE-CONVERT or AMX"
+
+
 def native_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` convolves bfloat16 at speed: a CUDA GPU of compute capability 8 or later (Ampere: older
     ones only emulate it), or a CPU whose oneDNN has bfloat16 kernels (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX;

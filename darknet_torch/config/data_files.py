@@ -160,11 +160,12 @@ def read_names(path: str | os.PathLike[str]) -> list[str]:
     """
     names_path = Path(path)
     names = _read_lines(names_path, "names file", CfgError, errors="surrogateescape")
-    not_utf8 = [number for number, name in enumerate(names, start=1) if _has_undecoded_bytes(name)]
+    not_utf8 = [index for index, name in enumerate(names) if _has_undecoded_bytes(name)]
     if not_utf8:
-        lines = ", ".join(map(str, not_utf8[:10])) + (" ..." if len(not_utf8) > 10 else "")
+        lines = ", ".join(str(index + 1) for index in not_utf8[:10]) + (" ..." if len(not_utf8) > 10 else "")
         log.warning("%s: line%s %s not UTF-8; read as Latin-1", names_path, "s" * (len(not_utf8) > 1), lines)
-        names = [_latin1(name) if _has_undecoded_bytes(name) else name for name in names]
+        for index in not_utf8:
+            names[index] = _latin1(names[index])
     if not names:
         raise CfgError(f"{names_path}: names file is empty")
     return names

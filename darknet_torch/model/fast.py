@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
-from darknet_torch.runtime import model_device, native_bfloat16
+from darknet_torch.runtime import BFLOAT16_CPUS, model_device, native_bfloat16
 
 FAST_MODES = ("exact", "bf16", "int8", "compile")
 
@@ -147,8 +147,8 @@ def _require_bfloat16(device: torch.device) -> None:
         what, instead = f"GPU (compute capability {torch.cuda.get_device_capability(device)})", "--fast exact (float32)"
     else:
         what, instead = str(device), "--fast exact (float32)"
-    raise DarknetError(f"fast mode bf16 needs bfloat16 convolution kernels (a CPU with AVX-512, AVX-NE-CONVERT or "
-                       f"AMX, or an Ampere or later GPU); this {what} has none: use {instead}")
+    raise DarknetError(f"fast mode bf16 needs bfloat16 convolution kernels (a CPU with {BFLOAT16_CPUS}, or an "
+                       f"Ampere or later GPU); this {what} has none: use {instead}")
 
 
 def _onednn_pointwise_available() -> bool:

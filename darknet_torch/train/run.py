@@ -20,7 +20,7 @@ from darknet_torch.distributed import DistContext, init_distributed, shutdown
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import prepare_output_dir, remove_stale_temps
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.runtime import loader_workers, native_bfloat16, select_device
+from darknet_torch.runtime import BFLOAT16_CPUS, loader_workers, native_bfloat16, select_device
 from darknet_torch.train.checkpoint import CheckpointPaths, basecfg, load_state
 from darknet_torch.train.loop import Evaluator, LoopOptions, Trainer, TrainResult, darknet_map_every, \
     darknet_save_every
@@ -126,9 +126,9 @@ def _mixed_precision(requested: bool | None, ctx: DistContext) -> bool:
     amp = ctx.device.type == "cuda" if requested is None else requested
     if amp and ctx.device.type == "cpu" and not native_bfloat16(ctx.device):
         if ctx.is_main:
-            log.warning("--amp: this CPU (%s) has no bfloat16 convolution kernels (AVX-512, AVX-NE-CONVERT or AMX), "
-                        "where bfloat16 is several times slower than float32; training in float32",
-                        torch.backends.cpu.get_cpu_capability())
+            log.warning("--amp: this CPU (%s) has no bfloat16 convolution kernels (%s), where bfloat16 is several "
+                        "times slower than float32; training in float32", torch.backends.cpu.get_cpu_capability(),
+                        BFLOAT16_CPUS)
         return False
     return amp
 

@@ -45,7 +45,9 @@ def differs_on_other_counts(forward: Callable[[Tensor], Tensor], inputs: Tensor,
     on torch's current count; that count is restored.
 
     oneDNN and ATen split some reductions by thread, so the summation order (the last bits of float32 results) can
-    depend on the count, depending on the CPU's kernels and the layer shapes; one input that differs proves it.
+    depend on the count, and ATen's element-wise exp-based ops (sigmoid in the heads) compute each thread's last
+    values on a scalar path that can round differently; both depend on the CPU's kernels and the shapes, and one
+    input that differs proves it.
     """
     for count in counts:
         with torch_threads(count), torch.inference_mode():

@@ -26,7 +26,7 @@ from darknet_torch.model.heads import RegionLayer
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.ops.boxes import box_iou
 from darknet_torch.ops.nms import apply_nms
-from darknet_torch.runtime import native_bfloat16
+from darknet_torch.runtime import BFLOAT16_CPUS, native_bfloat16
 from tests.golden import golden_runs, load_run
 
 MINI = golden_runs("mini")
@@ -35,7 +35,7 @@ APPROXIMATE = {"bf16": (0.95, 0.1), "int8": (0.7, 0.2)}  # mode: (min IoU, max |
 #: bf16 runs only where the CPU has bfloat16 convolution kernels; elsewhere it is refused (tested on any CPU).
 NEEDS_NATIVE_BF16 = pytest.mark.skipif(
     not native_bfloat16(torch.device("cpu")),
-    reason="this CPU has no bfloat16 convolution kernels (AVX-512, AVX-NE-CONVERT or AMX): --fast bf16 is refused "
+    reason=f"this CPU has no bfloat16 convolution kernels ({BFLOAT16_CPUS}): --fast bf16 is refused "
            "here (test_bf16_is_refused_without_native_bfloat16)")
 
 
