@@ -10,8 +10,11 @@ from typing import Callable
 
 from darknet_torch.detect.settings import InferenceSettings
 from darknet_torch.errors import CfgError
-from darknet_torch.model.fast import FAST_MODES
+from darknet_torch.model.fast import AUTO, FAST_MODES
 from darknet_torch.ops.nms import NMS_KINDS
+
+PLAIN = "none"
+"""``--fast none``: the plain model (InferenceSettings.fast None)."""
 
 
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -81,12 +84,14 @@ def add_img_size_argument(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_fast_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fast", choices=FAST_MODES, metavar="MODE",
-                   help="inference speed mode: exact (same results, channels-last + fused activations), or the "
-                        "approximate bf16 (CPUs with AVX-512/AMX or Ampere+ GPUs; refused elsewhere), int8 "
-                        "(calibrated on the first images) or compile (torch.compile; the "
-                        "first batch compiles for about a minute); see benchmarks/README.md for the speed and mAP "
-                        "of each (default: the plain model)")
+    """``--fast MODE``, default ``auto``; ``none`` is stored as None (the plain model)."""
+    p.add_argument("--fast", choices=(AUTO, PLAIN, *FAST_MODES), default=AUTO, metavar="MODE",
+                   help="inference speed mode: auto (the default: exact on the CPU, the plain model on a GPU), "
+                        "exact (the plain model's detections, faster: folded channels-last convolutions with fused "
+                        "activations), none (the plain model), or the approximate bf16 (CPUs with AVX-512/AMX or "
+                        "Ampere+ GPUs; refused elsewhere), int8 (calibrated on the first images) or compile "
+                        "(torch.compile; the first batch compiles for about a minute); see benchmarks/README.md for "
+                        "the speed and mAP of each")
 
 
 def add_inference_options(p: argparse.ArgumentParser, batch_size: int, workers: int | None,
@@ -114,6 +119,8 @@ def inference_settings(args: argparse.Namespace, preset: InferenceSettings, **ov
              "nms_kind": getattr(args, "nms_kind", None), "letterbox": getattr(args, "letter_box", None),
              "input_size": getattr(args, "img_size", None), "fast": getattr(args, "fast", None)}
     changes = {k: v for k, v in given.items() if v is not None}
+    if given["fast"] == PLAIN:
+        changes["fast"] = None
     changes.update(overrides)
     try:
         return preset.replace(**changes)

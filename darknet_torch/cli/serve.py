@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         if not _is_loopback(args.host):
             log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
         log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
-                 f"--fast {args.fast}" if args.fast else "plain model", torch.get_num_threads(), config.max_batch,
+                 f"--fast {predictor.settings.fast}" if predictor.settings.fast else "plain model",
+                 torch.get_num_threads(), config.max_batch,
                  config.queue_size)
         server = uvicorn.Server(uvicorn.Config(create_app(predictor, config, model_name=str(args.cfg)),
                                                host=args.host, port=args.port, log_level="info",

@@ -14,9 +14,9 @@ from darknet_torch.detect.settings import DETECTOR_TEST, InferenceSettings
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.builder import MAX_INPUT_SIDE
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.fast import optimize_for_inference
+from darknet_torch.model.fast import AUTO, auto_mode, optimize_for_inference
 from darknet_torch.model.loading import load_model
-from darknet_torch.runtime import select_device
+from darknet_torch.runtime import model_device, select_device
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
                     calibration: Sequence[PathLike] = ()) -> Predictor:
     """A :class:`Predictor` running ``model`` (a loaded network, or a cfg path loaded with ``weights`` on
     ``device``) with ``settings``: the input size is checked against the network's stride and ``settings.fast``
-    is applied (``int8`` calibrates on the first :data:`CALIBRATION_IMAGES` readable images of ``calibration``).
+    is applied (``int8`` calibrates on the first :data:`CALIBRATION_IMAGES` readable images of ``calibration``;
+    ``"auto"`` becomes the mode :func:`~darknet_torch.model.fast.auto_mode` picks for the model's device, and the
+    Predictor's settings name that mode).
 
     Raises:
         CfgError: an input size the network cannot take.
@@ -40,6 +42,8 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
     if not isinstance(model, nn.Module):
         model = load_model(model, weights, select_device(device))
     check_input_size(model, settings.input_size)
+    if settings.fast == AUTO:
+        settings = settings.replace(fast=auto_mode(model_device(model)))
     return Predictor(optimize(model, settings, calibration), names, settings)
 
 

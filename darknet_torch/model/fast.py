@@ -37,6 +37,8 @@ from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.runtime import BFLOAT16_CPUS, model_device, native_bfloat16
 
 FAST_MODES = ("exact", "bf16", "int8", "compile")
+AUTO = "auto"
+"""The commands' default (:func:`auto_mode`): ``exact`` where it is measured faster, else the plain model."""
 
 # Activations oneDNN can apply inside the convolution with exactly Darknet's formula: (post-op name, scalars).
 _FUSIBLE = {"linear": ("none", []), "relu": ("relu", []), "leaky": ("leaky_relu", [0.1])}
@@ -73,6 +75,14 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     if mode == "compile":
         return torch.compile(fast, dynamic=False, options={"freezing": True})
     return fast
+
+
+def auto_mode(device: torch.device) -> str | None:
+    """What :data:`AUTO` runs on ``device``: ``exact`` on a CPU with oneDNN's fused convolutions (the same
+    detections as the plain model and faster: yolov3-tiny at 416 on 2 AVX2 cores 46 vs 56 ms quiet, 115 vs 154 ms
+    beside 2 busy processes, benchmarks/README.md), else None (the plain model: on a GPU channels-last float32 is
+    unmeasured here, and without oneDNN's post-ops ``exact`` would only add a copy)."""
+    return "exact" if device.type == "cpu" and _onednn_pointwise_available() else None
 
 
 def _replace_convs(model: Darknet, make: Callable[[ConvBlock], nn.Module]) -> None:

@@ -97,6 +97,23 @@ def test_img_size_is_height_width(argv, expected):
     assert build_parser().parse_args(argv).img_size == expected
 
 
+@pytest.mark.parametrize("argv, fast", [
+    (["detect", "x.jpg"], "auto"),
+    (["map", *DATA, "--weights", "w"], "auto"),
+    (["serve", *FILES], "auto"),
+    (["demo", *FILES], "auto"),
+    (["detect", "x.jpg", "--fast", "none"], None),
+    (["detect", "x.jpg", "--fast", "exact"], "exact"),
+    (["export", *FILES], None),  # export writes the plain model's graph
+])
+def test_commands_default_to_the_auto_fast_mode_and_none_is_the_plain_model(argv, fast):
+    from darknet_torch.cli.main import build_parser
+    from darknet_torch.cli.options import inference_settings
+    from darknet_torch.detect.settings import DETECTOR_TEST
+
+    assert inference_settings(build_parser().parse_args(argv), DETECTOR_TEST).fast == fast
+
+
 @pytest.mark.parametrize("argv, line", [
     (["detect", "--batch-size", "0"],
      "darknet_torch detect: error: argument --batch-size: must be >= 1, got 0 (see darknet_torch detect --help)"),

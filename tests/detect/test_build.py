@@ -54,3 +54,24 @@ def test_int8_calibrates_on_readable_images(tiny, repo_root, tmp_path):
     fast = optimize(tiny, DETECTOR_TEST.replace(fast="int8"),
                     [broken, *sorted((repo_root / "data" / "samples").glob("*.jpg"))])
     assert any(type(m).__name__ == "Int8Conv" for m in fast.module_list)
+
+
+def test_auto_runs_exact_on_the_cpu_and_the_predictor_names_it(tiny):
+    from darknet_torch.model.fast import FastConv
+    predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
+    assert predictor.settings.fast == "exact" and predictor.model is not tiny
+    assert any(isinstance(m, FastConv) for m in predictor.model.module_list)
+    plain = build_predictor(tiny, DETECTOR_TEST.replace(fast=None))
+    assert plain.model is tiny and plain.settings.fast is None
+
+
+def test_auto_keeps_the_plain_model_where_exact_is_not_measured(tiny, monkeypatch):
+    import torch
+
+    from darknet_torch.model import fast
+    assert fast.auto_mode(torch.device("cuda")) is None
+    assert fast.auto_mode(torch.device("cpu")) == ("exact" if fast._onednn_pointwise_available() else None)
+    monkeypatch.setattr(fast, "_onednn_pointwise_available", lambda: False)
+    assert fast.auto_mode(torch.device("cpu")) is None
+    predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
+    assert predictor.model is tiny and predictor.settings.fast is None
