@@ -138,6 +138,7 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
         prepare_output_dir(args.output)  # before the model loads (detect_images checks it again)
     model = load_model(args.cfg, args.weights, ctx.device)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
+    del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
     from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults
 
     video_status = run_video_files(predictor, videos, args.output, save_video=not args.no_save_img,

@@ -108,6 +108,7 @@ def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     train = dataset.config.train
     calibration = dataset.images(train) if args.fast == "int8" and train is not None else images
     predictor = build_predictor(model, settings, names=names, calibration=calibration)
+    del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
 
     report = evaluate(predictor, images, names, len(names), iou_thresh=args.iou_thresh, points=args.points,
                       batch_size=args.batch_size, workers=args.workers, decoder=args.decoder, coco=args.coco,

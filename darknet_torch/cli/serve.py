@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         calibration = expand_sources([args.calibration]) if args.fast == "int8" else []
         predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
                                     calibration=calibration)
+        del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
         if not _is_loopback(args.host):
             log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
         log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,

@@ -168,6 +168,18 @@ def test_original_model_is_untouched_and_predictor_accepts_the_copy(mode, tiny, 
     assert len(Predictor(fast).detect_batch(x, [info])) == 1
 
 
+def test_the_copy_shares_no_storage_with_the_original_and_replaces_every_conv(tiny):
+    """The copy is built without copying the convolutions it replaces (memory at start); their new kernels are
+    copies too, so training or reloading the original later cannot change the copy (yolov3-tiny's 1x1 head convs have
+    no batch norm: their folded kernel is the parameter itself)."""
+    fast = optimize_for_inference(tiny, "exact")
+    def storages(module):
+        return {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()] if t.numel()}
+    assert not storages(tiny) & storages(fast)
+    for original, copied in zip(tiny.module_list, fast.module_list):
+        assert isinstance(copied, FastConv) if isinstance(original, ConvBlock) else type(copied) is type(original)
+
+
 def test_bf16_is_refused_without_native_bfloat16(tiny, monkeypatch):
     """Without oneDNN's bfloat16 kernels the fused convolution refuses bfloat16 with a message about CPU flags, and
     torch's fallback is 8-30x slower than float32: the mode is refused up front, naming what to use instead."""

@@ -57,15 +57,19 @@ class ConvBlock(nn.Module):
         return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]
 
     @torch.no_grad()
-    def fuse(self) -> None:
-        """Cache BN folded into the kernel (as Darknet's ``fuse_conv_batchnorm``); changes results by ~1e-6."""
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(kernel, bias) with the batch norm folded in (Darknet's ``fuse_conv_batchnorm``), from the current
+        parameters; without batch norm the parameters themselves (detached, not copied)."""
         if self.bn is None:
-            self.fused = (self.conv.weight.detach(), self.conv.bias.detach())
-            return
+            return self.conv.weight.detach(), self.conv.bias.detach()
         scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
         weight = self.conv.weight * scale.reshape(-1, 1, 1, 1)
         bias = self.bn.bias - self.bn.running_mean * scale
-        self.fused = (weight.detach(), bias.detach())
+        return weight.detach(), bias.detach()
+
+    def fuse(self) -> None:
+        """Cache the folded kernel (:meth:`folded`) for eval mode; changes results by ~1e-6."""
+        self.fused = self.folded()
 
     def unfuse(self) -> None:
         self.fused = None
