@@ -3,7 +3,7 @@
 
     python benchmarks/load_serve.py                              # yolov3-tiny, ../shared/images/dog.jpg
     python benchmarks/load_serve.py --clients 1 4 16 --rounds 2 --duration 20 --requests 500 --max-batch 4
-    python benchmarks/load_serve.py --fast bf16 --rounds 1                  # the optimized model
+    python benchmarks/load_serve.py --fast none --rounds 1                  # the plain model (default: serve's auto)
 
 It starts its own server on 127.0.0.1 (a free port; it never sends traffic anywhere else), warms it up, then for each
 client count runs that many threads, each with one keep-alive connection posting the image as raw bytes, until
@@ -30,7 +30,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from darknet_torch.model.fast import FAST_MODES  # noqa: E402
+from darknet_torch.cli.options import PLAIN  # noqa: E402
+from darknet_torch.model.fast import AUTO, FAST_MODES  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -70,7 +71,7 @@ def start_server(args: argparse.Namespace, port: int, log_path: Path) -> subproc
     command = [sys.executable, "-m", "darknet_torch", "serve", "--host", HOST, "--port", str(port),
                "--cfg", str(args.cfg), "--weights", str(args.weights), "--max-batch", str(args.max_batch),
                "--queue-size", str(args.queue_size), "--timeout", str(args.timeout),
-               *(["--fast", args.fast] if args.fast else [])]
+               "--fast", args.fast]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -154,7 +155,8 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--queue-size", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--fast", choices=FAST_MODES, help="serve --fast MODE")
+    parser.add_argument("--fast", choices=(AUTO, PLAIN, *FAST_MODES), default=AUTO,
+                        help="serve --fast MODE (default: %(default)s, serve's)")
     args = parser.parse_args()
     data = args.image.read_bytes()
     port = free_port()

@@ -18,8 +18,8 @@ import logging
 import sys
 
 from darknet_torch.cli.distributed import run_on_every_rank
-from darknet_torch.cli.options import (add_inference_options, float_in, inference_settings, non_negative_int,
-                                       unit_float)
+from darknet_torch.cli.options import (PLAIN, add_inference_options, float_in, inference_settings,
+                                       non_negative_int, unit_float)
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.files import prepare_output_dir
@@ -59,7 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--det-thresh", type=unit_float, default=DETECTOR_MAP.thresh,
                    help="detection threshold; Darknet's map hard-codes %(default)s")
-    add_inference_options(p, batch_size=8, workers=None, letter_box_help="letterbox instead of stretching (default: "
+    add_inference_options(p, batch_size=8, workers=None, fast=PLAIN,  # Darknet's digits: see add_fast_argument
+                          letter_box_help="letterbox instead of stretching (default: "
                           "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")

@@ -83,19 +83,20 @@ def add_img_size_argument(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--img-size", type=positive_int, nargs="+", action=_HeightWidth, metavar=("H", "W"), help=help)
 
 
-def add_fast_argument(p: argparse.ArgumentParser) -> None:
-    """``--fast MODE``, default ``auto``; ``none`` is stored as None (the plain model)."""
-    p.add_argument("--fast", choices=(AUTO, PLAIN, *FAST_MODES), default=AUTO, metavar="MODE",
-                   help="inference speed mode: auto (the default: exact on the CPU, the plain model on a GPU), "
-                        "exact (the plain model's detections, faster: folded channels-last convolutions with fused "
-                        "activations), none (the plain model), or the approximate bf16 (CPUs with AVX-512/AMX or "
-                        "Ampere+ GPUs; refused elsewhere), int8 (calibrated on the first images) or compile "
-                        "(torch.compile; the first batch compiles for about a minute); see benchmarks/README.md for "
-                        "the speed and mAP of each")
+def add_fast_argument(p: argparse.ArgumentParser, default: str = AUTO) -> None:
+    """``--fast MODE``; ``none`` is stored as None (the plain model).  ``map`` defaults to ``none``: its printout is
+    Darknet's digit for digit with the plain model, and ``exact``'s summation order can move the last digit."""
+    p.add_argument("--fast", choices=(AUTO, PLAIN, *FAST_MODES), default=default, metavar="MODE",
+                   help="inference speed mode: auto (exact on the CPU, the plain model on a GPU), exact "
+                        "(folded channels-last convolutions with fused activations: the plain model's values "
+                        "within float32 summation order, ~1e-6), none (the plain model), or the approximate bf16 "
+                        "(CPUs with AVX-512/AMX or Ampere+ GPUs; refused elsewhere), int8 (calibrated on the first "
+                        "images) or compile (torch.compile; the first batch compiles for about a minute); see "
+                        "benchmarks/README.md for the speed and mAP of each (default: %(default)s)")
 
 
 def add_inference_options(p: argparse.ArgumentParser, batch_size: int, workers: int | None,
-                          letter_box_help: str) -> None:
+                          letter_box_help: str, fast: str = AUTO) -> None:
     """--letter-box, --batch-size, --workers, --decoder, --device and --fast, with per-command defaults (``workers``
     None: the library's device-dependent default, runtime.loader_workers)."""
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
@@ -109,7 +110,7 @@ def add_inference_options(p: argparse.ArgumentParser, batch_size: int, workers: 
     p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
                    help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
-    add_fast_argument(p)
+    add_fast_argument(p, fast)
 
 
 def inference_settings(args: argparse.Namespace, preset: InferenceSettings, **overrides) -> InferenceSettings:

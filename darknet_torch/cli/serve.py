@@ -20,6 +20,7 @@ from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import DarknetError
+from darknet_torch.model.fast import AUTO
 from darknet_torch.model.loading import load_model
 from darknet_torch.runtime import select_device
 
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
         del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
         if not _is_loopback(args.host):
             log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
-        log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
-                 f"--fast {predictor.settings.fast}" if predictor.settings.fast else "plain model",
-                 torch.get_num_threads(), config.max_batch,
+        mode = f"fast mode {predictor.settings.fast}" if predictor.settings.fast else "plain model"
+        log.info("serving %s (%s%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg, mode,
+                 ", --fast auto" if args.fast == AUTO else "", torch.get_num_threads(), config.max_batch,
                  config.queue_size)
         server = uvicorn.Server(uvicorn.Config(create_app(predictor, config, model_name=str(args.cfg)),
                                                host=args.host, port=args.port, log_level="info",

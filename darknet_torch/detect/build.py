@@ -42,9 +42,14 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
     if not isinstance(model, nn.Module):
         model = load_model(model, weights, select_device(device))
     check_input_size(model, settings.input_size)
-    if settings.fast == AUTO:
-        settings = settings.replace(fast=auto_mode(model_device(model)))
+    settings = resolve_fast_mode(model, settings)
     return Predictor(optimize(model, settings, calibration), names, settings)
+
+
+def resolve_fast_mode(model: Darknet, settings: InferenceSettings) -> InferenceSettings:
+    """``settings`` with ``fast="auto"`` replaced by the mode :func:`~darknet_torch.model.fast.auto_mode` picks for
+    the model's device (unchanged otherwise)."""
+    return settings.replace(fast=auto_mode(model_device(model))) if settings.fast == AUTO else settings
 
 
 def check_input_size(model: Darknet, size: tuple[int, int] | None) -> None:
@@ -65,6 +70,7 @@ def optimize(model: Darknet, settings: InferenceSettings, calibration: Sequence[
     """``model`` itself without ``settings.fast``, else its copy from
     :func:`~darknet_torch.model.fast.optimize_for_inference`; int8 calibrates on images prepared as the Predictor
     will prepare them."""
+    settings = resolve_fast_mode(model, settings)
     if settings.fast is None:
         return model
     batches = None

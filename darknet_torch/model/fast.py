@@ -79,21 +79,24 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
 
 
 def auto_mode(device: torch.device) -> str | None:
-    """What :data:`AUTO` runs on ``device``: ``exact`` on a CPU with oneDNN's fused convolutions (the same
-    detections as the plain model and faster: yolov3-tiny at 416 on 2 AVX2 cores 46 vs 56 ms quiet, 115 vs 154 ms
-    beside 2 busy processes, benchmarks/README.md), else None (the plain model: on a GPU channels-last float32 is
-    unmeasured here, and without oneDNN's post-ops ``exact`` would only add a copy)."""
+    """What :data:`AUTO` runs on ``device``: ``exact`` on a CPU with oneDNN's fused convolutions (the plain model's
+    values within float32 summation order, and faster: yolov3-tiny at 416 on 2 AVX2 cores 46 vs 56 ms quiet, 115 vs
+    154 ms beside 2 busy processes, benchmarks/README.md), else None (the plain model: on a GPU channels-last float32
+    is unmeasured here, and without oneDNN's post-ops ``exact`` would only add a copy)."""
     return "exact" if device.type == "cpu" and _onednn_pointwise_available() else None
 
 
 def _inference_copy(model: Darknet, copy_convs: bool) -> Darknet:
-    """An eval-mode copy of ``model`` with batch norm folded and no parameter requiring gradients.
+    """An eval-mode copy of ``model`` whose parameters require no gradients.
 
-    Without ``copy_convs`` its ``[convolutional]`` layers are placeholders (``nn.Identity``) for the caller to
-    replace with kernels made from the original's layers: copies of those would only be thrown away, and at start
-    they doubled the memory of the weights (yolov4: peak RSS 1.24 GB instead of 0.96)."""
+    With ``copy_convs`` its ``[convolutional]`` layers are copied and their batch norm folded (int8 calibrates on
+    them); without, they are placeholders (``nn.Identity``) for the caller to replace with kernels made from the
+    original's layers: copies of those would only be thrown away, and at start they doubled the memory of the weights
+    (yolov4: peak RSS 1.24 GB instead of 1.05)."""
     placeholders = {} if copy_convs else {id(m): nn.Identity() for m in model.module_list if isinstance(m, ConvBlock)}
-    fast = copy.deepcopy(model, placeholders).eval().fuse()
+    fast = copy.deepcopy(model, placeholders).eval()
+    if copy_convs:
+        fast.fuse()
     for param in fast.parameters():
         param.requires_grad_(False)
     return fast
@@ -107,7 +110,7 @@ class FastConv(nn.Module):
         weight, bias = block.folded()
         c = block.conv
         self.dtype = dtype
-        # copies (clone), never views of the block's parameters: the original model stays independent
+        # copies (clone), never views of the block's parameters: changing the original cannot change this copy
         self.weight = nn.Parameter(weight.to(dtype).clone(memory_format=torch.channels_last), requires_grad=False)
         self.bias = nn.Parameter(bias.to(dtype).clone(), requires_grad=False)
         self.stride, self.padding, self.dilation, self.groups = c.stride, c.padding, c.dilation, c.groups

@@ -7,6 +7,7 @@ from darknet_torch.detect.build import build_predictor, optimize
 from darknet_torch.detect.settings import DETECTOR_MAP, DETECTOR_TEST
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
+from darknet_torch.model.fast import FastConv, _onednn_pointwise_available
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +57,13 @@ def test_int8_calibrates_on_readable_images(tiny, repo_root, tmp_path):
     assert any(type(m).__name__ == "Int8Conv" for m in fast.module_list)
 
 
+@pytest.mark.skipif(not _onednn_pointwise_available(), reason="this torch has no oneDNN fused convolutions: auto "
+                    "runs the plain model on its CPU (test below)")
 def test_auto_runs_exact_on_the_cpu_and_the_predictor_names_it(tiny):
-    from darknet_torch.model.fast import FastConv
     predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
     assert predictor.settings.fast == "exact" and predictor.model is not tiny
     assert any(isinstance(m, FastConv) for m in predictor.model.module_list)
+    assert optimize(tiny, DETECTOR_TEST.replace(fast="auto")).module_list[0].__class__ is FastConv
     plain = build_predictor(tiny, DETECTOR_TEST.replace(fast=None))
     assert plain.model is tiny and plain.settings.fast is None
 

@@ -180,6 +180,16 @@ def test_the_copy_shares_no_storage_with_the_original_and_replaces_every_conv(ti
         assert isinstance(copied, FastConv) if isinstance(original, ConvBlock) else type(copied) is type(original)
 
 
+def test_the_convolutions_it_replaces_are_not_copied(tiny, monkeypatch):
+    def refuse(self, memo):
+        raise AssertionError("a replaced convolution was deep-copied")
+    monkeypatch.setattr(ConvBlock, "__deepcopy__", refuse, raising=False)
+    fast = optimize_for_inference(tiny, "exact")
+    assert not any(isinstance(m, (ConvBlock, torch.nn.Identity)) for m in fast.module_list)
+    with pytest.raises(AssertionError, match="deep-copied"):
+        optimize_for_inference(tiny, "int8", calibration=[torch.rand(1, 3, 416, 416)])  # int8 calibrates on copies
+
+
 def test_bf16_is_refused_without_native_bfloat16(tiny, monkeypatch):
     """Without oneDNN's bfloat16 kernels the fused convolution refuses bfloat16 with a message about CPU flags, and
     torch's fallback is 8-30x slower than float32: the mode is refused up front, naming what to use instead."""
