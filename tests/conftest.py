@@ -63,3 +63,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def flush_denormals() -> Iterator[None]:
+    """Randomly initialised deep nets shrink activations into the denormal range, where CPU maths is ~100x slower."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)

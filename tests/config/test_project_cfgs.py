@@ -133,14 +133,6 @@ def test_same_built_network_as_official(cfg_pair):
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in official.parameters())
 
 
-@pytest.fixture
-def flush_denormals():
-    """Randomly initialised deep nets shrink activations into the denormal range, where CPU maths is ~100x slower."""
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-
-
 @pytest.mark.parametrize("path", PROJECT_CFGS, ids=IDS)
 def test_cfg_builds_and_runs_forward(path, flush_denormals):
     size = 64  # smallest size every head divides (stride 32 -> 2x2 grid); keeps the deep nets fast

@@ -190,6 +190,30 @@ def test_the_convolutions_it_replaces_are_not_copied(tiny, monkeypatch):
         optimize_for_inference(tiny, "int8", calibration=[torch.rand(1, 3, 416, 416)])  # int8 calibrates on copies
 
 
+@pytest.mark.slow
+def test_exact_runs_every_official_detection_cfg_as_the_plain_model(official_cfg_dir, flush_denormals):
+    """detect/demo/serve run ``exact`` by default on the CPU: every official cfg with a detection head that builds
+    (the minis above check the numbers against Darknet) gives the plain model's outputs within float32 summation
+    order, at four grid cells of its largest stride (random weights, as initialised)."""
+    from darknet_torch.errors import CfgError
+    checked = []
+    for cfg in sorted(official_cfg_dir.glob("*.cfg")):
+        try:
+            model = Darknet(cfg).eval().fuse()
+        except CfgError:  # refused at build (xnor, [crnn], tree, ...), plain or not: tests/config
+            continue
+        if not model.head_indices:
+            continue
+        torch.manual_seed(0)
+        x = torch.rand(1, 3, 4 * model.stride, 4 * model.stride)  # some cfgs need a 4x4 grid (routes)
+        with torch.inference_mode():
+            plain, fast = model(x), optimize_for_inference(model, "exact")(x)
+        error = float((plain - fast).abs().max() / plain.abs().max())
+        assert error <= 1e-5, f"{cfg.name}: exact differs from the plain model by {error:.2g} (relative to max)"
+        checked.append(cfg.name)
+    assert len(checked) >= 45 and "yolov4-p6.cfg" in checked and "yolov7.cfg" in checked
+
+
 def test_bf16_is_refused_without_native_bfloat16(tiny, monkeypatch):
     """Without oneDNN's bfloat16 kernels the fused convolution refuses bfloat16 with a message about CPU flags, and
     torch's fallback is 8-30x slower than float32: the mode is refused up front, naming what to use instead."""
