@@ -39,3 +39,9 @@ class FrameAveraging(nn.Module):
             mean[:, 2:4] = mean[:, 2:4].exp()
             rows.append(mean)
         return torch.stack(rows)
+
+
+def without_averaging(model: nn.Module) -> nn.Module:
+    """The network inside :class:`FrameAveraging` (else ``model``): what to run when a frame is run again, which
+    must not enter the averaging history twice."""
+    return model.model if isinstance(model, FrameAveraging) else model

@@ -18,6 +18,7 @@ Ctrl-C and SIGTERM (raised as KeyboardInterrupt by the CLI), so the video writte
 """
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 import json
@@ -42,6 +43,7 @@ from darknet_torch.detect.predictor import Detection, Predictor
 from darknet_torch.errors import DataError
 from darknet_torch.files import write_atomic
 from darknet_torch.openmp import available_cores
+from darknet_torch.video.averaging import without_averaging
 from darknet_torch.video.sources import Frame, FrameSource
 from darknet_torch.video.streaming import StreamServer
 from darknet_torch.video.tracker import IoUTracker
@@ -198,12 +200,15 @@ def _forward_batches(predictor: Predictor, inputs: queue.Queue, sink: _OutputSta
 def _keep_count_if_outputs_depend_on_it(predictor: Predictor, threads: ForwardThreads, count: int, batch: Tensor,
                                         output: Tensor) -> None:
     """Run the batch's first frame (a fraction of the batch's time on a slower count) on ``threads``' other counts;
-    if any output bit differs from ``count``'s, keep ``count``."""
+    if any output bit differs from ``count``'s, keep ``count``.  Under ``-avgframes`` the network runs without the
+    averaging: repeated frames would enter its history (and the means would differ, whatever the bits)."""
     others = [n for n in threads.candidates if n != count]
     if others:
+        bare = copy.copy(predictor)  # shares everything but the model
+        bare.model = without_averaging(predictor.model)
         first = batch[:1]
-        reference = output if len(batch) == 1 else predictor.forward_batch(first)
-        if differs_on_other_counts(predictor.forward_batch, first, reference, others):
+        reference = output if len(batch) == 1 and bare.model is predictor.model else bare.forward_batch(first)
+        if differs_on_other_counts(bare.forward_batch, first, reference, others):
             threads.keep(count)
 
 
