@@ -30,8 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from darknet_torch.cli.options import PLAIN  # noqa: E402
-from darknet_torch.model.fast import AUTO, FAST_MODES  # noqa: E402
+from darknet_torch.model.fast import AUTO, FAST_CHOICES  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -155,7 +154,7 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--queue-size", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--fast", choices=(AUTO, PLAIN, *FAST_MODES), default=AUTO,
+    parser.add_argument("--fast", choices=FAST_CHOICES, default=AUTO,
                         help="serve --fast MODE (default: %(default)s, serve's)")
     args = parser.parse_args()
     data = args.image.read_bytes()

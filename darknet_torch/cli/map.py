@@ -18,8 +18,8 @@ import logging
 import sys
 
 from darknet_torch.cli.distributed import run_on_every_rank
-from darknet_torch.cli.options import (PLAIN, add_inference_options, float_in, inference_settings,
-                                       non_negative_int, unit_float)
+from darknet_torch.cli.options import (add_inference_options, float_in, inference_settings, non_negative_int,
+                                       unit_float)
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.files import prepare_output_dir
@@ -28,6 +28,7 @@ from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.plots import write_evaluation_plots
 from darknet_torch.evaluate.runner import evaluate
+from darknet_torch.model.fast import NONE
 from darknet_torch.model.loading import load_model
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--det-thresh", type=unit_float, default=DETECTOR_MAP.thresh,
                    help="detection threshold; Darknet's map hard-codes %(default)s")
-    add_inference_options(p, batch_size=8, workers=None, fast=PLAIN,  # Darknet's digits: see add_fast_argument
-                          letter_box_help="letterbox instead of stretching (default: "
+    # The plain model by default: its printout is Darknet's to the last digit on the AVX-512 hosts (coco128 0.361300),
+    # and exact's summation order can move that digit (0.361299).
+    add_inference_options(p, batch_size=8, workers=None, fast=NONE, fast_why=": the plain model, whose printout is "
+                          "Darknet's digit for digit", letter_box_help="letterbox instead of stretching (default: "
                           "the cfg's [net] letter_box, as Darknet's map)")
     p.add_argument("--coco", action="store_true",
                    help="also print COCO's mAP@[.5:.95] and @0.5 of the same detections (needs pycocotools)")
@@ -107,7 +110,7 @@ def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     dataset.check_classes(model.num_classes)
     # int8 calibrates on the training list when there is one (the validation images are what it is scored on)
     train = dataset.config.train
-    calibration = dataset.images(train) if args.fast == "int8" and train is not None else images
+    calibration = dataset.images(train) if settings.fast == "int8" and train is not None else images
     predictor = build_predictor(model, settings, names=names, calibration=calibration)
     del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
 

@@ -10,11 +10,8 @@ from typing import Callable
 
 from darknet_torch.detect.settings import InferenceSettings
 from darknet_torch.errors import CfgError
-from darknet_torch.model.fast import AUTO, FAST_MODES
+from darknet_torch.model.fast import AUTO, FAST_CHOICES, NONE
 from darknet_torch.ops.nms import NMS_KINDS
-
-PLAIN = "none"
-"""``--fast none``: the plain model (InferenceSettings.fast None)."""
 
 
 def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -83,20 +80,20 @@ def add_img_size_argument(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--img-size", type=positive_int, nargs="+", action=_HeightWidth, metavar=("H", "W"), help=help)
 
 
-def add_fast_argument(p: argparse.ArgumentParser, default: str = AUTO) -> None:
-    """``--fast MODE``; ``none`` is stored as None (the plain model).  ``map`` defaults to ``none``: its printout is
-    Darknet's digit for digit with the plain model, and ``exact``'s summation order can move the last digit."""
-    p.add_argument("--fast", choices=(AUTO, PLAIN, *FAST_MODES), default=default, metavar="MODE",
-                   help="inference speed mode: auto (exact on the CPU, the plain model on a GPU), exact "
+def add_fast_argument(p: argparse.ArgumentParser, default: str = AUTO, why: str = "") -> None:
+    """``--fast MODE`` with a per-command ``default`` (and ``why``, for the help); :func:`inference_settings` turns
+    ``none`` into None (the plain model)."""
+    p.add_argument("--fast", choices=FAST_CHOICES, default=default, metavar="MODE",
+                   help="inference speed mode: auto (exact on an x86 CPU with oneDNN, else the plain model), exact "
                         "(folded channels-last convolutions with fused activations: the plain model's values "
                         "within float32 summation order, ~1e-6), none (the plain model), or the approximate bf16 "
                         "(CPUs with AVX-512/AMX or Ampere+ GPUs; refused elsewhere), int8 (calibrated on the first "
                         "images) or compile (torch.compile; the first batch compiles for about a minute); see "
-                        "benchmarks/README.md for the speed and mAP of each (default: %(default)s)")
+                        f"benchmarks/README.md for the speed and mAP of each (default: %(default)s{why})")
 
 
 def add_inference_options(p: argparse.ArgumentParser, batch_size: int, workers: int | None,
-                          letter_box_help: str, fast: str = AUTO) -> None:
+                          letter_box_help: str, fast: str = AUTO, fast_why: str = "") -> None:
     """--letter-box, --batch-size, --workers, --decoder, --device and --fast, with per-command defaults (``workers``
     None: the library's device-dependent default, runtime.loader_workers)."""
     p.add_argument("--letter-box", action=argparse.BooleanOptionalAction, default=None,
@@ -110,7 +107,7 @@ def add_inference_options(p: argparse.ArgumentParser, batch_size: int, workers: 
     p.add_argument("--decoder", choices=("auto", "pil", "stb"), default="auto",
                    help="JPEG decoder: stb = Darknet's own (needs libstb), pil = Pillow; auto: stb if installed")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or N (default: cuda if available)")
-    add_fast_argument(p, fast)
+    add_fast_argument(p, fast, fast_why)
 
 
 def inference_settings(args: argparse.Namespace, preset: InferenceSettings, **overrides) -> InferenceSettings:
@@ -120,7 +117,7 @@ def inference_settings(args: argparse.Namespace, preset: InferenceSettings, **ov
              "nms_kind": getattr(args, "nms_kind", None), "letterbox": getattr(args, "letter_box", None),
              "input_size": getattr(args, "img_size", None), "fast": getattr(args, "fast", None)}
     changes = {k: v for k, v in given.items() if v is not None}
-    if given["fast"] == PLAIN:
+    if given["fast"] == NONE:
         changes["fast"] = None
     changes.update(overrides)
     try:

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         model = load_model(args.cfg, args.weights, select_device(args.device))
-        calibration = expand_sources([args.calibration]) if args.fast == "int8" else []
+        calibration = expand_sources([args.calibration]) if settings.fast == "int8" else []
         predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
                                     calibration=calibration)
         del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice

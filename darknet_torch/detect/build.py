@@ -69,7 +69,8 @@ def check_input_size(model: Darknet, size: tuple[int, int] | None) -> None:
 def optimize(model: Darknet, settings: InferenceSettings, calibration: Sequence[PathLike] = ()) -> nn.Module:
     """``model`` itself without ``settings.fast``, else its copy from
     :func:`~darknet_torch.model.fast.optimize_for_inference`; int8 calibrates on images prepared as the Predictor
-    will prepare them."""
+    will prepare them.  ``"auto"`` is resolved here too (:func:`resolve_fast_mode`), so this runs alone as well as
+    from :func:`build_predictor`, which resolves it first to name the mode in the Predictor's settings."""
     settings = resolve_fast_mode(model, settings)
     if settings.fast is None:
         return model

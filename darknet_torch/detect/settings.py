@@ -14,6 +14,9 @@ from darknet_torch.errors import CfgError
 from darknet_torch.model.fast import AUTO, FAST_MODES
 from darknet_torch.ops.nms import NMS_KINDS
 
+SETTINGS_FAST_MODES = (AUTO, *FAST_MODES)
+"""What ``InferenceSettings.fast`` takes besides None (the plain model)."""
+
 
 @dataclass(frozen=True)
 class InferenceSettings:
@@ -26,7 +29,7 @@ class InferenceSettings:
         letterbox: None = the cfg's ``[net] letter_box``; True keeps the aspect ratio, False stretches.
         input_size: (height, width) of the network input; None = ``[net] height/width``.
         fast: None = the plain model, a mode of :data:`~darknet_torch.model.fast.FAST_MODES`, or ``"auto"``
-            (the commands' default: ``exact`` on the CPU, the plain model on a GPU;
+            (the default of detect, demo and serve: ``exact`` on an x86 CPU with oneDNN, else the plain model;
             :func:`~darknet_torch.model.fast.auto_mode`, resolved by ``build_predictor``).
     """
 
@@ -44,8 +47,8 @@ class InferenceSettings:
                 raise CfgError(f"{name}={value!r}: expected a number from 0 to 1")
         if self.nms_kind is not None and self.nms_kind not in NMS_KINDS:
             raise CfgError(f"nms_kind={self.nms_kind!r}: choose one of {', '.join(NMS_KINDS)}")
-        if self.fast is not None and self.fast not in (AUTO, *FAST_MODES):
-            raise CfgError(f"fast={self.fast!r}: choose one of {', '.join((AUTO, *FAST_MODES))} (or None)")
+        if self.fast is not None and self.fast not in SETTINGS_FAST_MODES:
+            raise CfgError(f"fast={self.fast!r}: choose one of {', '.join(SETTINGS_FAST_MODES)} (or None)")
         if self.input_size is not None:
             size = tuple(self.input_size)
             if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):

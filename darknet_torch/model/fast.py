@@ -38,7 +38,12 @@ from darknet_torch.runtime import BFLOAT16_CPUS, model_device, native_bfloat16
 
 FAST_MODES = ("exact", "bf16", "int8", "compile")
 AUTO = "auto"
-"""The commands' default (:func:`auto_mode`): ``exact`` where it is measured faster, else the plain model."""
+"""The default of detect, demo and serve (:func:`auto_mode`): ``exact`` where it is measured faster, else the plain
+model."""
+NONE = "none"
+"""The commands' spelling of the plain model (``InferenceSettings.fast`` None)."""
+FAST_CHOICES = (AUTO, NONE, *FAST_MODES)
+"""What ``--fast`` takes."""
 
 # Activations oneDNN can apply inside the convolution with exactly Darknet's formula: (post-op name, scalars).
 _FUSIBLE = {"linear": ("none", []), "relu": ("relu", []), "leaky": ("leaky_relu", [0.1])}
@@ -79,11 +84,13 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
 
 
 def auto_mode(device: torch.device) -> str | None:
-    """What :data:`AUTO` runs on ``device``: ``exact`` on a CPU with oneDNN's fused convolutions (the plain model's
-    values within float32 summation order, and faster: yolov3-tiny at 416 on 2 AVX2 cores 46 vs 56 ms quiet, 115 vs
-    154 ms beside 2 busy processes, benchmarks/README.md), else None (the plain model: on a GPU channels-last float32
-    is unmeasured here, and without oneDNN's post-ops ``exact`` would only add a copy)."""
-    return "exact" if device.type == "cpu" and _onednn_pointwise_available() else None
+    """What :data:`AUTO` runs on ``device``: ``exact`` on an x86 CPU (AVX2 or AVX-512) with oneDNN's fused
+    convolutions, where it was measured faster with the plain model's values within float32 summation order
+    (benchmarks/README.md, "detect, demo and serve run exact": yolov3-tiny at 416 on 2 AVX2 cores 39.8 vs 53.0 ms
+    quiet, 102.7 vs 124.7 ms beside 2 busy processes); else None, the plain model (unmeasured: GPUs, where
+    channels-last float32 may not pay, and other CPUs; without oneDNN's post-ops ``exact`` would only add a copy)."""
+    measured = device.type == "cpu" and torch.backends.cpu.get_cpu_capability().startswith("AVX")
+    return "exact" if measured and _onednn_pointwise_available() else None
 
 
 def _inference_copy(model: Darknet, copy_convs: bool) -> Darknet:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from darknet_torch.cli.main import main
+from darknet_torch.cli.detector import translate
+from darknet_torch.cli.main import COMMANDS, main
 
 FILES = ["--cfg", "missing.cfg", "--weights", "missing.weights"]
 DATA = ["--data", "missing.data", "--cfg", "missing.cfg"]
@@ -106,6 +107,10 @@ def test_img_size_is_height_width(argv, expected):
     (["detect", "x.jpg", "--fast", "none"], None),
     (["detect", "x.jpg", "--fast", "exact"], "exact"),
     (["export", *FILES], None),  # export writes the plain model's graph
+    # Darknet's command lines, as cli/detector.py translates them
+    (translate("test", ["x.data", "x.cfg", "x.weights", "x.jpg"], COMMANDS), "auto"),
+    (translate("demo", ["x.data", "x.cfg", "x.weights", "x.mp4"], COMMANDS), "auto"),
+    (translate("map", ["x.data", "x.cfg", "x.weights"], COMMANDS), None),
 ])
 def test_commands_default_to_the_auto_fast_mode_map_to_the_plain_model(argv, fast):
     from darknet_torch.cli.main import build_parser

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from darknet_torch.detect.build import build_predictor, optimize
 from darknet_torch.detect.settings import DETECTOR_MAP, DETECTOR_TEST
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
-from darknet_torch.model.fast import FastConv, _onednn_pointwise_available
+from darknet_torch.model.fast import FastConv, auto_mode
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +58,29 @@ def test_int8_calibrates_on_readable_images(tiny, repo_root, tmp_path):
     assert any(type(m).__name__ == "Int8Conv" for m in fast.module_list)
 
 
-@pytest.mark.skipif(not _onednn_pointwise_available(), reason="this torch has no oneDNN fused convolutions: auto "
-                    "runs the plain model on its CPU (test below)")
+@pytest.mark.skipif(auto_mode(torch.device("cpu")) != "exact", reason="auto runs the plain model on this CPU (no "
+                    "x86 AVX2/AVX-512 with oneDNN's fused convolutions; test below)")
 def test_auto_runs_exact_on_the_cpu_and_the_predictor_names_it(tiny):
     predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
     assert predictor.settings.fast == "exact" and predictor.model is not tiny
     assert any(isinstance(m, FastConv) for m in predictor.model.module_list)
-    assert optimize(tiny, DETECTOR_TEST.replace(fast="auto")).module_list[0].__class__ is FastConv
+    assert isinstance(optimize(tiny, DETECTOR_TEST.replace(fast="auto")).module_list[0], FastConv)
     plain = build_predictor(tiny, DETECTOR_TEST.replace(fast=None))
     assert plain.model is tiny and plain.settings.fast is None
 
 
-def test_auto_keeps_the_plain_model_where_exact_is_not_measured(tiny, monkeypatch):
-    import torch
-
+@pytest.mark.parametrize("device, capability, onednn, mode", [
+    ("cpu", "AVX2", True, "exact"),
+    ("cpu", "AVX512", True, "exact"),
+    ("cpu", "AVX2", False, None),  # no oneDNN post-ops: exact would only add a copy
+    ("cpu", "DEFAULT", True, None),  # a CPU it was not measured on (e.g. aarch64)
+    ("cuda", "AVX2", True, None),  # channels-last float32 on a GPU: unmeasured
+])
+def test_auto_runs_exact_only_where_it_was_measured(device, capability, onednn, mode, tiny, monkeypatch):
     from darknet_torch.model import fast
-    assert fast.auto_mode(torch.device("cuda")) is None
-    assert fast.auto_mode(torch.device("cpu")) == ("exact" if fast._onednn_pointwise_available() else None)
-    monkeypatch.setattr(fast, "_onednn_pointwise_available", lambda: False)
-    assert fast.auto_mode(torch.device("cpu")) is None
-    predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
-    assert predictor.model is tiny and predictor.settings.fast is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(fast, "_onednn_pointwise_available", lambda: onednn)
+    assert auto_mode(torch.device(device)) == mode
+    if device == "cpu" and mode is None:
+        predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
+        assert predictor.model is tiny and predictor.settings.fast is None

@@ -37,8 +37,3 @@ def test_replace_returns_a_new_validated_copy():
 def test_bad_values_are_refused(changes, message):
     with pytest.raises(CfgError, match=message.replace("(", r"\(")):
         InferenceSettings(**changes)
-
-
-def test_auto_is_a_fast_mode_the_settings_accept():
-    # resolved per device by build_predictor (tests/detect/test_build.py)
-    assert InferenceSettings(fast="auto").fast == "auto"
