@@ -83,6 +83,7 @@ class ForwardThreads:
         self._batches = 0
         self._trial_start = warmup  # batch index where the current trial's alternation starts
         self._chosen_at = 0
+        self._chosen_median = 0.0  # the chosen count's median seconds per frame in its trial
         self._recent: deque[float] = deque(maxlen=trials + 1)
         self._last = time.perf_counter()
 
@@ -103,13 +104,15 @@ class ForwardThreads:
             if self._batches >= self.warmup and seconds is not None:
                 self.seconds_per_frame[self.threads()].append(seconds)
                 if all(len(times) >= self.trials for times in self.seconds_per_frame.values()):
-                    self.chosen = min(self.candidates, key=lambda n: statistics.median(self.seconds_per_frame[n]))
+                    medians = {n: statistics.median(times) for n, times in self.seconds_per_frame.items()}
+                    self.chosen = min(self.candidates, key=medians.__getitem__)
+                    self._chosen_median = medians[self.chosen]
                     self._chosen_at = self._batches + 1
                     self._recent.clear()
         elif len(self.candidates) > 1 and seconds is not None:
             self._recent.append(seconds)
-            slow = (len(self._recent) == self._recent.maxlen and statistics.median(self._recent)
-                    > SLOWER * statistics.median(self.seconds_per_frame[self.chosen]))
+            slow = (len(self._recent) == self._recent.maxlen
+                    and statistics.median(self._recent) > SLOWER * self._chosen_median)
             if slow or self._batches + 1 - self._chosen_at >= self.retrial_every:
                 self._start_trial(self._batches + 1)
         self._batches += 1
@@ -118,7 +121,6 @@ class ForwardThreads:
     def keep(self, count: int) -> None:
         """Use ``count`` from now on, without trials (e.g. when the other counts change the outputs)."""
         self.candidates, self.chosen = [count], count
-        self.seconds_per_frame = {count: []}
         self.trials_run = 0
 
     def _start_trial(self, batch: int) -> None:
