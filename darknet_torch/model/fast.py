@@ -78,6 +78,7 @@ def optimize_for_inference(model: Darknet, mode: str = "exact",
     for index, module in enumerate(model.module_list):
         if isinstance(module, ConvBlock):
             fast.module_list[index] = FastConv(module, dtype, fuse_activations)
+    fast.eval()  # the new layers too
     if mode == "compile":
         return torch.compile(fast, dynamic=False, options={"freezing": True})
     return fast
@@ -122,7 +123,7 @@ class FastConv(nn.Module):
         self.bias = nn.Parameter(bias.to(dtype).clone(), requires_grad=False)
         self.stride, self.padding, self.dilation, self.groups = c.stride, c.padding, c.dilation, c.groups
         self.post_op = _FUSIBLE.get(block.act.name) if fuse_activation and _onednn_pointwise_available() else None
-        self.act = block.act
+        self.act = copy.deepcopy(block.act)  # a module of its own (the original's stays the original's)
         self._blocked_weight: Tensor | None = None
         self._blocked_from: tuple[int, int] | None = None  # (data_ptr, version) of the kernel it was laid out from
 

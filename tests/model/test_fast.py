@@ -168,7 +168,7 @@ def test_original_model_is_untouched_and_predictor_accepts_the_copy(mode, tiny, 
     assert len(Predictor(fast).detect_batch(x, [info])) == 1
 
 
-def test_the_copy_shares_no_storage_with_the_original_and_replaces_every_conv(tiny):
+def test_the_copy_shares_no_storage_or_module_with_the_original_and_replaces_every_conv(tiny):
     """The copy is built without copying the convolutions it replaces (memory at start); their new kernels are
     copies too, so training or reloading the original later cannot change the copy (yolov3-tiny's 1x1 head convs have
     no batch norm: their folded kernel is the parameter itself)."""
@@ -177,6 +177,8 @@ def test_the_copy_shares_no_storage_with_the_original_and_replaces_every_conv(ti
     def storages(module):
         return {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()] if t.numel()}
     assert not storages(tiny) & storages(fast)
+    assert not {id(m) for m in tiny.modules()} & {id(m) for m in fast.modules()}
+    assert not any(m.training for m in fast.modules())
     for original, copied in zip(tiny.module_list, fast.module_list, strict=True):
         assert isinstance(copied, FastConv) if isinstance(original, ConvBlock) else type(copied) is type(original)
 
