@@ -25,14 +25,13 @@ from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHT
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
                                        non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.config.sections import DIGITS_TEXT
-from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.files import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DataError
-from darknet_torch.model.loading import load_model
 from darknet_torch.runtime import select_device
 from darknet_torch.video.averaging import FrameAveraging
 from darknet_torch.video.pipeline import FrameResult, VideoOutputs, VideoReport, default_output_paths, run_video
@@ -103,7 +102,7 @@ def demo_predictor(args: argparse.Namespace) -> Predictor:
     """The model and settings the arguments ask for; ``-avgframes N`` wraps the network (see
     :mod:`darknet_torch.video.averaging`)."""
     settings = inference_settings(args, DETECTOR_TEST)
-    model = load_model(args.cfg, args.weights, select_device(args.device))
+    model, settings = load_for_inference(args.cfg, args.weights, select_device(args.device), settings)
     calibration = expand_sources([DEFAULT_SOURCE]) if settings.fast == "int8" else []
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
                                 calibration=calibration)

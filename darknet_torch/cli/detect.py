@@ -20,7 +20,7 @@ from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import add_detection_options, add_inference_options, inference_settings
 from darknet_torch.config.data_files import read_names
 from darknet_torch.data.dataset import DarknetDataset
-from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.files import prepare_output_dir
 from darknet_torch.detect.pipeline import ImageResult, detect_images
@@ -29,7 +29,6 @@ from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
 from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.files import STDOUT
-from darknet_torch.model.loading import load_model
 from darknet_torch.video.sources import is_video_file
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
         else []
     if paths:
         prepare_output_dir(args.output)  # before the model loads (detect_images checks it again)
-    model = load_model(args.cfg, args.weights, ctx.device)
+    model, settings = load_for_inference(args.cfg, args.weights, ctx.device, settings)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
     from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults

@@ -21,7 +21,7 @@ from darknet_torch.cli.distributed import run_on_every_rank
 from darknet_torch.cli.options import (add_inference_options, float_in, inference_settings, non_negative_int,
                                        unit_float)
 from darknet_torch.data.dataset import DarknetDataset
-from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.files import prepare_output_dir
 from darknet_torch.detect.settings import DETECTOR_MAP
 from darknet_torch.distributed import DistContext
@@ -29,7 +29,6 @@ from darknet_torch.errors import CfgError
 from darknet_torch.evaluate.plots import write_evaluation_plots
 from darknet_torch.evaluate.runner import evaluate
 from darknet_torch.model.fast import NONE
-from darknet_torch.model.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def _map(args: argparse.Namespace, ctx: DistContext) -> int:
     images = dataset.images(valid)
     if weights is None:
         log.warning("no weights given: evaluating the cfg's initial (random) weights")
-    model = load_model(cfg, weights, ctx.device)
+    model, settings = load_for_inference(cfg, weights, ctx.device, settings)
     dataset.check_classes(model.num_classes)
     # int8 calibrates on the training list when there is one (the validation images are what it is scored on)
     train = dataset.config.train

@@ -16,12 +16,11 @@ import torch
 from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings, int_at_least,
                                        non_negative_float, port_number, positive_float, positive_int)
-from darknet_torch.detect.build import build_predictor
+from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import DarknetError
 from darknet_torch.model.fast import AUTO
-from darknet_torch.model.loading import load_model
 from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        model = load_model(args.cfg, args.weights, select_device(args.device))
+        model, settings = load_for_inference(args.cfg, args.weights, select_device(args.device), settings)
         calibration = expand_sources([args.calibration]) if settings.fast == "int8" else []
         predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes),
                                     calibration=calibration)

@@ -42,14 +42,23 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
     if not isinstance(model, nn.Module):
         model = load_model(model, weights, select_device(device))
     check_input_size(model, settings.input_size)
-    settings = resolve_fast_mode(model, settings)
+    settings = resolve_fast_mode(settings, model_device(model))
     return Predictor(optimize(model, settings, calibration), names, settings)
 
 
-def resolve_fast_mode(model: Darknet, settings: InferenceSettings) -> InferenceSettings:
+def load_for_inference(cfg: PathLike, weights: PathLike | None, device: torch.device,
+                       settings: InferenceSettings) -> tuple[Darknet, InferenceSettings]:
+    """The network from ``cfg`` and ``weights`` on ``device``, and ``settings`` with ``"auto"`` resolved for that
+    device.  Batch norm is folded into the loaded network only when it runs as it is: a fast mode makes its own
+    kernels from the layers, and a folded copy kept beside them would only raise the start-up peak."""
+    settings = resolve_fast_mode(settings, device)
+    return load_model(cfg, weights, device, fuse=settings.fast is None), settings
+
+
+def resolve_fast_mode(settings: InferenceSettings, device: torch.device) -> InferenceSettings:
     """``settings`` with ``fast="auto"`` replaced by the mode :func:`~darknet_torch.model.fast.auto_mode` picks for
-    the model's device (unchanged otherwise)."""
-    return settings.replace(fast=auto_mode(model_device(model))) if settings.fast == AUTO else settings
+    ``device`` (unchanged otherwise)."""
+    return settings.replace(fast=auto_mode(device)) if settings.fast == AUTO else settings
 
 
 def check_input_size(model: Darknet, size: tuple[int, int] | None) -> None:
@@ -71,7 +80,7 @@ def optimize(model: Darknet, settings: InferenceSettings, calibration: Sequence[
     :func:`~darknet_torch.model.fast.optimize_for_inference`; int8 calibrates on images prepared as the Predictor
     will prepare them.  ``"auto"`` is resolved here too (:func:`resolve_fast_mode`), so this runs alone as well as
     from :func:`build_predictor`, which resolves it first to name the mode in the Predictor's settings."""
-    settings = resolve_fast_mode(model, settings)
+    settings = resolve_fast_mode(settings, model_device(model))
     if settings.fast is None:
         return model
     batches = None

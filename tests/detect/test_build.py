@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from darknet_torch.detect.build import build_predictor, optimize
+from darknet_torch.detect.build import build_predictor, load_for_inference, optimize
 from darknet_torch.detect.settings import DETECTOR_MAP, DETECTOR_TEST
 from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.model.darknet import Darknet
@@ -84,3 +84,15 @@ def test_auto_runs_exact_only_where_it_was_measured(device, capability, onednn, 
     if device == "cpu" and mode is None:
         predictor = build_predictor(tiny, DETECTOR_TEST.replace(fast="auto"))
         assert predictor.model is tiny and predictor.settings.fast is None
+
+
+@pytest.mark.parametrize("fast, folded", [("auto", None), (None, True), ("int8", False)])
+def test_commands_load_unfolded_when_a_fast_mode_makes_its_own_kernels(fast, folded, golden_dir, real_weights):
+    from darknet_torch.model.layers.conv import ConvBlock
+    cfg = golden_dir / "real" / "yolov3-tiny_mask123.cfg"
+    model, settings = load_for_inference(cfg, real_weights, torch.device("cpu"), DETECTOR_TEST.replace(fast=fast))
+    assert settings.fast == (auto_mode(torch.device("cpu")) if fast == "auto" else fast)
+    folded = settings.fast is None if folded is None else folded  # auto: folded only if it runs the plain model
+    blocks = [m for m in model.module_list if isinstance(m, ConvBlock)]
+    assert blocks and all((block.fused is not None) is folded for block in blocks)
+    assert model.seen == 32013312 and not model.training
