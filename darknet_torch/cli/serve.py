@@ -20,7 +20,6 @@ from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import DarknetError
-from darknet_torch.model.fast import AUTO
 from darknet_torch.runtime import select_device
 
 log = logging.getLogger(__name__)
@@ -103,10 +102,9 @@ def run(args: argparse.Namespace) -> int:
         del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
         if not _is_loopback(args.host):
             log.warning("binding to %s: the service is reachable from other machines (no authentication)", args.host)
-        mode = f"fast mode {predictor.settings.fast}" if predictor.settings.fast else "plain model"
-        log.info("serving %s (%s%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg, mode,
-                 ", --fast auto" if args.fast == AUTO else "", torch.get_num_threads(), config.max_batch,
-                 config.queue_size)
+        log.info("serving %s (%s) with %d torch thread(s), batches of up to %d, queue of %d", args.cfg,
+                 f"fast mode {predictor.settings.fast}" if predictor.settings.fast else "plain model",
+                 torch.get_num_threads(), config.max_batch, config.queue_size)
         server = uvicorn.Server(uvicorn.Config(create_app(predictor, config, model_name=str(args.cfg)),
                                                host=args.host, port=args.port, log_level="info",
                                                **uvicorn_options(config)))

@@ -51,8 +51,11 @@ def load_for_inference(cfg: PathLike, weights: PathLike | None, device: torch.de
     """The network from ``cfg`` and ``weights`` on ``device``, and ``settings`` with ``"auto"`` resolved for that
     device.  Batch norm is folded into the loaded network only when it runs as it is: a fast mode makes its own
     kernels from the layers, and a folded copy kept beside them would only raise the start-up peak."""
-    settings = resolve_fast_mode(settings, device)
-    return load_model(cfg, weights, device, fuse=settings.fast is None), settings
+    resolved = resolve_fast_mode(settings, device)
+    if settings.fast == AUTO:
+        log.info("--fast auto on %s: %s", device, f"fast mode {resolved.fast} (--fast none for the plain model)"
+                 if resolved.fast else "the plain model")
+    return load_model(cfg, weights, device, fuse=resolved.fast is None), resolved
 
 
 def resolve_fast_mode(settings: InferenceSettings, device: torch.device) -> InferenceSettings:

@@ -87,11 +87,16 @@ def test_auto_runs_exact_only_where_it_was_measured(device, capability, onednn, 
 
 
 @pytest.mark.parametrize("fast, folded", [("auto", None), (None, True), ("int8", False)])
-def test_commands_load_unfolded_when_a_fast_mode_makes_its_own_kernels(fast, folded, golden_dir, real_weights):
+def test_commands_load_unfolded_when_a_fast_mode_makes_its_own_kernels(fast, folded, golden_dir, real_weights,
+                                                                       caplog):
     from darknet_torch.model.layers.conv import ConvBlock
     cfg = golden_dir / "real" / "yolov3-tiny_mask123.cfg"
-    model, settings = load_for_inference(cfg, real_weights, torch.device("cpu"), DETECTOR_TEST.replace(fast=fast))
+    with caplog.at_level("INFO", logger="darknet_torch.detect.build"):
+        model, settings = load_for_inference(cfg, real_weights, torch.device("cpu"), DETECTOR_TEST.replace(fast=fast))
     assert settings.fast == (auto_mode(torch.device("cpu")) if fast == "auto" else fast)
+    said = [r.getMessage() for r in caplog.records if r.name == "darknet_torch.detect.build"]
+    assert said == ([f"--fast auto on cpu: fast mode {settings.fast} (--fast none for the plain model)"
+                     if settings.fast else "--fast auto on cpu: the plain model"] if fast == "auto" else [])
     folded = settings.fast is None if folded is None else folded  # auto: folded only if it runs the plain model
     blocks = [m for m in model.module_list if isinstance(m, ConvBlock)]
     assert blocks and all((block.fused is not None) is folded for block in blocks)
