@@ -40,7 +40,7 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
         DarknetError: bad cfg/weights, or ``int8`` without a readable calibration image.
     """
     if not isinstance(model, nn.Module):
-        model = load_model(model, weights, select_device(device))
+        model, settings = load_for_inference(model, weights, select_device(device), settings)
     check_input_size(model, settings.input_size)
     settings = resolve_fast_mode(settings, model_device(model))
     return Predictor(optimize(model, settings, calibration), names, settings)

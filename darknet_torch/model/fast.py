@@ -118,9 +118,10 @@ class FastConv(nn.Module):
         weight, bias = block.folded()
         c = block.conv
         self.dtype = dtype
-        # copies (clone), never views of the block's parameters: changing the original cannot change this copy
-        self.weight = nn.Parameter(weight.to(dtype).clone(memory_format=torch.channels_last), requires_grad=False)
-        self.bias = nn.Parameter(bias.to(dtype).clone(), requires_grad=False)
+        # copies (copy=True: one, whatever the dtype), never views of the block's parameters: changing the original
+        # cannot change this copy
+        self.weight = nn.Parameter(weight.to(dtype, memory_format=torch.channels_last, copy=True), requires_grad=False)
+        self.bias = nn.Parameter(bias.to(dtype, copy=True), requires_grad=False)
         self.stride, self.padding, self.dilation, self.groups = c.stride, c.padding, c.dilation, c.groups
         self.post_op = _FUSIBLE.get(block.act.name) if fuse_activation and _onednn_pointwise_available() else None
         self.act = copy.deepcopy(block.act)  # a module of its own (the original's stays the original's)
