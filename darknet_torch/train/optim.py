@@ -11,7 +11,9 @@ iteration and does, per layer::
 which is ``torch.optim.SGD(lr=rate*layer_lr/batch, momentum, dampening=0, weight_decay=decay*batch)`` on the summed
 (not averaged) gradients, with weight decay only on the "weights" arrays (conv kernels, ``[connected]`` matrices,
 ``[shortcut]`` weights: the parameters with more than one dimension).  ``learning_rate=`` in a layer section is that
-layer's ``learning_rate_scale``.  With W data-parallel processes Darknet multiplies the rate by W
+layer's ``learning_rate_scale``.  ``stopbackward=1`` (parser.c ``last_stop_backward``, network.c
+``backward_network``): the layers before the last marked one are not trained at all (``train = 0``), and the marked
+layer itself gets no gradient (the backward loop breaks *at* it) but is still updated, so its weights only decay.  With W data-parallel processes Darknet multiplies the rate by W
 (``nets[k].learning_rate *= ngpus`` in detector.c) and averages the processes' weights; DDP averages gradients, so
 ``lr = rate*W/batch`` gives the same step as Darknet on the sum of all processes' gradients.
 """
@@ -22,7 +24,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from darknet_torch.config.net import NetSettings
 from darknet_torch.config.sections import Section
@@ -123,14 +125,22 @@ def keys_not_applied(model: Darknet) -> list[str]:
                 messages.append(f"{sec.where(key)}={value}: not applied ({why})")
         if sec.has("stopbackward") and sec["stopbackward"] > 1:
             messages.append(f"{sec.where('stopbackward')}={sec['stopbackward']}: only stopbackward=1 (freeze the "
-                            f"layers before) is applied")
+                            f"layers before, no gradient for this one) is applied")
     return messages
 
 
 def frozen_layer_count(model: Darknet) -> int:
-    """Layers before the last ``stopbackward=1`` are not trained (parse_network_cfg_custom's last_stop_backward)."""
+    """Index of the last ``stopbackward=1`` layer (0 if none): the layers before it are not trained
+    (parse_network_cfg_custom's ``last_stop_backward`` sets their ``train = 0``); the layer itself is trained
+    without a gradient (see :func:`param_groups`)."""
     marks = [info.index for info in model.layer_infos if info.section.get("stopbackward") == 1]
     return marks[-1] if marks else 0
+
+
+def _no_gradient(grad: Tensor) -> Tensor:
+    """Hook for the ``stopbackward`` layer's parameters: Darknet's backward loop stops before it, so its updates hold
+    no gradient; SGD then applies only weight decay and momentum, as update_network does for it."""
+    return torch.zeros_like(grad)
 
 
 def is_decayed(param: nn.Parameter) -> bool:
@@ -143,8 +153,9 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
     """Optimizer groups by (layer ``learning_rate`` scale, decayed or not), Darknet's per-layer update as SGD groups.
 
     Each group carries ``lr_scale`` = layer scale * world_size / batch, so :func:`schedule.set_lr` with Darknet's rate
-    gives each group its Darknet step size; parameters of frozen layers (``stopbackward``) get ``requires_grad=False``
-    and no group.
+    gives each group its Darknet step size.  With ``stopbackward=1``, the parameters of the layers before the mark get
+    ``requires_grad=False`` and no group; the marked layer's stay in their groups with a hook that zeroes their
+    gradient (decay and momentum only, as in Darknet).
     """
     frozen = frozen_layer_count(model)
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
@@ -156,6 +167,8 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
             if info.index < frozen:
                 param.requires_grad_(False)
                 continue
+            if info.index == frozen and frozen > 0:
+                param.register_hook(_no_gradient)
             groups.setdefault((scale, is_decayed(param)), []).append(param)
     return [{"params": params, "lr_scale": scale * world_size / settings.batch,
              "weight_decay": settings.decay * settings.batch if decayed else 0.0}

@@ -139,6 +139,27 @@ def test_param_groups_carry_darknets_scales(cfg_factory):
         assert group["lr_scale"] == pytest.approx(2 / 16)  # world_size / batch, layer scale 1 (layer 2 is frozen)
 
 
+def test_stopbackward_layer_gets_decay_only(cfg_factory, stream_factory, squared_output_loss, tmp_path):
+    """network.c backward_network breaks *at* the stopbackward layer, yet update_network still updates it (train=1):
+    with no gradient, one step is ``v = -decay*batch*w; w += rate/batch * v``, i.e. ``w * (1 - rate*decay)``;
+    its batch-norm scales and biases (never decayed) stay put; the layers before it do not move either."""
+    net = {"batch": 4, "subdivisions": 2, "max_batches": 2, "learning_rate": 0.01, "burn_in": 0, "decay": 0.05,
+           "policy": "constant"}
+    cfg = cfg_factory(net=net)
+    cfg.write_text(cfg.read_text().replace("filters=32\n", "filters=32\nstopbackward=1\n", 1))
+    trainer = make_trainer(cfg, tmp_path, stream_factory, squared_output_loss)
+    before = copy.deepcopy(trainer.model.state_dict())
+    trainer.run(stop_at=1)
+    after = trainer.model.state_dict()
+    rate = trainer.rate
+    assert rate == pytest.approx(0.01)
+    want = before["module_list.4.conv.weight"] * (1 - rate * 0.05)
+    assert torch.allclose(after["module_list.4.conv.weight"], want, rtol=1e-6, atol=0)
+    for name in ("module_list.4.bn.weight", "module_list.4.bn.bias", "module_list.0.conv.weight"):
+        assert torch.equal(after[name], before[name]), name
+    assert not torch.allclose(after["module_list.6.conv.weight"], before["module_list.6.conv.weight"] * (1 - rate * 0.05))
+
+
 def test_layer_learning_rate_scales_its_group(cfg_factory):
     cfg = cfg_factory(net={"batch": 8, "subdivisions": 1})
     cfg.write_text(cfg.read_text().replace("filters=16\n", "filters=16\nlearning_rate=0.25\n", 1))
