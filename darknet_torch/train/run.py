@@ -172,7 +172,8 @@ def _batch_source(data: DarknetDataset, model: Darknet, options: TrainOptions, c
 def _evaluator(data: DarknetDataset, model: Darknet, options: TrainOptions,
                settings: TrainSettings) -> tuple[Evaluator, int]:
     """mAP@0.5 on ``valid`` (Darknet: defaults to ``train``) and Darknet's evaluation period; the validation labels
-    are scanned once, here."""
+    are scanned once, here, and an image whose label file cannot be named stops training now rather than at the first
+    evaluation."""
     try:
         from darknet_torch.evaluate.runner import check_class_counts, evaluate
     except ImportError as exc:
@@ -183,6 +184,7 @@ def _evaluator(data: DarknetDataset, model: Darknet, options: TrainOptions,
     list_path = data.validation_list()
     images = data.images(list_path)
     scan = data.scan(list_path, model.num_classes)
+    scan.check_label_paths()
     every = options.map_every or darknet_map_every(len(data.images(data.train_list())), settings.batch)
 
     def map50(net: Darknet) -> float:
