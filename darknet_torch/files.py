@@ -13,7 +13,9 @@
 
 :func:`prepare_output_dir` and :func:`prepare_output_file` check outputs before a command does any work.
 
-:func:`remove_stale_temps` deletes the temporary files a killed writer left behind (only names of that form).
+:func:`remove_stale_temps` deletes the temporary files a killed writer left behind: only names of that form, for the
+caller's own output names, and only when old enough that no live writer (e.g. a concurrent run sharing the folder)
+can still be renaming them.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import re
 import stat
 import sys
 import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from darknet_torch.errors import DataError
@@ -30,7 +34,9 @@ from darknet_torch.errors import DataError
 STDOUT = "-"
 _TEMP_SUFFIX = ".tmp"
 # ``.<name>.<mkstemp's 8 random characters>.tmp``: what write_atomic leaves behind when killed mid-write.
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+# A temporary file younger than this may still belong to a live write_atomic (a save takes seconds, not an hour).
+STALE_TEMP_AGE = 3600.0
 
 
 def _read_umask() -> int:
@@ -112,23 +118,36 @@ def _replace(path: Path, data: bytes, mode: int | None) -> None:
         raise
 
 
-def is_stale_temp(path: Path) -> bool:
-    """True for a name :func:`write_atomic` gives its temporary files (``.<name>.XXXXXXXX.tmp``)."""
-    return bool(_TEMP_NAME.match(path.name))
+def _temp_target(path: Path) -> str | None:
+    """The file name a :func:`write_atomic` temporary file (``.<name>.XXXXXXXX.tmp``) was for, else None."""
+    match = _TEMP_NAME.match(path.name)
+    return match["target"] if match else None
 
 
-def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+def remove_stale_temps(folder: str | os.PathLike[str], prefixes: Iterable[str],
+                       older_than: float = STALE_TEMP_AGE) -> list[Path]:
     """Delete the temporary files a killed :func:`write_atomic` left in ``folder`` (not recursive); returns them.
 
-    Only regular files named like ours are touched; a missing folder is no error.
+    Only regular files named like ours, for a target name starting with one of ``prefixes`` (the caller's own
+    outputs), and last modified at least ``older_than`` seconds ago: another process writing to the same folder keeps
+    its in-flight temporary files.  A missing folder is no error.
     """
+    prefixes = tuple(prefixes)
     removed = []
     try:
         entries = list(Path(folder).iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return removed
+    now = time.time()
     for entry in entries:
-        if is_stale_temp(entry) and entry.is_file() and not entry.is_symlink():
+        target = _temp_target(entry)
+        if target is None or not target.startswith(prefixes):
+            continue
+        try:
+            info = entry.lstat()
+        except FileNotFoundError:  # renamed or removed by its writer meanwhile
+            continue
+        if stat.S_ISREG(info.st_mode) and now - info.st_mtime >= older_than:
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import stat
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -121,15 +123,36 @@ def test_folder_is_refused_naming_it(tmp_path):
     assert folder.is_dir() and list(folder.iterdir()) == []
 
 
-def test_remove_stale_temps_only_removes_our_temp_names(tmp_path):
-    ours = [tmp_path / ".last.pt.k2j_9xq1.tmp", tmp_path / ".chart.png.abcdefgh.tmp"]
-    theirs = [tmp_path / "notes.tmp", tmp_path / ".last.pt.short.tmp", tmp_path / "last.pt"]
+def _aged(path: Path, seconds: float) -> Path:
+    os.utime(path, (time.time() - seconds,) * 2)
+    return path
+
+
+def test_remove_stale_temps_only_removes_our_old_temp_names(tmp_path):
+    ours = [tmp_path / ".tiny_last.pt.k2j_9xq1.tmp", tmp_path / ".chart_tiny.png.abcdefgh.tmp"]
+    theirs = [tmp_path / "notes.tmp", tmp_path / ".tiny_last.pt.short.tmp", tmp_path / "tiny_last.pt",
+              tmp_path / ".other_last.weights.abcdefgh.tmp"]  # another cfg's run sharing the folder
     for path in ours + theirs:
         path.write_bytes(b"x")
-    (tmp_path / ".dir.pt.abcdefgh.tmp").mkdir()
-    assert sorted(remove_stale_temps(tmp_path)) == sorted(ours)
-    assert all(p.exists() for p in theirs) and (tmp_path / ".dir.pt.abcdefgh.tmp").is_dir()
-    assert remove_stale_temps(tmp_path / "missing") == []
+        _aged(path, 7200)
+    (tmp_path / ".tiny_dir.pt.abcdefgh.tmp").mkdir()
+    prefixes = ("tiny_", "chart_tiny.png")
+    assert sorted(remove_stale_temps(tmp_path, prefixes)) == sorted(ours)
+    assert all(p.exists() for p in theirs) and (tmp_path / ".tiny_dir.pt.abcdefgh.tmp").is_dir()
+    assert remove_stale_temps(tmp_path / "missing", prefixes) == []
+
+
+def test_remove_stale_temps_keeps_a_temp_another_writer_is_still_writing(tmp_path):
+    """A concurrent run's write_atomic in flight (young temp file) survives, and its rename then succeeds."""
+    fd, tmp = tempfile.mkstemp(dir=tmp_path, prefix=".tiny_last.weights.", suffix=".tmp")
+    os.write(fd, b"partial")
+    os.close(fd)
+    assert remove_stale_temps(tmp_path, ("tiny_",)) == []
+    os.replace(tmp, tmp_path / "tiny_last.weights")
+    assert (tmp_path / "tiny_last.weights").read_bytes() == b"partial"
+    fd, tmp = tempfile.mkstemp(dir=tmp_path, prefix=".tiny_last.weights.", suffix=".tmp")
+    os.close(fd)
+    assert remove_stale_temps(tmp_path, ("tiny_",), older_than=0) == [Path(tmp)]
 
 
 def test_prepare_output_dir_errors_name_the_path(tmp_path: Path):

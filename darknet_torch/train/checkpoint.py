@@ -60,6 +60,12 @@ class CheckpointPaths:
         return self.backup / f"results_{self.base}.csv"
 
     @property
+    def own_names(self) -> tuple[str, ...]:
+        """Prefixes of the file names this run writes in ``backup`` (weights, state, chart, results): the temporary
+        files :func:`~darknet_torch.files.remove_stale_temps` may clean up are only these, never another cfg's."""
+        return f"{self.base}_", self.chart.name, self.results.name
+
+    @property
     def tensorboard(self) -> Path:
         return self.backup / f"tensorboard_{self.base}"
 

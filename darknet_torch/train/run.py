@@ -112,7 +112,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     else:
         trainer.start_at(start)
     if ctx.is_main:
-        for stale in remove_stale_temps(paths.backup):
+        for stale in remove_stale_temps(paths.backup, paths.own_names):
             log.info("removed %s, left by an interrupted save", stale)
         log.info("training %s: batch %d (%d x %d) on %d process(es), iterations %d..%d, backup %s", options.cfg,
                  settings.batch, settings.subdivisions, settings.mini_batch, ctx.world_size, trainer.iteration,

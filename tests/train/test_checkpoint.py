@@ -44,6 +44,16 @@ def test_basecfg_is_darknets():
     assert basecfg("/a/b.c/my.model.cfg") == "my"  # cut at the first dot of the file name
 
 
+def test_own_names_cover_this_runs_files_only(tmp_path):
+    paths = CheckpointPaths(tmp_path, "tiny")
+    mine = [paths.weights("last"), paths.weights(1000), paths.weights("best"), paths.weights("ema"),
+            paths.weights("final"), paths.state, paths.chart, paths.results]
+    assert all(path.name.startswith(paths.own_names) for path in mine)
+    others = CheckpointPaths(tmp_path, "tiny-2")
+    assert not any(path.name.startswith(paths.own_names)
+                   for path in (others.weights("last"), others.state, others.chart, others.results))
+
+
 def test_darknet_save_rules_names_and_seen(cfg_factory, stream_factory, squared_output_loss, tmp_path):
     cfg = cfg_factory("net1.cfg", net={"batch": 4, "subdivisions": 2, "max_batches": 23, "learning_rate": 0.001})
     backup = tmp_path / "backup"
