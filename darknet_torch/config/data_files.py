@@ -6,8 +6,9 @@ only when that file does not exist do we fall back to the folder of the file tha
 (the ``.data`` file for its entries, the list file for its images), so that e.g.
 ``coco128/coco128.data`` with ``train = train.txt`` works from any working directory.
 When neither exists the cwd-relative path is returned (Darknet's reading) and the consumer's
-error names it. Resolved paths are absolute but not symlink-resolved (``replace_image_to_label``
-must see the path as written).
+error names it. Resolved paths are absolute but not symlink-resolved, so ``replace_image_to_label``
+sees the folders as written; what it does differently on the relative text of a cwd-relative entry (no leading
+``/``, so ``images/train2017/`` is kept) is restored by :func:`darknet_torch.data.labels.label_file_for`.
 """
 from __future__ import annotations
 

@@ -86,6 +86,28 @@ def label_path_for(image_path: str | os.PathLike[str]) -> Path:
     return Path(label)
 
 
+def label_file_for(image_path: str | os.PathLike[str]) -> Path:
+    """The label file Darknet reads for an image of a list file, whose relative entries were made absolute.
+
+    Darknet substitutes folders in the entry as written: ``images/train2017/a.jpg`` (relative to the cwd) has no
+    leading ``/``, so it keeps ``images/`` where the absolute form gets ``labels/``.  So for an image under the cwd, the
+    label of its cwd-relative form is taken when that differs and exists; otherwise :func:`label_path_for` of the
+    path as given.  (An entry written absolute whose relative form's label also exists is read from the latter: the
+    list's text is no longer known here.)
+
+    Raises:
+        DataError: the extension is not one Darknet knows (see :func:`label_path_for`).
+    """
+    image = Path(image_path)
+    label = label_path_for(image)
+    cwd = Path.cwd()
+    if image.is_absolute() and image.is_relative_to(cwd) and image != cwd:
+        as_written = cwd / label_path_for(image.relative_to(cwd))
+        if as_written != label and as_written.is_file():
+            return as_written
+    return label
+
+
 @dataclass(frozen=True)
 class LabelIssue:
     """One problem found in a label file; ``line`` is 1-based, ``None`` for the whole file."""
@@ -178,7 +200,7 @@ def read_labels(path: str | os.PathLike[str], num_classes: int | None = None) ->
     """Read one YOLO label file, reporting every malformed line with its line number.
 
     Args:
-        path: the label file (see ``label_path_for``).
+        path: the label file (see ``label_file_for``).
         num_classes: if given, rows with ``class >= num_classes`` are skipped and reported.
 
     Returns:

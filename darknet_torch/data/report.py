@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from terminaltables import AsciiTable
 
-from darknet_torch.data.labels import LabelIssue, issue_files, label_path_for, read_labels
+from darknet_torch.data.labels import LabelIssue, issue_files, label_file_for, label_path_for, read_labels
 from darknet_torch.errors import DataError
 
 #: Problems listed individually in the report; the rest are counted.
@@ -188,7 +188,7 @@ def data_report(image_paths: Sequence[str | os.PathLike[str]], num_classes: int 
         if not found:
             image_errors.append(f"{image}: image file not found")
         try:
-            label_path = label_path_for(image)
+            label_path = label_file_for(image)
         except DataError as exc:
             if found:
                 image_errors.append(str(exc))

@@ -33,7 +33,7 @@ from darknet_torch.config.sections import Section
 from darknet_torch.data.augment import AugmentConfig, augment, draw_source_count
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.data.images import DEFAULT_MAX_PIXELS, Decoder, load_image
-from darknet_torch.data.labels import label_path_for, read_labels
+from darknet_torch.data.labels import label_file_for, read_labels
 from darknet_torch.data.loaders import make_loader
 from darknet_torch.data.multiscale import MultiScale
 from darknet_torch.data.report import DataReport
@@ -88,7 +88,7 @@ class TrainDataset(Dataset):
         """(N, 5) float32 usable label rows of image ``index``."""
         if self.report is not None:
             return self.report.labels_of(index)
-        return read_labels(label_path_for(self.image_paths[index]), self.num_classes).boxes
+        return read_labels(label_file_for(self.image_paths[index]), self.num_classes).boxes
 
     def _replacement(self, index: int, sample_seed: int, attempt: int) -> int:
         rng = np.random.default_rng((self.seed, _REPLACE_STREAM, sample_seed, index, attempt))

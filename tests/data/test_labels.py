@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from darknet_torch.config.data_files import read_image_list
-from darknet_torch.data.labels import label_path_for, read_labels
+from darknet_torch.data.labels import label_file_for, label_path_for, read_labels
 from darknet_torch.errors import DataError
 
 
@@ -32,6 +32,21 @@ from darknet_torch.errors import DataError
 ])
 def test_label_path_for_matches_replace_image_to_label(image, label):
     assert str(label_path_for(image)) == label
+
+
+def test_label_file_for_reads_a_cwd_relative_entry_as_darknet_does(tmp_path, monkeypatch):
+    """``images/train2017/a.jpg`` in a list, run from its folder: Darknet's substitution needs a leading ``/``, so it
+    reads ``images/train2017/a.txt``; the absolute path we hold would give ``labels/train2017/a.txt``."""
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "images" / "train2017" / "a.jpg"
+    image.parent.mkdir(parents=True)
+    assert label_file_for(image) == tmp_path / "labels" / "train2017" / "a.txt"  # the relative form's is absent
+    image.with_suffix(".txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert label_file_for(image) == image.with_suffix(".txt")
+    assert label_file_for(tmp_path / "other" / "b.jpg") == tmp_path / "other" / "b.txt"  # the same either way
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")  # not under the cwd: the entry was absolute or found beside the list
+    assert label_file_for(image) == tmp_path / "labels" / "train2017" / "a.txt"
 
 
 @pytest.mark.parametrize("extension",

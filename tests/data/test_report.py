@@ -199,3 +199,14 @@ def test_relative_list_entries_resolve_beside_the_list(tmp_path, monkeypatch):
     assert report.names == ("thing",) and len(report.boxes) == 2
     assert any("key 'bogus' is not used" in warning for warning in report.warnings)
     assert read_image_list(root / "train.txt") == list(report.image_paths)
+
+
+def test_cwd_relative_list_entries_find_labels_where_darknet_does(tmp_path, monkeypatch):
+    """Run from the data set's folder with ``images/train2017/a.jpg`` in the list, Darknet reads the label beside the
+    image (no leading ``/``, so no ``labels/`` substitution): so does the report."""
+    monkeypatch.chdir(tmp_path)
+    make_dataset(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"}, image_dir="images/train2017")
+    (tmp_path / "train.txt").write_text("images/train2017/a.jpg\n")
+    report = training_report(write_data(tmp_path, "classes = 1\ntrain = train.txt\n"), 1)
+    assert report.label_paths == (tmp_path / "images" / "train2017" / "a.txt",)
+    assert len(report.boxes) == 1 and report.missing_labels == ()

@@ -186,6 +186,18 @@ def test_dataset_labels_skip_bad_lines_with_and_without_report(tmp_path):
     torch.testing.assert_close(labels, torch.tensor([[1, 0.5, 0.5, 0.4, 0.3]]), atol=1e-6, rtol=0)
 
 
+def test_dataset_labels_of_cwd_relative_entries_are_darknets(tmp_path, monkeypatch):
+    """Without a report, labels_of looks where Darknet does for ``images/train2017/a.png`` run from the cwd: beside
+    the image (the relative text has no ``/images/train2017/`` to substitute)."""
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "images" / "train2017" / "a.png"
+    image.parent.mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(image)
+    image.with_suffix(".txt").write_text("1 0.5 0.5 0.4 0.3\n")
+    dataset = TrainDataset([image], 2, NO_AUGMENT, seed=0)
+    np.testing.assert_array_equal(dataset.labels_of(0), np.float32([[1, 0.5, 0.5, 0.4, 0.3]]))
+
+
 def test_unreadable_image_is_replaced_deterministically_and_logged_once(tmp_path, caplog):
     images = write_dataset(tmp_path, 4)
     images[2].write_bytes(b"\x89PNG\r\n\x1a\n not really")  # exists (passes the report) but cannot be decoded
