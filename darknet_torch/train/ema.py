@@ -6,9 +6,11 @@ until iteration ``max_batches - 1000``, where it is copied into the network (``e
 from it.  Only ``[convolutional]`` layers take part, with their weights, biases and batch-norm scales (not the rolling
 statistics).  So with ``max_batches <= 2000`` the apply point comes before the start and the EMA only ever holds the
 weights of iteration ``max_batches/2`` - Darknet's behaviour, kept.  The EMA is written as ``<cfg>_ema.weights``.
+A resumed run restores only the average: ``ema_alpha`` and the two points follow the cfg it resumes with.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -18,6 +20,8 @@ from torch import Tensor
 
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
+
+log = logging.getLogger(__name__)
 
 
 class DarknetEma:
@@ -75,10 +79,17 @@ class DarknetEma:
         """Plain tensors and numbers only (loadable with ``torch.load(weights_only=True)``)."""
         return {"alpha": self.alpha, "start": self.start, "apply_at": self.apply_at, "shadow": self.shadow}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, source: str = "training state") -> None:
+        """Restore the average only: ``alpha``, the start and the apply point stay the cfg's (``ema_alpha``,
+        ``max_batches``), which a resumed run may have changed; a warning names the saved values that differ."""
         shadow = state["shadow"]
         if shadow is not None:
             if len(shadow) != len(self.tensors) or any(s.shape != t.shape for s, t in zip(shadow, self.tensors)):
                 raise ValueError("EMA state does not match the model's convolution parameters")
             shadow = [s.to(t.device, t.dtype) for s, t in zip(shadow, self.tensors)]
-        self.alpha, self.start, self.apply_at, self.shadow = state["alpha"], state["start"], state["apply_at"], shadow
+        saved = {key: state[key] for key in ("alpha", "start", "apply_at")}
+        if saved != {"alpha": self.alpha, "start": self.start, "apply_at": self.apply_at}:
+            log.warning("%s: the EMA was saved with alpha=%g, start %d, applied at %d; the cfg now gives alpha=%g, "
+                        "start %d, applied at %d, which are used (the saved average is kept)", source,
+                        saved["alpha"], saved["start"], saved["apply_at"], self.alpha, self.start, self.apply_at)
+        self.shadow = shadow

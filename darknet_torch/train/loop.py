@@ -200,7 +200,7 @@ class Trainer:
             raise DarknetError(f"{source} does not match this cfg/optimizer (was it written for another cfg?): "
                                f"{str(exc).splitlines()[0]}") from exc
         if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+            self.ema.load_state_dict(state["ema"], source)
         if self.scaler.is_enabled() and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         if state["schedule"] != asdict(self.settings.schedule):
