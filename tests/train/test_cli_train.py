@@ -8,11 +8,9 @@ import sys
 
 import pytest
 import torch
-from PIL import Image
 
 from darknet_torch.cli.main import build_parser, main
 from darknet_torch.cli.train import options_from_args
-from darknet_torch.errors import DataError
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.train.checkpoint import load_state
 from darknet_torch.train.run import build_trainer
@@ -51,19 +49,6 @@ def test_cpu_defaults_and_their_flags(synthetic_data, cfg_factory, monkeypatch):
     assert trainer.batches(0).num_workers == 1
     assert trainer.memory_format == torch.contiguous_format and trainer.options.amp
     assert trainer.autocast_dtype == torch.bfloat16 and not trainer.scaler.is_enabled()
-
-
-def test_map_refuses_a_valid_image_without_label_name_at_start_up(synthetic_data, cfg_factory, tmp_path):
-    """train --map: a ``valid=`` image whose label file cannot be named stops build_trainer, before any iteration
-    (not the first evaluation, possibly hours later)."""
-    Image.new("RGB", (32, 32)).save(tmp_path / "b.webp")
-    (tmp_path / "valid.txt").write_text(f"{tmp_path / 'b.webp'}\n")
-    text = "".join(line for line in synthetic_data.read_text().splitlines(True) if not line.startswith("valid"))
-    data = tmp_path / "v.data"
-    data.write_text(f"{text}valid = {tmp_path / 'valid.txt'}\n")
-    cfg = cfg_factory(net={"max_batches": 2})
-    with pytest.raises(DataError, match="b.webp: cannot infer the label file name"):
-        build_trainer(options(str(data), str(cfg), "--device", "cpu", "--quiet", "--map"))
 
 
 @pytest.mark.parametrize("argv, message", [

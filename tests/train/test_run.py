@@ -1,4 +1,4 @@
-"""``train.run`` helpers: the .data file's save periods."""
+"""``train.run``: the .data file's save periods, mixed precision, and what start-up refuses."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 from darknet_torch.distributed import DistContext
-from darknet_torch.errors import CfgError
-from darknet_torch.train.run import _data_int, _mixed_precision
+from darknet_torch.errors import CfgError, DataError
+from darknet_torch.train.run import TrainOptions, _data_int, _mixed_precision, build_trainer
 
 
 def _data(**extra: str) -> SimpleNamespace:
@@ -42,3 +43,16 @@ def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32_and_says_so(nati
         assert _mixed_precision(True, DistContext(rank=1, world_size=2, device=torch.device("cpu"))) is native
     assert caplog.text == ""  # only rank 0 says it
     assert _mixed_precision(None, DistContext(device=torch.device("cuda"))) is True  # float16 on CUDA: no check
+
+
+def test_map_refuses_a_valid_image_without_label_name_at_start_up(synthetic_data, cfg_factory, tmp_path):
+    """train --map: a ``valid=`` image whose label file cannot be named stops build_trainer, before any iteration
+    (not the first evaluation, possibly hours later)."""
+    Image.new("RGB", (32, 32)).save(tmp_path / "b.webp")
+    (tmp_path / "valid.txt").write_text(f"{tmp_path / 'b.webp'}\n")
+    text = "".join(line for line in synthetic_data.read_text().splitlines(True) if not line.startswith("valid"))
+    data = tmp_path / "v.data"
+    data.write_text(f"{text}valid = {tmp_path / 'valid.txt'}\n")
+    options = TrainOptions(data, cfg_factory(net={"max_batches": 2}), device="cpu", calc_map=True, progress=False)
+    with pytest.raises(DataError, match="b.webp: cannot infer the label file name"):
+        build_trainer(options)
