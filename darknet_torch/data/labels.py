@@ -14,6 +14,8 @@ class < 0 or >= num_classes         map: out-of-bounds write; training:    line 
                                     skipped ("Wrong annotation")
 w or h <= 0, w or h > 1,            map: kept as ground truth;             row kept, issue
 cx or cy outside [0, 1]             training: clipped / dropped later
+cx == 0 and cy == 0                 map: kept as ground truth;             row kept, issue
+                                    training: dropped ("Wrong annotation")
 ==================================  =====================================  =======================
 
 Rows with suspect geometry are kept because ``detector map`` counts them as objects (they
@@ -183,6 +185,8 @@ def _geometry_problems(rows: np.ndarray) -> list[str | None]:
         (h > 1, "h = {h:g} is > 1"),
         ((cx < 0) | (cx > 1), "cx = {cx:g} is outside [0, 1]"),
         ((cy < 0) | (cy > 1), "cy = {cy:g} is outside [0, 1]"),
+        # correct_boxes marks such a row and fill_truth_detection drops it; validate_detector_map keeps it
+        ((cx == 0) & (cy == 0), "cx = cy = 0, dropped in training as Darknet does (\"Wrong annotation\")"),
     )
     flagged = np.zeros(len(rows), dtype=bool)
     for mask, _ in checks:

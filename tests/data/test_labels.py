@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from darknet_torch.config.data_files import read_image_list
+from darknet_torch.data.augment_geometry import Crop, transform_boxes
 from darknet_torch.data.labels import label_file_for, label_path_for, read_labels
 from darknet_torch.errors import DataError
 
@@ -61,6 +63,20 @@ def test_unknown_extension_is_an_error_naming_the_path(image):
     with pytest.raises(DataError, match="cannot infer the label file name") as info:
         label_path_for(image)
     assert image in str(info.value)
+
+
+def test_zero_centre_is_reported_kept_for_map_and_dropped_by_training(tmp_path):
+    """``cx == cy == 0``: Darknet's correct_boxes + fill_truth_detection drop the row ("Wrong annotation"), its
+    validate_detector_map (read_boxes) keeps it; the report says so, the row stays for mAP."""
+    path = tmp_path / "a.txt"
+    path.write_text("0 0 0 0.4 0.4\n1 0 0.5 0.4 0.4\n")  # only the first has both at 0
+    result = read_labels(path, num_classes=2)
+    assert [str(issue) for issue in result.issues] == [
+        f"{path}:1: cx = cy = 0, dropped in training as Darknet does (\"Wrong annotation\"); "
+        "kept, as Darknet's read_boxes keeps it"]
+    assert not result.issues[0].skipped and len(result.boxes) == 2
+    trained = transform_boxes(torch.from_numpy(result.boxes), Crop(100, 100, 0, 0, 0, 0), False, 416, 416)
+    assert trained[:, 0].tolist() == [1]
 
 
 def test_coco128_has_labels_for_126_of_128_images(coco128_dir):
