@@ -10,7 +10,7 @@ iteration and does, per layer::
 
 which is ``torch.optim.SGD(lr=rate*layer_lr/batch, momentum, dampening=0, weight_decay=decay*batch)`` on the summed
 (not averaged) gradients, with weight decay only on the "weights" arrays (conv kernels, ``[connected]`` matrices,
-``[shortcut]`` weights: the parameters with more than one dimension).  ``learning_rate=`` in a layer section is that
+``[local]`` and ``[shortcut]`` weights), never on biases (``[local]``'s is 2-D) or batch-norm parameters.  ``learning_rate=`` in a layer section is that
 layer's ``learning_rate_scale``.  ``stopbackward=1`` (parser.c ``last_stop_backward``, network.c
 ``backward_network``): the layers before the last marked one are not trained at all (``train = 0``), and the marked
 layer itself gets no gradient (the backward loop breaks *at* it) but is still updated, so its weights only decay.  With W data-parallel processes Darknet multiplies the rate by W
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -143,10 +144,11 @@ def _no_gradient(grad: Tensor) -> Tensor:
     return torch.zeros_like(grad)
 
 
-def is_decayed(param: nn.Parameter) -> bool:
-    """Darknet decays its ``weights`` arrays (kernels, matrices, shortcut weights), i.e. the multi-dimensional
-    parameters; biases and batch-norm scales (1-D) are never decayed."""
-    return param.dim() > 1
+def is_decayed(name: str, owner: nn.Module) -> bool:
+    """Whether parameter ``name`` of module ``owner`` gets weight decay, by its role as in Darknet's update functions:
+    the ``weights`` arrays (kernels, ``[connected]`` matrices, ``[local]`` and ``[shortcut]`` weights) do; biases
+    (whatever their shape: ``[local]``'s has one per output element) and batch-norm scales and shifts never do."""
+    return name != "bias" and not isinstance(owner, (nn.BatchNorm1d, nn.BatchNorm2d))
 
 
 def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -> list[dict]:
@@ -163,16 +165,24 @@ def param_groups(model: Darknet, settings: TrainSettings, world_size: int = 1) -
         if getattr(module, "shared_with", None) is not None:  # share_index: the parameters are another layer's
             continue
         scale = float(info.section["learning_rate"])  # every layer has it (COMMON_LAYER_KEYS)
-        for param in module.parameters():
+        for param, decayed in _params_by_role(module):
             if info.index < frozen:
                 param.requires_grad_(False)
                 continue
-            if info.index == frozen and frozen > 0:
+            if frozen > 0 and info.index == frozen:
                 param.register_hook(_no_gradient)
-            groups.setdefault((scale, is_decayed(param)), []).append(param)
+            groups.setdefault((scale, decayed), []).append(param)
     return [{"params": params, "lr_scale": scale * world_size / settings.batch,
              "weight_decay": settings.decay * settings.batch if decayed else 0.0}
             for (scale, decayed), params in groups.items()]
+
+
+def _params_by_role(module: nn.Module) -> Iterator[tuple[nn.Parameter, bool]]:
+    """``module``'s parameters (in ``parameters()`` order, so saved optimizer states still match), each with whether
+    Darknet decays it (:func:`is_decayed`)."""
+    for owner in module.modules():
+        for name, param in owner.named_parameters(recurse=False):
+            yield param, is_decayed(name, owner)
 
 
 def build_optimizer(model: Darknet, settings: TrainSettings, world_size: int = 1) -> torch.optim.SGD:

@@ -160,6 +160,48 @@ def test_stopbackward_layer_gets_decay_only(cfg_factory, stream_factory, squared
     assert not torch.allclose(after["module_list.6.conv.weight"], before["module_list.6.conv.weight"] * (1 - rate * 0.05))
 
 
+LOCAL_CFG = """[net]
+batch=4
+subdivisions=1
+width=32
+height=32
+channels=3
+max_batches=10
+decay=0.0005
+[local]
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=18
+size=1
+activation=linear
+[yolo]
+mask=0,1,2
+anchors=4,4,8,8,16,16
+classes=1
+num=3
+"""
+
+
+def test_weight_decay_goes_by_role_not_shape(tmp_path):
+    """local_layer.c update_local_layer decays ``weights`` only, not its biases, although they are 2-D
+    (one per output element); batch-norm scales and shifts are never decayed."""
+    cfg = tmp_path / "local.cfg"
+    cfg.write_text(LOCAL_CFG)
+    model = Darknet(cfg)
+    decay_of = {id(p): g["weight_decay"] for g in param_groups(model, TrainSettings.from_net(model.hyperparams))
+                for p in g["params"]}
+    local, conv = model.module_list[0], model.module_list[1]
+    assert local.bias.dim() == 2 and decay_of[id(local.bias)] == 0.0
+    assert decay_of[id(local.weight)] == decay_of[id(conv.conv.weight)] == pytest.approx(0.0005 * 4)
+    assert decay_of[id(conv.bn.weight)] == decay_of[id(conv.bn.bias)] == 0.0
+    assert len(decay_of) == len(list(model.parameters()))
+
+
 def test_layer_learning_rate_scales_its_group(cfg_factory):
     cfg = cfg_factory(net={"batch": 8, "subdivisions": 1})
     cfg.write_text(cfg.read_text().replace("filters=16\n", "filters=16\nlearning_rate=0.25\n", 1))
