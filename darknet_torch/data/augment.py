@@ -19,19 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from darknet_torch.config.net import NetSettings, schema_default
+from darknet_torch.config.sections import Section
 from darknet_torch.data.augment_color import add_gaussian_noise, blur, distort_hsv, rand_scale
 from darknet_torch.data.augment_geometry import Crop, crop_resize, flip_horizontal, transform_boxes
 from darknet_torch.data.mosaic import draw_cut, mixup, paste_tile, place_tile_boxes, tile_shift
 from darknet_torch.errors import CfgError
-
-if TYPE_CHECKING:
-    from darknet_torch.config.sections import Section
 
 Sample = tuple[torch.Tensor, torch.Tensor]
 # AugmentConfig fields read from the last detection layer, and their cfg keys there; the rest come from [net].
@@ -69,12 +67,16 @@ class AugmentConfig:
             raise CfgError(f"jitter={self.jitter} must be in [0, 0.5) (Darknet's crop window would be empty)")
         if self.resize <= 0:
             raise CfgError(f"resize={self.resize} must be > 0")
+        if self.resize > 1 and 2 * self.jitter + (1 - 1 / self.resize) >= 1:
+            raise CfgError(f"jitter={self.jitter} with resize={self.resize}: the random crop window can be empty "
+                           f"(each side may lose jitter + (1 - 1/resize)/2 of the image, so 2*jitter + 1 - 1/resize "
+                           f"must be < 1); lower jitter below {1 / (2 * self.resize):.4g} or resize")
         if self.max_boxes < 1:
             raise CfgError(f"max={self.max_boxes} must be >= 1")
 
     @classmethod
-    def from_cfg(cls, net: "NetSettings | Section | Mapping[str, Any]",
-                 head: "Section | Mapping[str, Any]") -> "AugmentConfig":
+    def from_cfg(cls, net: NetSettings | Section | Mapping[str, Any],
+                 head: Section | Mapping[str, Any]) -> AugmentConfig:
         """From the ``[net]`` settings (``model.net``; a section or mapping is read with :meth:`NetSettings.of`) and
         the last ``[yolo]``/``[region]`` section (or a mapping; a missing or None value is the default).
 
@@ -89,7 +91,12 @@ class AugmentConfig:
             elif head.get(head_key) is not None:
                 values[spec.name] = head.get(head_key)
         values["mixup"] = net.mixup == 1
-        return cls(**values)
+        try:
+            return cls(**values)
+        except CfgError as exc:
+            if isinstance(head, Section):  # name the head's file and line
+                raise head.error(str(exc)) from None
+            raise
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from darknet_torch.config.cfg_parser import parse_cfg_text
+from darknet_torch.config.sections import type_sections
 from darknet_torch.data.augment import (AugmentConfig, AugmentDraw, _effective_blur, apply_augmentation, augment,
                                         draw_augmentation, draw_source_count)
 from darknet_torch.data.augment_color import (add_gaussian_noise, blur, box_mask, distort_hsv, gaussian_blur,
@@ -364,6 +366,40 @@ def test_config_from_cfg_sections_and_validation():
     assert AugmentConfig.from_cfg({"mixup": 1}, {}).mixup
     with pytest.raises(CfgError, match="jitter"):
         AugmentConfig(jitter=0.6)
+
+
+class _WorstDraws:
+    """A generator whose every draw is the top of its range: each crop side loses the most jitter and resize allow."""
+
+    def random(self, size: int | None = None):
+        return np.ones(size) if size else 1.0
+
+    def integers(self, high: int) -> int:
+        return 0
+
+
+def test_jitter_with_resize_that_can_empty_the_crop_window_is_refused_up_front():
+    """Each side may lose int(size*jitter) + int(size*(1 - 1/resize)/2) pixels (resize > 1; resize < 1 only shrinks
+    by padding), so 2*jitter + 1 - 1/resize >= 1 can leave no pixel: refused when the config is built, not as a
+    ValueError inside a DataLoader worker."""
+    for jitter, resize in ((0.4, 1.5), (0.35, 1.5), (0.45, 1.2), (0.25, 2.0)):
+        with pytest.raises(CfgError, match=f"jitter={jitter} with resize={resize}: the random crop window can be empty"):
+            AugmentConfig(jitter=jitter, resize=resize)
+    AugmentConfig(jitter=0.45, resize=0.5)  # downsizing only pads
+    for jitter in np.arange(0, 0.5, 0.01):
+        for resize in np.arange(1, 3, 0.02):
+            if 2 * jitter + 1 - 1 / resize >= 1:
+                continue
+            cfg = AugmentConfig(jitter=float(jitter), resize=float(resize), **GEOMETRY_ONLY)
+            for size in (1, 2, 3, 7, 333, 641):  # the worst draws still leave a window of at least 1 pixel
+                assert draw_augmentation(cfg, size, size, 416, 416, _WorstDraws()).crop.swidth >= 1
+
+
+def test_crop_window_refusal_names_the_heads_cfg_line():
+    sections = type_sections(parse_cfg_text("[net]\nwidth=64\nheight=64\n[yolo]\nclasses=1\njitter=.4\nresize=1.5\n",
+                                            "t.cfg"))
+    with pytest.raises(CfgError, match=r"t.cfg:4 \[yolo\]: jitter=0.4 with resize=1.5"):
+        AugmentConfig.from_cfg(sections[0], sections[1])
 
 
 # ----------------------------------------------------------------------------- mosaic, mixup
