@@ -157,7 +157,10 @@ def _set_schedule(editor: CfgLineEditor, raw_net: RawSection, classes: int, edit
     if net["policy"] != "steps":
         raise CfgError(f"{net.where('policy')}: the README schedule sets steps=, which needs policy=steps "
                        f"(this file has policy={net['policy']})")
-    if net.get("scales") is not None and len(net["scales"]) != 2:
+    if net.get("scales") is None:  # parse_net_options: "STEPS policy must have steps and scales in cfg file"
+        raise CfgError(f"{net.where()}: the README schedule sets steps=, and policy=steps also needs scales= (one "
+                       f"per step, e.g. scales=.1,.1); add it")
+    if len(net["scales"]) != 2:
         raise CfgError(f"{net.where('scales')}: the README schedule has two steps but scales= has "
                        f"{len(net['scales'])} values")
     max_batches, steps = recommended_schedule(classes)

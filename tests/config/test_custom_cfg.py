@@ -112,6 +112,13 @@ def test_schedule_needs_steps_policy():
                            darknet_schedule=True)
 
 
+def test_schedule_needs_scales_as_darknet_does():
+    """parse_net_options refuses policy=steps without scales=; the schedule edit must not write such a file."""
+    with pytest.raises(CfgError, match=r"<string>:1 \[net\]: .*policy=steps also needs scales="):
+        customize_cfg_text(f"{NET}policy=steps\n\n[convolutional]\nfilters=1\n\n[yolo]\nmask=0\n", 2,
+                           darknet_schedule=True)
+
+
 @pytest.mark.parametrize("body, message", [
     ("[convolutional]\nfilters=3\n", "no \\[yolo\\], \\[Gaussian_yolo\\] or \\[region\\] head"),
     ("[convolutional]\nfilters=3\n\n[route]\nlayers=-1\n\n[yolo]\nmask=0\n",
