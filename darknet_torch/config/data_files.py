@@ -33,8 +33,9 @@ _TYPED_KEYS = ("classes", "eval", *_PATH_KEYS)
 @dataclass(frozen=True)
 class DataConfig:
     """A parsed ``.data`` file. Absent keys are ``None``: Darknet's defaults differ per command
-    (``detector map`` falls back to ``data/train.txt``, ``train`` to ``data/train.list``), so
-    the caller, which knows the command, decides."""
+    (AlexeyAB detector.c: ``train_detector`` and ``validate_detector_map`` fall back to
+    ``data/train.txt``, ``calc_anchors`` and ``validate_detector`` to ``data/train.list``), so the
+    caller, which knows the command, decides."""
 
     path: Path
     classes: int | None = None
