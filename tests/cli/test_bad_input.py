@@ -13,6 +13,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -250,7 +251,9 @@ def tiny_set(tmp_path: Path) -> Files:
 
 def stale_temp(files: Files, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     files["backup"].mkdir(parents=True)
-    (files["backup"] / ".tiny_last.pt.k2j9xq1a.tmp").write_bytes(b"\0" * 1024)  # a save killed mid-write
+    stale = files["backup"] / ".tiny_last.pt.k2j9xq1a.tmp"
+    stale.write_bytes(b"\0" * 1024)  # a save killed mid-write, two hours ago (a younger one may be a live save)
+    os.utime(stale, (time.time() - 7200,) * 2)
     return []
 
 
