@@ -8,14 +8,15 @@ iteration and does, per layer::
     w += (rate * layer_lr / batch) * v
     v *= momentum
 
-which is ``torch.optim.SGD(lr=rate*layer_lr/batch, momentum, dampening=0, weight_decay=decay*batch)`` on the summed
-(not averaged) gradients, with weight decay only on the "weights" arrays (conv kernels, ``[connected]`` matrices,
-``[local]`` and ``[shortcut]`` weights), never on biases (``[local]``'s is 2-D) or batch-norm parameters.  ``learning_rate=`` in a layer section is that
-layer's ``learning_rate_scale``.  ``stopbackward=1`` (parser.c ``last_stop_backward``, network.c
+which is ``torch.optim.SGD(lr=rate*layer_lr/batch, momentum, dampening=0, weight_decay=decay*batch)`` on the summed (not
+averaged) gradients, with weight decay only on the "weights" arrays (conv kernels, ``[connected]`` matrices, ``[local]``
+and ``[shortcut]`` weights), never on biases (``[local]``'s is 2-D) or batch-norm parameters. ``learning_rate=`` in a
+layer section is that layer's ``learning_rate_scale``. ``stopbackward=1`` (parser.c ``last_stop_backward``, network.c
 ``backward_network``): the layers before the last marked one are not trained at all (``train = 0``), and the marked
-layer itself gets no gradient (the backward loop breaks *at* it) but is still updated, so its weights only decay.  With W data-parallel processes Darknet multiplies the rate by W
-(``nets[k].learning_rate *= ngpus`` in detector.c) and averages the processes' weights; DDP averages gradients, so
-``lr = rate*W/batch`` gives the same step as Darknet on the sum of all processes' gradients.
+layer itself gets no gradient (the backward loop breaks *at* it) but is still updated, so its weights only decay. With W
+data-parallel processes Darknet multiplies the rate by W (``nets[k].learning_rate *= ngpus`` in detector.c) and averages
+the processes' weights; DDP averages gradients, so ``lr = rate*W/batch`` gives the same step as Darknet on the sum of
+all processes' gradients.
 """
 from __future__ import annotations
 
