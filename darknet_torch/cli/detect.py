@@ -43,6 +43,8 @@ DEFAULT_CFG = "cfg/yolov4-tiny.cfg"
 DEFAULT_WEIGHTS = "weights/yolov4-tiny.weights"
 DEFAULT_NAMES = "data/coco.names"
 DEFAULT_OUTPUT = "runs/detect"
+#: Darknet's ``detect CFG WEIGHTS [IMAGE]`` shortcut (darknet.c) calls ``test_detector`` with ``-thresh`` default .24.
+SHORT_FORM_THRESH = 0.24
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "else class numbers)")
     names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
     add_detection_options(p, DETECTOR_TEST)
+    p.set_defaults(thresh=None)  # 0.25, or 0.24 in Darknet's short form (take_darknet_files)
     add_inference_options(p, batch_size=4, workers=1,
                           letter_box_help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
@@ -123,12 +126,16 @@ def _printer(ext_output: bool, print_lines: bool, thresh: float, lines_to: TextI
 
 def take_darknet_files(args: argparse.Namespace) -> None:
     """Darknet's short form ``detect CFG WEIGHTS [IMAGE]``: leading SOURCE arguments naming a ``.cfg`` and its
-    weights set --cfg/--weights (when those are not given); without IMAGE, as in Darknet, the image paths come from
-    standard input."""
+    weights set --cfg/--weights (when those are not given); as darknet.c's ``detect`` runs ``test_detector``, the
+    per-image lines are printed, the threshold is 0.24 unless one is given, and without IMAGE the image paths come
+    from standard input.  Otherwise the threshold defaults to ``detector test``'s 0.25."""
     sources = args.sources
     if (len(sources) >= 2 and sources[0].endswith(".cfg") and sources[1].endswith((".weights", ".pt"))
             and args.cfg == DEFAULT_CFG and args.weights == DEFAULT_WEIGHTS):
         args.cfg, args.weights, args.sources = sources[0], sources[1], sources[2:] or [STDIN_SOURCE]
+        args.print_lines = True
+        args.thresh = SHORT_FORM_THRESH if args.thresh is None else args.thresh
+    args.thresh = DETECTOR_TEST.thresh if args.thresh is None else args.thresh
 
 
 def run(args: argparse.Namespace) -> int:

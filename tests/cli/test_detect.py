@@ -1,5 +1,5 @@
-"""``darknet_torch detect`` (cli/detect.py): outputs checked before the model loads, and standard output kept pure
-JSON when the JSON goes there."""
+"""``darknet_torch detect`` (cli/detect.py): outputs checked before the model loads, standard output kept pure JSON
+when the JSON goes there, Darknet's short form ``detect CFG WEIGHTS IMAGE``."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from darknet_torch.cli import detect as cli_detect
 from darknet_torch.cli.main import main
 from tests.cli.test_bad_input import detect, mini  # noqa: F401 (mini is a fixture)
 
@@ -76,3 +77,21 @@ def test_detector_test_with_out_dash_keeps_stdout_pure_json(mini, tmp_path, caps
     out, err = capsys.readouterr()
     assert [f["filename"] for f in json.loads(out)] == [str(image)]
     assert f"{image}: Predicted in " in err
+
+
+@pytest.mark.parametrize("argv, thresh, printed", [
+    (["{cfg}", "{weights}", "{image}"], 0.24, True),  # darknet.c's detect: test_detector with -thresh .24
+    (["{cfg}", "{weights}", "{image}", "-thresh", "0.3"], 0.3, True),
+    (["{image}", "--cfg", "{cfg}", "--weights", "{weights}"], 0.25, False),  # our form: detector test's .25
+])
+def test_darknets_short_form_prints_its_lines_at_its_threshold(argv, thresh, printed, mini, tmp_path, capsys,
+                                                               monkeypatch):  # noqa: F811
+    seen = []
+    build = cli_detect.build_predictor
+    monkeypatch.setattr(cli_detect, "build_predictor",
+                        lambda model, settings, **kw: seen.append(settings.thresh) or build(model, settings, **kw))
+    image = mini["images"] / "a.jpg"
+    words = [w.format(cfg=mini["cfg"], weights=mini["weights"], image=image) for w in argv]
+    assert main(["detect", *words, "--output", str(tmp_path / "out"), "--workers", "0", "--no-progress"]) == 0
+    assert seen == [thresh]
+    assert (f"{image}: Predicted in " in capsys.readouterr().out) is printed
