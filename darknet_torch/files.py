@@ -11,7 +11,8 @@
 * ``-``: standard output;
 * a folder (or anything else, e.g. a socket): refused with an ``OSError`` naming the path.
 
-:func:`prepare_output_dir` and :func:`prepare_output_file` check outputs before a command does any work.
+:func:`prepare_output_dir` and :func:`prepare_output_file` check outputs before a command does any work, and
+:func:`refuse_overwriting_sources` refuses a run whose outputs would replace its own inputs.
 
 :func:`remove_stale_temps` deletes the temporary files a killed writer left behind: only names of that form, for the
 caller's own output names, and only when old enough that no live writer (e.g. a concurrent run sharing the folder)
@@ -28,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Iterable
 
 from darknet_torch.errors import DataError
 
@@ -187,3 +189,42 @@ def prepare_output_file(path: str | os.PathLike[str]) -> Path:
         raise DataError(f"{path}: the output file is a folder")
     prepare_output_dir(target.parent)
     return Path(path)
+
+
+def _identities(path: str | os.PathLike[str]) -> set[object]:
+    """What makes two paths one file: the resolved path (symlinks followed, case folded where the OS does) and,
+    when it exists, the (device, inode) pair, which also catches hard links and case-insensitive file systems."""
+    keys: set[object] = {os.path.normcase(os.path.realpath(path))}
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return keys
+    keys.add((status.st_dev, status.st_ino))
+    return keys
+
+
+def refuse_overwriting_sources(outputs: Iterable[str | os.PathLike[str]], sources: Iterable[str | os.PathLike[str]],
+                               folders: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse, before any work, a run that would write over one of its own inputs (``detect photos --output
+    photos``, ``demo clip.mp4 --output .``): an output file that is a source (the same inode when both exist, else
+    the same resolved path; symlinks followed), or a source inside one of ``folders`` (outputs whose names are only
+    known later, e.g. crops).  ``-`` (standard output) is never a source's file.
+
+    Raises:
+        DataError: naming the output and the source, so the user can choose another output.
+    """
+    source_of: dict[object, str] = {}
+    for source in sources:
+        for key in _identities(source):
+            source_of.setdefault(key, os.fspath(source))
+    for output in outputs:
+        if os.fspath(output) != STDOUT:
+            clash = next((source_of[key] for key in _identities(output) if key in source_of), None)
+            if clash is not None:
+                raise DataError(f"{output}: this output would overwrite the source {clash}; choose another output")
+    for folder in folders:
+        inside = Path(os.path.normcase(os.path.realpath(folder)))
+        for key, source in source_of.items():
+            if isinstance(key, str) and Path(key).is_relative_to(inside):
+                raise DataError(f"{folder}: outputs are written into this folder, which holds the source {source}; "
+                                "choose another output folder")

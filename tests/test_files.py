@@ -1,5 +1,5 @@
 """write_atomic by what is at the path: regular files replaced atomically, links followed, pipes/devices/'-' written
-through (never renamed over), folders refused; stale temporary files cleaned."""
+through (never renamed over), folders refused; stale temporary files cleaned; outputs that are sources refused."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from darknet_torch.errors import DataError
-from darknet_torch.files import is_stream, prepare_output_dir, remove_stale_temps, write_atomic
+from darknet_torch.files import (is_stream, prepare_output_dir, refuse_overwriting_sources, remove_stale_temps,
+                                 write_atomic)
 
 
 def _umask() -> int:
@@ -162,3 +163,39 @@ def test_prepare_output_dir_errors_name_the_path(tmp_path: Path):
     for bad in (blocker, blocker / "sub"):
         with pytest.raises(DataError, match=str(bad)):
             prepare_output_dir(bad)
+
+
+def _clash(output: Path, source: Path) -> str:
+    return f"{output}: this output would overwrite the source {source}"
+
+
+def test_an_output_that_is_a_source_is_refused_naming_both(tmp_path: Path, monkeypatch):
+    source = tmp_path / "photos" / "dog.jpg"
+    source.parent.mkdir()
+    source.write_bytes(b"jpeg")
+    (tmp_path / "link.jpg").symlink_to(source)
+    os.link(source, tmp_path / "hard.jpg")
+    monkeypatch.chdir(tmp_path)
+    for output in (source, Path("photos/../photos/dog.jpg"), tmp_path / "link.jpg", tmp_path / "hard.jpg"):
+        with pytest.raises(DataError, match=_clash(output, source)):
+            refuse_overwriting_sources([tmp_path / "other.jpg", output], [source])
+    with pytest.raises(DataError, match=_clash(source, tmp_path / "link.jpg")):  # a link given as the source
+        refuse_overwriting_sources([source], [tmp_path / "link.jpg"])
+    assert source.read_bytes() == b"jpeg"
+
+
+def test_missing_paths_compare_by_resolved_path_and_stdout_is_never_a_source(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=_clash(tmp_path / "new.mp4", Path("new.mp4"))):
+        refuse_overwriting_sources([tmp_path / "new.mp4"], [Path("new.mp4")])
+    refuse_overwriting_sources(["-", tmp_path / "out.mp4"], ["-", tmp_path / "in.mp4"])  # no error
+
+
+def test_a_source_inside_an_output_folder_is_refused(tmp_path: Path):
+    crops = tmp_path / "out" / "crops"
+    (crops / "dog").mkdir(parents=True)
+    (crops / "dog" / "dog_1.jpg").write_bytes(b"jpeg")
+    refuse_overwriting_sources([], [crops / "dog" / "dog_1.jpg"], [tmp_path / "elsewhere"])
+    with pytest.raises(DataError, match=f"{crops}: outputs are written into this folder, which holds the source "
+                                        f"{crops / 'dog' / 'dog_1.jpg'}"):
+        refuse_overwriting_sources([], [crops / "dog" / "dog_1.jpg"], [crops])

@@ -17,15 +17,16 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence, TextIO
 
 from tqdm import tqdm
 
-from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
+from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, human_stream, resolve_names
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
                                        non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.detect.build import build_predictor, load_for_inference
+from darknet_torch.detect.outputs import output_names
 from darknet_torch.files import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
@@ -34,7 +35,8 @@ from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DataError
 from darknet_torch.runtime import select_device
 from darknet_torch.video.averaging import FrameAveraging
-from darknet_torch.video.pipeline import FrameResult, VideoOutputs, VideoReport, default_output_paths, run_video
+from darknet_torch.video.pipeline import (FrameResult, VideoOutputs, VideoReport, default_output_paths,
+                                          refuse_overwriting_source, run_video)
 from darknet_torch.video.sources import is_stream_url, open_source
 
 DEFAULT_OUTPUT = "runs/demo"
@@ -67,7 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         ".nut FFV1 lossless (default: OUTPUT/<source>.mp4)")
     p.add_argument("--no-save-video", action="store_true", help="no annotated video")
     p.add_argument("--json", metavar="FILE",
-                   help="per-frame JSON lines, Darknet's -out objects (default: OUTPUT/<source>.jsonl)")
+                   help="per-frame JSON lines, Darknet's -out objects; '-' for standard output (default: "
+                        "OUTPUT/<source>.jsonl)")
     p.add_argument("--no-json", action="store_true", help="no JSON lines file")
     p.add_argument("--save-labels", action="store_true",
                    help="Darknet label files per frame in OUTPUT/labels/<source>_<frame>.txt")
@@ -111,12 +114,12 @@ def demo_predictor(args: argparse.Namespace) -> Predictor:
     return predictor
 
 
-def frame_printer(thresh: float) -> Callable[[FrameResult], None]:
-    """Darknet's ``-ext_output`` lines for each frame."""
+def frame_printer(thresh: float, file: TextIO | None = None) -> Callable[[FrameResult], None]:
+    """Darknet's ``-ext_output`` lines for each frame, to ``file`` (default: standard output)."""
     def show(result: FrameResult) -> None:
         lines = [f"Frame {result.frame_id}: Objects:"]
         lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output=True)
-        tqdm.write("\n".join(lines))
+        tqdm.write("\n".join(lines), file=file or sys.stdout)
     return show
 
 
@@ -127,27 +130,39 @@ def summary(report: VideoReport, outputs: VideoOutputs) -> str:
             + (f"; written: {', '.join(written)}" if written else ""))
 
 
-def finish(report: VideoReport, outputs: VideoOutputs) -> int:
-    """Print the errors and the summary; the exit status of one video."""
+def finish(report: VideoReport, outputs: VideoOutputs, lines_to: TextIO) -> int:
+    """Print the errors (standard error) and the summary (``lines_to``); the exit status of one video."""
     for message in report.errors:
         print(f"error: {message}", file=sys.stderr)
-    print(summary(report, outputs))
+    print(summary(report, outputs), file=lines_to)
     if report.interrupted:
         print("interrupted: the outputs hold the frames processed so far", file=sys.stderr)
         return 130
     return 0 if report.ok else 1
 
 
-def run_video_files(predictor: Predictor, videos: list[str], output_dir: str | Path, *, save_video: bool = True,
-                    save_json: bool = True, save_labels: bool = False, ext_output: bool = False, batch_size: int = 4,
-                    progress: bool | None = None) -> int:
-    """``detect`` on video files: each gives ``OUTPUT/<stem>.<ext>`` (annotated) and ``OUTPUT/<stem>.jsonl``;
-    the worst exit status of the videos (a missing or unreadable video is reported and the others still run)."""
+def video_file_outputs(videos: Sequence[str], output_dir: str | Path, *, save_video: bool = True,
+                       save_json: bool = True, save_labels: bool = False) -> list[VideoOutputs]:
+    """``detect``'s outputs of each video file: ``OUTPUT/<name>.<ext>`` (annotated) and ``OUTPUT/<name>.jsonl``,
+    names unique among the videos as for images (``a/clip.mp4``, ``b/clip.mp4``: ``clip``, ``clip_2``)."""
+    output_dir = Path(output_dir)
+    outputs = []
+    for video, name in zip(videos, output_names([Path(v) for v in videos])):
+        path, json_lines = default_output_paths(output_dir, video, name)
+        outputs.append(VideoOutputs(video=path if save_video else None, json_lines=json_lines if save_json else None,
+                                    labels_dir=output_dir / "labels" if save_labels else None))
+    return outputs
+
+
+def run_video_files(predictor: Predictor, videos: Sequence[str], outputs: Sequence[VideoOutputs], *,
+                    ext_output: bool = False, batch_size: int = 4, progress: bool | None = None,
+                    lines_to: TextIO | None = None) -> int:
+    """``detect`` on video files, each with its outputs (:func:`video_file_outputs`), printing to ``lines_to``
+    (default: standard output); the worst exit status of the videos (a missing or unreadable video is reported and
+    the others still run)."""
+    lines_to = lines_to or sys.stdout
     status = 0
-    for video in videos:
-        path, json_lines = default_output_paths(Path(output_dir), video)
-        outputs = VideoOutputs(video=path if save_video else None, json_lines=json_lines if save_json else None,
-                               labels_dir=Path(output_dir) / "labels" if save_labels else None)
+    for video, planned in zip(videos, outputs):
         try:
             source = open_source(video)
         except DataError as exc:
@@ -155,9 +170,9 @@ def run_video_files(predictor: Predictor, videos: list[str], output_dir: str | P
             status = max(status, 1)
             continue
         with sigterm_as_interrupt():
-            report = run_video(predictor, source, outputs, batch_size=batch_size, progress=progress,
-                               on_frame=frame_printer(predictor.thresh) if ext_output else None)
-        status = max(status, finish(report, outputs))
+            report = run_video(predictor, source, planned, batch_size=batch_size, progress=progress,
+                               on_frame=frame_printer(predictor.thresh, lines_to) if ext_output else None)
+        status = max(status, finish(report, planned, lines_to))
         if report.interrupted:
             break
     return status
@@ -195,12 +210,14 @@ def run(args: argparse.Namespace) -> int:
         prepare_output_dir(outputs.labels_dir)
     source = open_source(spec, fps=args.fps, retries=args.retries)
     try:
+        refuse_overwriting_source(source, outputs)
         predictor = demo_predictor(args)
     except BaseException:
         source.close()
         raise
+    lines_to = human_stream(outputs.json_lines)
+    printer = frame_printer(args.thresh, lines_to) if args.ext_output else None
     with sigterm_as_interrupt():
         report = run_video(predictor, source, outputs, batch_size=args.batch_size, max_frames=args.max_frames,
-                           progress=False if args.no_progress else None,
-                           on_frame=frame_printer(args.thresh) if args.ext_output else None)
-    return finish(report, outputs)
+                           progress=False if args.no_progress else None, on_frame=printer)
+    return finish(report, outputs, lines_to)

@@ -13,6 +13,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+import os
+from typing import TYPE_CHECKING, Sequence, TextIO
 
 from tqdm import tqdm
 
@@ -22,14 +24,17 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.outputs_format import darknet_printout
-from darknet_torch.files import prepare_output_dir
-from darknet_torch.detect.pipeline import ImageResult, detect_images
+from darknet_torch.files import prepare_output_dir, prepare_output_file, refuse_overwriting_sources
+from darknet_torch.detect.pipeline import DetectReport, ImageResult, detect_images, planned_outputs
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
 from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
 from darknet_torch.files import STDOUT
 from darknet_torch.video.sources import is_video_file
+
+if TYPE_CHECKING:
+    from darknet_torch.video.pipeline import VideoOutputs
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ DEFAULT_CFG = "cfg/yolov4-tiny.cfg"
 DEFAULT_WEIGHTS = "weights/yolov4-tiny.weights"
 DEFAULT_NAMES = "data/coco.names"
 DEFAULT_OUTPUT = "runs/detect"
+#: Darknet's ``detect CFG WEIGHTS [IMAGE]`` shortcut (darknet.c) calls ``test_detector`` with ``-thresh`` default .24.
+SHORT_FORM_THRESH = 0.24
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "else class numbers)")
     names.add_argument("--data", help="Darknet .data file; its names= entry gives the class names")
     add_detection_options(p, DETECTOR_TEST)
+    p.set_defaults(thresh=None)  # 0.25, or 0.24 in Darknet's short form (take_darknet_files)
     add_inference_options(p, batch_size=4, workers=1,
                           letter_box_help="keep the aspect ratio (Darknet's -letter_box); default: [net] letter_box")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (default: %(default)s)")
@@ -97,7 +105,13 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
     return names
 
 
-def _printer(ext_output: bool, print_lines: bool, thresh: float):
+def human_stream(json_target: str | os.PathLike[str] | None) -> TextIO:
+    """Where the human-readable lines go: standard output, or standard error when the JSON goes to standard output
+    (``-``), so that a pipe receives nothing but JSON."""
+    return sys.stderr if json_target is not None and os.fspath(json_target) == STDOUT else sys.stdout
+
+
+def _printer(ext_output: bool, print_lines: bool, thresh: float, lines_to: TextIO):
     def show(result: ImageResult) -> None:
         if result.warning:
             tqdm.write(f"warning: {result.warning}", file=sys.stderr)
@@ -106,22 +120,42 @@ def _printer(ext_output: bool, print_lines: bool, thresh: float):
         elif ext_output or print_lines:
             lines = [f"{result.path}: Predicted in {result.seconds * 1000:f} milli-seconds."]
             lines += darknet_printout(result.detections, result.width, result.height, thresh, ext_output)
-            tqdm.write("\n".join(lines))
+            tqdm.write("\n".join(lines), file=lines_to)
     return show
 
 
 def take_darknet_files(args: argparse.Namespace) -> None:
     """Darknet's short form ``detect CFG WEIGHTS [IMAGE]``: leading SOURCE arguments naming a ``.cfg`` and its
-    weights set --cfg/--weights (when those are not given); without IMAGE, as in Darknet, the image paths come from
-    standard input."""
+    weights set --cfg/--weights (when those are not given); as darknet.c's ``detect`` runs ``test_detector``, the
+    per-image lines are printed, the threshold is 0.24 unless one is given, and without IMAGE the image paths come
+    from standard input.  Otherwise the threshold defaults to ``detector test``'s 0.25."""
     sources = args.sources
     if (len(sources) >= 2 and sources[0].endswith(".cfg") and sources[1].endswith((".weights", ".pt"))
             and args.cfg == DEFAULT_CFG and args.weights == DEFAULT_WEIGHTS):
         args.cfg, args.weights, args.sources = sources[0], sources[1], sources[2:] or [STDIN_SOURCE]
+        args.print_lines = True
+        args.thresh = SHORT_FORM_THRESH if args.thresh is None else args.thresh
+    args.thresh = DETECTOR_TEST.thresh if args.thresh is None else args.thresh
 
 
 def run(args: argparse.Namespace) -> int:
     return run_on_every_rank(_detect, args)
+
+
+def _check_outputs(args: argparse.Namespace, paths: list[Path], videos: list[str],
+                   video_outputs: Sequence[VideoOutputs], json_path: str | None) -> None:
+    """Before the model loads (the pipelines check again), exit 2 unless the output folder and the --json file can
+    be written and no output file (of an image or a video) is one of the sources."""
+    files, folders = [], []
+    if paths:
+        folder = prepare_output_dir(args.output)
+        if json_path is not None:
+            prepare_output_file(json_path)
+        files, folders = planned_outputs(paths, folder, save_images=not args.no_save_img,
+                                         save_labels=args.save_labels, save_json=not args.no_json,
+                                         json_path=json_path, save_crops=args.crop)
+    files += [p for o in video_outputs for p in (o.video, o.json_lines) if p is not None]
+    refuse_overwriting_sources(files, [*paths, *videos], folders)
 
 
 def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
@@ -133,35 +167,40 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     videos = [s for s in sources if is_video_file(s)]  # video files go through darknet_torch.video
     paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
         else []
-    if paths:
-        prepare_output_dir(args.output)  # before the model loads (detect_images checks it again)
+    json_path = None if args.no_json else args.json
+    from darknet_torch.cli.demo import run_video_files, video_file_outputs  # demo imports this module's defaults
+
+    video_outputs = video_file_outputs(videos, args.output, save_video=not args.no_save_img,
+                                       save_json=not args.no_json, save_labels=args.save_labels)
+    _check_outputs(args, paths, videos, video_outputs, json_path)
     model, settings = load_for_inference(args.cfg, args.weights, ctx.device, settings)
     predictor = build_predictor(model, settings, names=resolve_names(args, model.num_classes), calibration=paths)
     del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
-    from darknet_torch.cli.demo import run_video_files  # demo imports this module's defaults
-
-    video_status = run_video_files(predictor, videos, args.output, save_video=not args.no_save_img,
-                                   save_json=not args.no_json, save_labels=args.save_labels,
-                                   ext_output=args.ext_output, batch_size=args.batch_size,
-                                   progress=False if args.no_progress else None) if videos and ctx.is_main else 0
+    video_status = run_video_files(predictor, videos, video_outputs, ext_output=args.ext_output,
+                                   batch_size=args.batch_size, progress=False if args.no_progress else None,
+                                   lines_to=human_stream(json_path)) if videos and ctx.is_main else 0
     if not paths:
         return video_status
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
-        json_path=args.json, progress=False if args.no_progress else None, save_crops=args.crop,
-        on_result=_printer(args.ext_output, args.print_lines, args.thresh), ctx=ctx)
+        json_path=json_path, progress=False if args.no_progress else None, save_crops=args.crop,
+        on_result=_printer(args.ext_output, args.print_lines, args.thresh, human_stream(json_path)), ctx=ctx)
     if not ctx.is_main:
         return 0 if report.ok else 1
+    return max(video_status, _summarise(report, human_stream(json_path)))
+
+
+def _summarise(report: DetectReport, lines_to: TextIO) -> int:
+    """Print the file errors and the run's summary line; the images' exit status."""
     for message in report.write_errors:
         print(f"error: {message}", file=sys.stderr)
     done = len(report.results) - len(report.failed)
     boxes = sum(len(r.detections) for r in report.results)
     rate = len(report.results) / report.seconds if report.seconds > 0 else 0.0
-    summary = sys.stderr if args.json == STDOUT else sys.stdout  # keep stdout pure JSON for a pipe
     print(f"{done} of {len(report.results)} images detected ({boxes} detections) in {report.seconds:.1f} s "
-          f"({rate:.1f} images/s); results in {report.output_dir}", file=summary)
+          f"({rate:.1f} images/s); results in {report.output_dir}", file=lines_to)
     if not report.ok:
         print(f"{len(report.failed)} image(s) failed, {len(report.write_errors)} file(s) not written "
               "(see the errors above)", file=sys.stderr)
-    return max(video_status, 0 if report.ok else 1)
+    return 0 if report.ok else 1

@@ -84,6 +84,8 @@ def translate(action: str, tokens: Sequence[str], commands: Sequence[str]) -> li
         raise CfgError("detector demo needs the 'demo' command, which this installation does not have; "
                        "for images, folders or lists use: detector test DATA CFG WEIGHTS [IMAGE]")
     data, cfg, weights, source = _expect(action, positionals, ("DATA", "CFG", "WEIGHTS"), ("FILE",))
+    if source is None and not any(o == "-c" or o.startswith("--camera") for o in options):
+        source = "0"  # demo.c: without FILE, the camera of -c, which defaults to 0
     return ["demo", *([source] if source else []), "--data", data, "--cfg", cfg, "--weights", weights, *options]
 
 

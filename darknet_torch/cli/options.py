@@ -55,8 +55,9 @@ non_negative_float = float_in(0.0)
 
 def add_detection_options(p: argparse.ArgumentParser, preset: InferenceSettings) -> None:
     """--thresh, --nms, --nms-kind and --img-size with the defaults of ``preset``."""
+    # the help names the preset's value, not %(default)s: detect defaults it to None (to tell when it is given)
     p.add_argument("--thresh", "--conf-thres", type=unit_float, default=preset.thresh,
-                   help="report (box, class) pairs with probability > THRESH (default: %(default)s)")
+                   help=f"report (box, class) pairs with probability > THRESH (default: {preset.thresh})")
     p.add_argument("--nms", "--iou-thres", type=unit_float, default=preset.nms,
                    help="NMS IoU threshold (default: %(default)s)")
     p.add_argument("--nms-kind", choices=NMS_KINDS, help="NMS: the cfg's nms_kind by default (Darknet's rule); "

@@ -76,8 +76,10 @@ class LetterboxInfo:
 
     @property
     def box_scale(self) -> tuple[float, float]:
-        """Darknet's correct_yolo_boxes scale ``(new_w/net_w, new_h/net_h)``."""
-        return (self.new_w / self.net_w, self.new_h / self.net_h)
+        """Darknet's correct_yolo_boxes scale ``(new_w/net_w, new_h/net_h)``, a float32 division as in C
+        (``ratiow = (float)new_w / netw``), held as a Python float."""
+        return (float(np.float32(self.new_w) / np.float32(self.net_w)),
+                float(np.float32(self.new_h) / np.float32(self.net_h)))
 
 
 # --------------------------------------------------------------------------- decoding

@@ -9,9 +9,8 @@ anchors).
 
 Arithmetic that decides a printed digit is done in float32, as Darknet's C does it.
 
-One known difference in *order* only: Darknet's ``do_nms_sort`` leaves its array sorted by the last class's
-probability, while the Predictor keeps the pre-NMS order.  It shows in the order of the JSON objects, and in the
-printout only for two boxes whose left edges are bit-identical (the stable sort then keeps array order).
+The Predictor's entries come in the array order Darknet's NMS leaves (``do_nms_sort``: sorted by the last class's
+probability), so the JSON objects, label lines and the printout's ties follow Darknet's order exactly.
 """
 from __future__ import annotations
 
@@ -33,6 +32,9 @@ COCO_CATEGORY_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 
                      85, 86, 87, 88, 89, 90)
 
 _F32 = np.float32
+#: ``detection_to_json`` (image.c) writes only (box, class) pairs with probability above this, whatever the run's
+#: threshold (``get_network_boxes`` already applied that one).
+JSON_MIN_PROB = _F32(0.005)
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,14 @@ def label_lines(detections: Sequence[Detection], thresh: float = DETECTOR_TEST.t
 
 def darknet_json_frame(frame_id: int, filename: str | Path, detections: Sequence[Detection],
                        track_ids: Mapping[tuple[float, float, float, float], int] | None = None) -> dict:
-    """One image in Darknet's ``-out`` JSON form (``detection_to_json``): every shown (box, class), array order.
+    """One image in Darknet's ``-out`` JSON form (``detection_to_json``): every shown (box, class) with probability
+    above :data:`JSON_MIN_PROB` (float32, as Darknet compares), in array order.
 
     ``track_ids`` (video): a tracker's id per box, keyed by ``(x, y, w, h)``; objects of a tracked box get
     ``"track_id"``."""
     objects = []
     for d in detections:
-        if _shown(d):
+        if _shown(d) and _F32(d.score) > JSON_MIN_PROB:
             obj = {"class_id": d.class_id, "name": d.name,
                    "relative_coordinates": {"center_x": d.x, "center_y": d.y, "width": d.w, "height": d.h},
                    "confidence": d.score}

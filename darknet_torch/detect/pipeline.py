@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from darknet_torch.data.images import Decoder
 from darknet_torch.data.loaders import InferenceBatch, inference_loader
-from darknet_torch.detect.outputs import OutputWriter, output_names, write_json
-from darknet_torch.files import prepare_output_dir
+from darknet_torch.detect.outputs import (OutputWriter, annotated_image_path, label_file_path, output_names,
+                                          write_json)
+from darknet_torch.files import prepare_output_dir, prepare_output_file, refuse_overwriting_sources
 from darknet_torch.detect.outputs_format import (COCO_CATEGORY_IDS, coco_image_id, coco_records,
                                                  darknet_json_frame)
 from darknet_torch.detect.build import build_predictor
@@ -90,10 +91,17 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
     of their own images.  Outputs are byte-identical to one process's.
 
     Raises:
-        DataError: ``output_dir`` cannot be created or written (before any image is processed).
+        DataError: ``output_dir`` or ``json_path`` cannot be written, or an output file would replace one of
+            ``paths`` (all checked before any image is processed).
     """
     paths = [Path(p) for p in paths]
     folder = prepare_output_dir(output_dir) if output_dir is not None else None
+    if folder is not None and save_json and json_path is not None:
+        prepare_output_file(json_path)
+    if folder is not None:
+        files, folders = planned_outputs(paths, folder, save_images=save_images, save_labels=save_labels,
+                                         save_json=save_json, json_path=json_path, save_crops=save_crops)
+        refuse_overwriting_sources(files, paths, folders)
     writer = None
     if folder is not None and (save_images or save_labels or save_crops):
         writer = OutputWriter(folder, predictor.model.num_classes, predictor.thresh, save_images, save_labels,
@@ -121,10 +129,30 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
     if ctx.enabled:
         report = _gather_report(report, mine, len(paths), ctx, on_result)
     if folder is not None and save_json and ctx.is_main:
-        report.write_errors.extend(_write_json_files(report, Path(json_path) if json_path else
-                                                     folder / "results.json", predictor.model.num_classes))
+        report.write_errors.extend(_write_json_files(report, *_json_files(folder, json_path),
+                                                     predictor.model.num_classes))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def planned_outputs(paths: Sequence[Path], output_dir: Path, *, save_images: bool = True, save_labels: bool = False,
+                    save_json: bool = True, json_path: str | os.PathLike[str] | None = None,
+                    save_crops: bool = False) -> tuple[list[Path], list[Path]]:
+    """(files, folders) :func:`detect_images` writes for ``paths`` into ``output_dir``: every file it can name
+    before the run, and the folders whose file names depend on the detections (crops); to refuse a run that would
+    write over its own sources before it starts."""
+    names = output_names(paths)
+    files = [annotated_image_path(output_dir, n, p) for n, p in zip(names, paths)] if save_images else []
+    files += [label_file_path(output_dir, n) for n in names] if save_labels else []
+    files += list(_json_files(output_dir, json_path)) if save_json else []
+    return files, [output_dir / "crops"] if save_crops else []
+
+
+def _json_files(output_dir: Path, json_path: str | os.PathLike[str] | None) -> tuple[Path, Path]:
+    """Darknet ``-out`` JSON (default ``results.json``) and ``coco_results.json``: beside the former, or in
+    ``output_dir`` when the JSON goes to ``-``, a pipe or a device."""
+    darknet = Path(json_path) if json_path else output_dir / "results.json"
+    return darknet, (output_dir if is_stream(darknet) else darknet.parent) / "coco_results.json"
 
 
 def _gather_report(report: DetectReport, mine: list[int], count: int, ctx: DistContext,
@@ -167,15 +195,14 @@ def _detect_batch(predictor: Predictor, batch: InferenceBatch) -> list[tuple[int
     return results
 
 
-def _write_json_files(report: DetectReport, json_path: Path, num_classes: int) -> list[str]:
+def _write_json_files(report: DetectReport, json_path: Path, coco_path: Path, num_classes: int) -> list[str]:
     """Darknet ``-out`` JSON (frame_id = 1-based position in the input) and, if ids are known, COCO results."""
     good = [(i, r) for i, r in enumerate(report.results, start=1) if r.ok]
     files = {json_path: [darknet_json_frame(i, r.path, r.detections) for i, r in good]}
     ids = [coco_image_id(r.path) for _, r in good]
     if good and all(i is not None for i in ids):
         categories = COCO_CATEGORY_IDS if num_classes == len(COCO_CATEGORY_IDS) else None
-        coco_folder = report.output_dir if is_stream(json_path) else json_path.parent
-        files[coco_folder / "coco_results.json"] = [
+        files[coco_path] = [
             rec for image_id, (_, r) in zip(ids, good)
             for rec in coco_records(image_id, r.detections, r.width, r.height, categories)]
     errors = []

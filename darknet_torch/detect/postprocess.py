@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -72,16 +73,19 @@ def _row_layout(grids: tuple[tuple[int, int, int], ...], keep_all_heads: tuple[b
 
 
 def correct_boxes(boxes: Tensor, info: LetterboxInfo) -> Tensor:
-    """``correct_yolo_boxes``: boxes relative to the network input -> relative to the original image.
+    """``correct_yolo_boxes``: float32 boxes relative to the network input -> relative to the original image.
 
-    Uses Darknet's float half-gap offset although the image was pasted at an integer offset (golden/README.md 6.5).
+    Uses Darknet's float half-gap offset although the image was pasted at an integer offset (golden/README.md 6.5),
+    and its precisions, so each value is C's to the bit: the centre in double (``(b.x - deltaw/2./netw) / ratiow``
+    mixes in a double constant), the size times the float32 reciprocal (``b.w *= 1 / ratiow``).
     """
     if (info.new_w, info.new_h) == (info.net_w, info.net_h):
         return boxes
-    (off_x, off_y), (scale_x, scale_y) = info.box_offset, info.box_scale
-    x = (boxes[:, 0] - off_x) / scale_x
-    y = (boxes[:, 1] - off_y) / scale_y
-    return torch.stack([x, y, boxes[:, 2] / scale_x, boxes[:, 3] / scale_y], dim=1)
+    ratios = np.float32(info.box_scale)
+    centre = (boxes[:, :2].double() - boxes.new_tensor(info.box_offset, dtype=torch.float64)) / \
+        boxes.new_tensor(ratios, dtype=torch.float64)
+    size = boxes[:, 2:4] * boxes.new_tensor(np.float32(1) / ratios)
+    return torch.cat([centre.float(), size], dim=1)
 
 
 def darknet_detections(decoded: Tensor, grids: list[tuple[int, int, int]], keep_all_heads: list[bool],

@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from torch import Tensor
 from PIL import Image
 from tqdm import tqdm
 
-from darknet_torch.files import prepare_output_dir
+from darknet_torch.files import STDOUT, prepare_output_dir, refuse_overwriting_sources
 from darknet_torch.detect.outputs_draw import draw_detections_on_array
 from darknet_torch.detect.outputs_format import darknet_json_frame, label_lines, select_boxes
 from darknet_torch.detect.predictor import Detection, Predictor
@@ -57,7 +58,7 @@ _END = object()
 @dataclass(frozen=True)
 class VideoOutputs:
     """What to produce.  ``video``: annotated video (codec by extension); ``json_lines``: one Darknet ``-out``
-    JSON object per frame and line; ``labels_dir``: Darknet label files ``<stem>_<frame>.txt``; ``*_port``: HTTP
+    JSON object per frame and line (``-``: standard output); ``labels_dir``: Darknet label files ``<stem>_<frame>.txt``; ``*_port``: HTTP
     streams on ``host``; ``track``: give objects track ids (in the JSON and on the boxes)."""
 
     video: Path | None = None
@@ -122,7 +123,8 @@ def run_video(predictor: Predictor, source: FrameSource, outputs: VideoOutputs =
     :mod:`darknet_torch.video.tuning`); the caller's setting is restored at the end.
 
     Raises:
-        DataError: an output cannot be created or a port cannot be bound (before any frame is processed).
+        DataError: an output cannot be created, would replace the source (:func:`refuse_overwriting_source`), or a
+            port cannot be bound (before any frame is processed).
     """
     report = VideoReport(source.name)
     turns = CoreTurns(enabled=False)
@@ -276,10 +278,13 @@ class _OutputStage:
     def _open(self) -> None:
         o = self.outputs
         self.video = self.json_file = self.mjpeg = self.json_stream = None
+        refuse_overwriting_source(self.source, o)
         if o.video is not None:
             self.video = VideoWriter(o.video, self.source.fps)
             self._closers.append(self.video.close)
-        if o.json_lines is not None:
+        if o.json_lines is not None and str(o.json_lines) == STDOUT:
+            self.json_file = sys.stdout
+        elif o.json_lines is not None:
             try:
                 o.json_lines.parent.mkdir(parents=True, exist_ok=True)
                 self.json_file = open(o.json_lines, "w", encoding="utf-8")  # noqa: SIM115 (closed by finish)
@@ -394,9 +399,22 @@ class _OutputStage:
                 setattr(self, output, None)
 
 
-def default_output_paths(output_dir: Path, source: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Annotated video and JSON lines for a video file in ``detect``'s output folder: ``<stem><ext>`` (``.mp4`` when
-    the source's container cannot be written) and ``<stem>.jsonl``."""
+def refuse_overwriting_source(source: FrameSource, outputs: VideoOutputs) -> None:
+    """Refuse ``outputs`` whose video or JSON lines file is one of ``source``'s files (``demo clip.mp4 --output
+    .``): opening the writer would truncate the video before a frame is read.
+
+    Raises:
+        DataError: naming the output and the source.
+    """
+    refuse_overwriting_sources([p for p in (outputs.video, outputs.json_lines) if p is not None], source.files())
+
+
+def default_output_paths(output_dir: Path, source: str | os.PathLike[str], name: str | None = None
+                         ) -> tuple[Path, Path]:
+    """Annotated video and JSON lines for a video file in ``detect``'s output folder: ``<name><ext>`` (``.mp4``
+    when the source's container cannot be written) and ``<name>.jsonl``; ``name`` defaults to the source's stem
+    (several videos take unique names from :func:`darknet_torch.detect.outputs.output_names`)."""
     source = Path(source)
     suffix = source.suffix.lower() if source.suffix.lower() in OUTPUT_EXTENSIONS else ".mp4"
-    return output_dir / f"{source.stem}{suffix}", output_dir / f"{source.stem}.jsonl"
+    name = name or source.stem
+    return output_dir / f"{name}{suffix}", output_dir / f"{name}.jsonl"

@@ -69,6 +69,10 @@ class FrameSource:
     def close(self) -> None:
         """Release the device or connection (safe to call twice)."""
 
+    def files(self) -> list[Path]:
+        """The local files the frames are read from (none for cameras and streams): outputs must not replace them."""
+        return []
+
 
 class AVSource(FrameSource):
     """Anything FFmpeg opens: a file, a camera device, a network stream (PyAV container, first video stream)."""
@@ -77,6 +81,7 @@ class AVSource(FrameSource):
                  options: dict[str, str] | None = None, timeout: float | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         super().__init__(name, live=live)
+        self.target = target
         av = require_av()
         try:
             self.container = av.open(target, format=format, options=options or {}, timeout=timeout)
@@ -124,6 +129,9 @@ class AVSource(FrameSource):
     def close(self) -> None:
         self.container.close()
 
+    def files(self) -> list[Path]:
+        return [] if self.live else [Path(self.target)]
+
 
 def _announced_frames(container, stream, fps: float) -> int | None:
     """Frame count from the header, or from the duration (containers that only store a duration, e.g. MKV)."""
@@ -154,6 +162,10 @@ class ImageSequenceSource(FrameSource):
                 self.errors.append(str(exc))
                 continue
             yield Frame(index, np.require(pixels, requirements="W"), index / self.fps)  # drawn on in place
+
+    def files(self) -> list[Path]:
+        listing = Path(self.name)  # a .txt list is a source too
+        return [*self.paths, listing] if listing.suffix.lower() == ".txt" else self.paths
 
 
 class ReconnectingSource(FrameSource):

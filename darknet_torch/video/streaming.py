@@ -4,11 +4,15 @@
 on the JSON port it is Darknet's JSON stream: ``[`` then one ``{"frame_id": ..., "objects": [...]}`` per frame,
 comma-separated, until the video ends (``]``) or the client leaves.  Each client gets the newest frame when it is
 ready for one (a slow client skips frames, it never slows the video down).  The standard library's threading HTTP
-server; bound to 127.0.0.1 unless ``host`` says otherwise; at most ``max_clients`` clients at a time (others: 503).
+server; bound to 127.0.0.1 unless ``host`` says otherwise.  At most ``max_clients`` connections at a time, counted
+when they are accepted (the others get a 503 and are closed, without a thread of their own for their lifetime), and
+a client that sends no request or takes no data for ``client_timeout`` seconds is dropped, so idle or stalled
+connections cannot pile up threads and sockets.
 """
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -17,6 +21,10 @@ from darknet_torch.errors import DataError
 log = logging.getLogger(__name__)
 
 _BOUNDARY = "darknetframe"
+#: Seconds a client may take to send its request or to take the next chunk before it is dropped.
+CLIENT_TIMEOUT = 10.0
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 17\r\n"
+         b"Connection: close\r\n\r\ntoo many clients\n")
 
 
 class Broadcast:
@@ -54,15 +62,14 @@ class StreamServer:
         DataError: the port cannot be bound (in use, or privileged).
     """
 
-    def __init__(self, kind: str, port: int, host: str = "127.0.0.1", max_clients: int = 8) -> None:
+    def __init__(self, kind: str, port: int, host: str = "127.0.0.1", max_clients: int = 8,
+                 client_timeout: float = CLIENT_TIMEOUT) -> None:
         self.kind, self.broadcast = kind, Broadcast()
-        self._slots = threading.BoundedSemaphore(max_clients)
-        handler = type(f"{kind.title()}Handler", (_StreamHandler,), {"stream": self})
+        handler = type(f"{kind.title()}Handler", (_StreamHandler,), {"stream": self, "timeout": client_timeout})
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            self.httpd = _LimitedHTTPServer((host, port), handler, max_clients)
         except OSError as exc:
             raise DataError(f"-{kind}_port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-        self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"{kind}-server", daemon=True)
         self._thread.start()
@@ -78,20 +85,54 @@ class StreamServer:
         self.httpd.server_close()
 
 
+class _LimitedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that serves at most ``max_clients`` connections at a time: a connection beyond the
+    limit is answered 503 and closed by a short-lived thread (the accept loop never waits on a client)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_clients: int) -> None:
+        self._slots = threading.BoundedSemaphore(max_clients)
+        super().__init__(address, handler)
+
+    def process_request(self, request: socket.socket, client_address) -> None:
+        if self._slots.acquire(blocking=False):
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self._slots.release()
+                raise
+        else:
+            threading.Thread(target=self._refuse, args=(request,), name="stream-busy", daemon=True).start()
+
+    def process_request_thread(self, request: socket.socket, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """503 to a connection beyond the limit; its request is read first (best effort, one second at most), as
+        closing with unread data would reset the connection before the client reads the answer."""
+        try:
+            request.settimeout(1.0)
+            request.recv(65536)
+            request.sendall(_BUSY)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+
+
 class _StreamHandler(BaseHTTPRequestHandler):
     stream: StreamServer
     protocol_version = "HTTP/1.0"  # the stream ends when the connection closes
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if not self.stream._slots.acquire(blocking=False):
-            self.send_error(503, "too many clients")
-            return
         try:
             self._serve()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client left
-        finally:
-            self.stream._slots.release()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the client left, or took no data for the timeout
 
     def _serve(self) -> None:
         mjpeg = self.stream.kind == "mjpeg"

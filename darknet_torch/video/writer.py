@@ -36,6 +36,9 @@ OUTPUT_EXTENSIONS = tuple(_CODECS)
 class VideoWriter:
     """Encodes RGB frames to ``path``; opened on the first frame (its size fixes the video's size).
 
+    ``path`` is created (truncated) at once: callers that read a source check first that it is not the source
+    (:func:`darknet_torch.video.pipeline.refuse_overwriting_source`).
+
     Raises:
         DataError: unsupported extension, or the file cannot be created (both before any frame is encoded).
     """

@@ -375,9 +375,9 @@ def test_detect_json_to_a_fifo_and_through_a_symlink(mini, tmp_path, capsys):
     assert link.is_symlink() and len(json.loads(kept.read_text())) == 2
 
 
-def test_detect_json_to_a_folder_is_a_write_error(mini, tmp_path, capsys):
+def test_detect_json_to_a_folder_is_refused_before_any_image(mini, tmp_path, capsys):
     folder = tmp_path / "results.json"
     folder.mkdir()
-    assert detect(mini, "--output", tmp_path / "out", "--json", folder, "--no-save-img") == 1
-    err = capsys.readouterr().err
-    assert f"{folder}: cannot write: is a folder, not a file" in err and "Traceback" not in err
+    assert detect(mini, "--output", tmp_path / "out", "--json", folder) == 2
+    assert capsys.readouterr().err == f"error: {folder}: the output file is a folder\n"
+    assert not list((tmp_path / "out").glob("*.jpg"))

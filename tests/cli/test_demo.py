@@ -116,3 +116,42 @@ def test_sigterm_mid_run_leaves_a_playable_video(repo_root, real_weights, tmp_pa
     assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err
     frames, _ = read_video(out)
     assert 5 <= len(frames) < 400 and len(frames) == len(lines.read_text().splitlines())
+
+
+
+@pytest.mark.parametrize("source, argv, output", [
+    ("clip.mp4", ["--output", "."], "clip.mp4"),  # demo's default video is OUTPUT/<stem>.mp4
+    ("link.mp4", ["-out_filename", "clip.mp4"], "clip.mp4"),  # through a symlink
+    ("clip.mp4", ["--json", "./clip.mp4"], "clip.mp4"),
+])
+def test_demo_refuses_to_write_over_its_source_before_loading_the_model(source, argv, output, tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.chdir(tmp_path)
+    clip = write_video(tmp_path / "clip.mp4", photo_frames(2, 64, 48), codec="libx264", pix_fmt="yuv420p")
+    (tmp_path / "link.mp4").symlink_to(clip)
+    before = clip.read_bytes()
+    assert main(["demo", source, "--cfg", "missing.cfg", "--weights", "missing.weights", *argv]) == 2
+    assert capsys.readouterr().err == (f"error: {output}: this output would overwrite the source {source}; choose "
+                                       "another output\n")
+    assert clip.read_bytes() == before
+
+
+def test_demo_json_dash_writes_the_lines_to_stdout_and_the_rest_to_stderr(clip, model_args, tmp_path, monkeypatch,
+                                                                           capsys, one_thread):
+    monkeypatch.chdir(tmp_path)  # where a file named '-' would appear
+    assert main(["demo", str(clip), *model_args, "--img-size", "128", "--json", "-", "--no-save-video",
+                 "-ext_output"]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["frame_id"] for line in out.splitlines()] == list(range(1, 7))
+    assert "Frame 1: Objects:" in err and f"{clip}: 6 frames in " in err
+    assert not (tmp_path / "-").exists()
+
+
+def test_detect_gives_videos_with_the_same_name_their_own_outputs(model_args, tmp_path, one_thread):
+    a = write_video((tmp_path / "a").mkdir() or tmp_path / "a" / "clip.mkv", photo_frames(2, 64, 48))
+    b = write_video((tmp_path / "b").mkdir() or tmp_path / "b" / "clip.mkv", photo_frames(3, 64, 48))
+    out = tmp_path / "out"
+    assert main(["detect", str(a), str(b), *model_args, "--img-size", "128", "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip.jsonl", "clip.mkv", "clip_2.jsonl", "clip_2.mkv"]
+    assert [len(read_video(out / name)[0]) for name in ("clip.mkv", "clip_2.mkv")] == [2, 3]
+    assert {json.loads(line)["filename"] for line in (out / "clip_2.jsonl").read_text().splitlines()} == {str(b)}

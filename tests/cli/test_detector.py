@@ -16,6 +16,7 @@ import torch
 
 from darknet_torch.cli import main as cli_main
 from darknet_torch.cli import train as cli_train
+from darknet_torch.cli.detector import translate
 from darknet_torch.data.images import stb_available
 from darknet_torch.train.run import TrainResult
 
@@ -213,3 +214,16 @@ def test_detector_demo_forwards_to_the_demo_command(monkeypatch):
 def test_missing_positionals_exit_2_with_the_expected_form(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+
+MODEL = ["--data", "coco.data", "--cfg", "x.cfg", "--weights", "x.weights"]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], ["demo", "0", *MODEL]),  # demo.c: no FILE opens the camera of -c, default 0
+    (["-c", "2"], ["demo", *MODEL, "-c", "2"]),
+    (["clip.mp4"], ["demo", "clip.mp4", *MODEL]),
+])
+def test_detector_demo_without_file_opens_a_camera_as_darknet(extra, expected):
+    assert translate("demo", ["coco.data", "x.cfg", "x.weights", *extra], ("demo",)) == expected

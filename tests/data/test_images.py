@@ -150,7 +150,7 @@ def test_letterbox_geometry_by_hand(orig: tuple[int, int], expected: tuple[int, 
 def test_letterbox_info_box_offset_is_darknets_float_half_gap() -> None:
     info = letterbox_geometry(773, 512, NET, NET)
     assert info.box_offset == (0.0, 141 / 2.0 / 416)  # 70.5 pixels, not the pasted 70
-    assert info.box_scale == (1.0, 275 / 416)
+    assert info.box_scale == (1.0, float(np.float32(275) / np.float32(416)))  # C's float division
 
 
 def test_letterbox_pastes_exact_resize_on_half_grey_canvas() -> None:

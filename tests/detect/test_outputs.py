@@ -95,6 +95,12 @@ def test_json_frame_is_darknets_out_form():
                                                                 "height": d.h}, "confidence": d.score}]}
 
 
+def test_json_frame_leaves_out_probabilities_up_to_0_005_as_detection_to_json():
+    just_above = float(np.nextafter(np.float32(0.005), np.float32(1)))
+    low = [det(0, 0.004, *BOX_A), det(1, 0.005, *BOX_A), det(2, just_above, *BOX_A), det(3, 0.3, *BOX_B)]
+    assert [o["class_id"] for o in darknet_json_frame(1, "x.jpg", low)["objects"]] == [2, 3]
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("000000000139.jpg", 139), ("COCO_val2014_000000000042.jpg", 42), ("dir_1/7.png", 7), ("dog.jpg", None),
     ("img_12a.jpg", None), ("img_\u00b2.jpg", None)])  # "\u00b2".isdigit() is True, int() refuses it

@@ -1,6 +1,8 @@
-"""darknet_detections_batch (one operation per step for the whole batch) against a plain per-image transcription."""
+"""darknet_detections_batch (one operation per step for the whole batch) against a plain per-image transcription;
+correct_boxes against a transcription of Darknet's correct_yolo_boxes."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +51,25 @@ def test_batch_equals_each_image_alone(keep_all_heads: list[bool], thresh: float
             assert ours.dtype == expected.dtype and torch.equal(ours, expected)
     if not any(keep_all_heads):
         assert len(batch[1]) == 0
+
+
+def c_correct_yolo_boxes(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
+    """yolo_layer.c correct_yolo_boxes with letter=1, line by line in C's types: deltaw and ratiow are floats, the
+    centre is computed in double (``deltaw / 2. / netw``), the size times the float ``1 / ratiow``."""
+    deltaw, deltah = np.float32(info.net_w - info.new_w), np.float32(info.net_h - info.new_h)
+    ratiow = np.float32(info.new_w) / np.float32(info.net_w)
+    ratioh = np.float32(info.new_h) / np.float32(info.net_h)
+    x = (boxes[:, 0].astype(np.float64) - float(deltaw) / 2.0 / info.net_w) / float(ratiow)
+    y = (boxes[:, 1].astype(np.float64) - float(deltah) / 2.0 / info.net_h) / float(ratioh)
+    w = boxes[:, 2] * (np.float32(1) / ratiow)
+    h = boxes[:, 3] * (np.float32(1) / ratioh)
+    return np.stack([x.astype(np.float32), y.astype(np.float32), w, h], axis=1)
+
+
+@pytest.mark.parametrize("orig", [(640, 427), (773, 512), (300, 700), (417, 1000), (5000, 1)])
+def test_correct_boxes_is_darknets_to_the_bit(orig: tuple[int, int]) -> None:
+    info = letterbox_geometry(*orig, 416, 416)
+    boxes = np.random.default_rng(sum(orig)).random((20000, 4), dtype=np.float32)
+    ours = correct_boxes(torch.from_numpy(boxes), info)
+    assert ours.dtype == torch.float32
+    assert np.array_equal(ours.numpy(), c_correct_yolo_boxes(boxes, info))

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from dataclasses import astuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from darknet_torch.detect.pipeline import detect_images
 from darknet_torch.detect.build import build_predictor
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
+from darknet_torch.errors import DataError
 from darknet_torch.model.loading import load_model
 from darknet_torch.video import pipeline
 from darknet_torch.video.pipeline import VideoOutputs, run_video
@@ -266,3 +268,22 @@ def test_a_forward_on_every_core_takes_turns_with_the_side_work(predictor, tmp_p
         assert np.allclose([astuple(d)[2:] for d in on_all.detections], [astuple(d)[2:] for d in on_one.detections],
                            rtol=0, atol=1e-5)
     assert sum(len(r.detections) for r in runs[2].results) >= 10
+
+
+def test_an_output_that_is_the_source_is_refused_before_the_source_is_touched(predictor, tmp_path):
+    video = write_video(tmp_path / "clip.mkv", photo_frames(3, 64, 48))
+    before = video.read_bytes()
+    source = open_source(str(video))
+    for outputs in (VideoOutputs(video=tmp_path / "clip.mkv"), VideoOutputs(json_lines=video)):
+        with pytest.raises(DataError, match=f"{video}: this output would overwrite the source {video}"):
+            run_video(predictor, source, outputs, progress=False)
+    assert video.read_bytes() == before
+
+
+def test_json_lines_to_dash_go_to_standard_output(predictor, tmp_path, monkeypatch, capsys, one_thread):
+    monkeypatch.chdir(tmp_path)  # where a file named '-' would appear
+    report = run_video(predictor, StillFrames(photo_frames(2, 64, 48)), VideoOutputs(json_lines=Path("-")),
+                       progress=False)
+    assert report.ok
+    assert [json.loads(line)["frame_id"] for line in capsys.readouterr().out.splitlines()] == [1, 2]
+    assert not (tmp_path / "-").exists()

@@ -107,3 +107,12 @@ def test_stream_reconnects_with_back_off_then_gives_up_with_a_clear_error():
     assert delays == [0.5, 0.5, 1.0, 1.5, 0.5, 1.0, 1.5]
     assert source.errors == ["rtsp://127.0.0.1/cam: connection lost and 3 reconnection attempts failed "
                              "(last: stream: connection refused)"]
+
+
+def test_files_name_what_outputs_must_not_replace(tmp_path):
+    video = write_video(tmp_path / "clip.mkv", photo_frames(2, 32, 24))
+    assert open_source(str(video)).files() == [video]
+    Image.fromarray(photo_frames(1, 32, 24)[0]).save(tmp_path / "f.png")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'f.png'}\n")
+    assert open_source(str(tmp_path / "list.txt")).files() == [tmp_path / "f.png", tmp_path / "list.txt"]
+    assert FlakyStream(1, set()).files() == []  # live: nothing on disk

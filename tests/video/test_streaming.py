@@ -1,8 +1,10 @@
-"""MJPEG and JSON streams over HTTP on 127.0.0.1: what a client receives, and the client limit."""
+"""MJPEG and JSON streams over HTTP on 127.0.0.1: what a client receives, the client limit and timeout."""
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
+import time
 
 import pytest
 
@@ -61,3 +63,35 @@ def test_too_many_clients_get_503_and_a_busy_port_is_a_clear_error():
     finally:
         server.close()
     client.join(10)
+
+
+def _idle_connection(port: int) -> socket.socket:
+    """A client that connects and never sends its request."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def _status(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/")
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
+def test_idle_connections_count_against_the_limit_and_are_dropped_after_the_timeout():
+    server = StreamServer("mjpeg", 0, max_clients=2, client_timeout=0.5)
+    try:
+        idle = [_idle_connection(server.port) for _ in range(2)]
+        time.sleep(0.1)  # both accepted
+        assert _status(server.port) == 503  # the limit holds at accept, before any request is read
+        for sock in idle:  # each is closed by the server once its timeout passes
+            assert sock.recv(1024) == b""
+            sock.close()
+        ready, got = threading.Event(), []
+        client = threading.Thread(target=_read_stream, args=(server.port, got, ready))
+        client.start()
+        assert ready.wait(10)  # the slots are free again
+    finally:
+        server.close()
+    client.join(10)
+    assert got[0][0] == 200
