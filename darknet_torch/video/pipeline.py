@@ -58,8 +58,9 @@ _END = object()
 @dataclass(frozen=True)
 class VideoOutputs:
     """What to produce.  ``video``: annotated video (codec by extension); ``json_lines``: one Darknet ``-out``
-    JSON object per frame and line (``-``: standard output); ``labels_dir``: Darknet label files ``<stem>_<frame>.txt``; ``*_port``: HTTP
-    streams on ``host``; ``track``: give objects track ids (in the JSON and on the boxes)."""
+    JSON object per frame and line (``-``: standard output); ``labels_dir``: Darknet label files
+    ``<stem>_<frame>.txt``; ``*_port``: HTTP streams on ``host``; ``track``: give objects track ids (in the JSON and on
+    the boxes)."""
 
     video: Path | None = None
     json_lines: Path | None = None
