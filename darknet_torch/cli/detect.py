@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-import os
 from typing import TYPE_CHECKING, Sequence, TextIO
 
 from tqdm import tqdm
