@@ -13,7 +13,7 @@ import logging
 import shlex
 from collections.abc import Sequence
 
-from darknet_torch.cli.darknet_flags import is_darknet_word, takes_value
+from darknet_torch.cli.darknet_flags import is_darknet_word, note, takes_value
 from darknet_torch.detect.sources import STDIN_SOURCE
 from darknet_torch.errors import CfgError
 
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 ACTIONS = ("test", "map", "train", "calc_anchors", "demo")
 #: Darknet's calc_anchors always saves its line to this file.
 ANCHORS_FILE = "anchors.txt"
+#: The flag Darknet's ``detector map`` accepts and overrides with ``[net] letter_box``.
+DARKNET_MAP_LETTER_BOX = "-letter_box"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +78,7 @@ def translate(action: str, tokens: Sequence[str], commands: Sequence[str]) -> li
                 *options]
     if action in ("map", "train"):
         _expect(action, positionals, ("DATA", "CFG"), ("WEIGHTS",))
-        return [action, *positionals, *options]
+        return [action, *positionals, *(_without_map_letter_box(options) if action == "map" else options)]
     if action == "calc_anchors":
         (data,) = _expect(action, positionals, ("DATA",), ())
         return ["calc_anchors", "--data", data, "--output", ANCHORS_FILE, *options]
@@ -87,6 +89,18 @@ def translate(action: str, tokens: Sequence[str], commands: Sequence[str]) -> li
     if source is None and not any(o == "-c" or o.startswith("--camera") for o in options):
         source = "0"  # demo.c: without FILE, the camera of -c, which defaults to 0
     return ["demo", *([source] if source else []), "--data", data, "--cfg", cfg, "--weights", weights, *options]
+
+
+def _without_map_letter_box(options: list[str]) -> list[str]:
+    """Darknet's ``-letter_box`` dropped, with a note: validate_detector_map sets letter_box from the cfg's ``[net]``
+    whatever the flag says (the golden map runs with and without it print the same 24.44 %).  Our own
+    ``--letter-box``, after the first ``--option``, still applies."""
+    darknet_part = options[:next((i for i, o in enumerate(options) if o.startswith("--")), len(options))]
+    if DARKNET_MAP_LETTER_BOX not in darknet_part:
+        return options
+    note(f"detector map ignores {DARKNET_MAP_LETTER_BOX}, as Darknet does (it letterboxes only when the cfg's [net] "
+         "has letter_box=1; map --letter-box forces it)")
+    return [o for o in darknet_part if o != DARKNET_MAP_LETTER_BOX] + options[len(darknet_part):]
 
 
 def run(args: argparse.Namespace) -> int:
