@@ -13,7 +13,7 @@ import torch
 
 from darknet_torch.cli.options import add_img_size_argument, inference_settings, int_at_least, positive_int, unit_float
 from darknet_torch.detect.build import build_predictor
-from darknet_torch.files import prepare_output_file
+from darknet_torch.files import prepare_output_file, refuse_overwriting_sources
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, NmsOptions, compare_with_torch,
@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     settings = inference_settings(args, DETECTOR_TEST, nms=args.nms_thresh)  # --nms is a flag here
     size = settings.input_size
     output = prepare_output_file(args.output or Path(args.weights).with_suffix(".onnx"))
+    refuse_overwriting_sources([output], [args.cfg, args.weights])
     predictor = build_predictor(args.cfg, settings, weights=args.weights, device="cpu")
     model = predictor.model
     nms = NmsOptions(settings.nms, settings.thresh, args.max_per_class) if args.nms else None
