@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, TextIO
 
 from darknet_torch.errors import DataError
 
@@ -70,6 +70,12 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
     else:
         raise OSError(errno.EINVAL, "not a regular file, pipe or device", str(path))
+
+
+def human_stream(output: str | os.PathLike[str] | None) -> TextIO:
+    """Where a command's human-readable lines go: standard output, or standard error when its output file is
+    standard output (``-``), so that a pipe receives nothing but that file (JSON, ONNX, weights)."""
+    return sys.stderr if output is not None and os.fspath(output) == STDOUT else sys.stdout
 
 
 def is_stream(path: str | os.PathLike[str]) -> bool:

@@ -7,9 +7,8 @@ from pathlib import Path
 from darknet_torch.cli.options import positive_int
 from darknet_torch.config.custom import customize_cfg_file
 from darknet_torch.config.data_files import read_names
-from darknet_torch.files import prepare_output_file
 from darknet_torch.errors import CfgError
-from darknet_torch.files import write_atomic
+from darknet_torch.files import human_stream, prepare_output_file, refuse_overwriting_sources, write_atomic
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +40,12 @@ def class_count(classes: int | None, names: str | None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     prepare_output_file(args.output)
+    refuse_overwriting_sources([args.output], [args.cfg, *([args.names] if args.names else [])])
     classes = class_count(args.classes, args.names)
     data, edits = customize_cfg_file(args.cfg, classes, darknet_schedule=args.darknet_schedule)
     write_atomic(Path(args.output), data)
-    print(f"{args.output}: {args.cfg} for {classes} classes, {len(edits)} line(s) changed")
+    lines_to = human_stream(args.output)  # with --output -, standard output carries only the cfg
+    print(f"{args.output}: {args.cfg} for {classes} classes, {len(edits)} line(s) changed", file=lines_to)
     for edit in edits:
-        print(f"  {edit.describe()}")
+        print(f"  {edit.describe()}", file=lines_to)
     return 0

@@ -21,18 +21,18 @@ from typing import Callable, Iterator, Sequence, TextIO
 
 from tqdm import tqdm
 
-from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, human_stream, resolve_names
+from darknet_torch.cli.detect import DEFAULT_CFG, DEFAULT_SOURCE, DEFAULT_WEIGHTS, resolve_names
 from darknet_torch.cli.options import (add_detection_options, add_fast_argument, inference_settings,
                                        non_negative_int, port_number, positive_float, positive_int)
 from darknet_torch.config.sections import DIGITS_TEXT
 from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.outputs import output_names
-from darknet_torch.files import prepare_output_dir, prepare_output_file
 from darknet_torch.detect.outputs_format import darknet_printout
 from darknet_torch.detect.predictor import Predictor
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import expand_sources
 from darknet_torch.errors import CfgError, DataError
+from darknet_torch.files import human_stream, prepare_output_dir, prepare_output_file
 from darknet_torch.runtime import select_device
 from darknet_torch.video.averaging import FrameAveraging
 from darknet_torch.video.pipeline import (FrameResult, VideoOutputs, VideoReport, default_output_paths,

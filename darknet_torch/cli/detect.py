@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, TextIO
@@ -24,13 +23,12 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.outputs_format import darknet_printout
-from darknet_torch.files import prepare_output_dir, prepare_output_file, refuse_overwriting_sources
 from darknet_torch.detect.pipeline import DetectReport, ImageResult, detect_images, planned_outputs
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
 from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
-from darknet_torch.files import STDOUT
+from darknet_torch.files import human_stream, prepare_output_dir, prepare_output_file, refuse_overwriting_sources
 from darknet_torch.video.sources import is_video_file
 
 if TYPE_CHECKING:
@@ -103,12 +101,6 @@ def resolve_names(args: argparse.Namespace, num_classes: int) -> list[str] | Non
         log.warning("%s: %d names but the network has classes=%d; the extra names are unused",
                     names_path, len(names), num_classes)
     return names
-
-
-def human_stream(json_target: str | os.PathLike[str] | None) -> TextIO:
-    """Where the human-readable lines go: standard output, or standard error when the JSON goes to standard output
-    (``-``), so that a pipe receives nothing but JSON."""
-    return sys.stderr if json_target is not None and os.fspath(json_target) == STDOUT else sys.stdout
 
 
 def _printer(ext_output: bool, print_lines: bool, thresh: float, lines_to: TextIO):

@@ -1,8 +1,9 @@
 """ONNX export of a whole Darknet network, box decoding included, optionally with NMS in the graph.
 
-The graph computes exactly ``Darknet.forward``: ``images`` (B x 3 x H x W, RGB in [0, 1]) -> ``detections``
-(B x N x (5+C): cx, cy, w, h in input pixels, objectness, class probabilities; heads in cfg order, row
-``anchor*H*W + row*W + col`` within a head).  Batch norm is folded first (Darknet's ``fuse_conv_batchnorm``).
+The graph computes exactly ``Darknet.forward``: ``images`` (B x C x H x W, C the cfg's ``[net] channels``; RGB in
+[0, 1] for 3) -> ``detections`` (B x N x (5+C): cx, cy, w, h in input pixels, objectness, class probabilities;
+heads in cfg order, row ``anchor*H*W + row*W + col`` within a head).  Batch norm is folded first (Darknet's
+``fuse_conv_batchnorm``).
 
 Choices, and why:
 
@@ -14,9 +15,12 @@ Choices, and why:
   Split/Squeeze/Unsqueeze/ReduceSum (axes as inputs).  It loads in onnxruntime >= 1.6, TensorRT >= 7.2 and
   OpenVINO, i.e. runtimes from 2020 on; no later opset adds anything this graph uses.  11..20 are accepted.
 * **Dynamic sizes**: the decode builds its grids from the feature maps' shapes at run time (``Shape``/``Range``),
-  so with ``dynamic_size`` the same file runs at any input size the network accepts (multiples of its stride).  The
-  two trace-time shape tests in ``[shortcut]`` (equal shapes? shorter flat length?) have the same answer at every
-  such size, so the tracer's warnings about them are silenced.
+  so with ``dynamic_size`` the same file runs at any input size the network accepts: multiples of
+  :func:`size_multiple`, the heads' stride or more when some layer is smaller still (yolov4-sam-mish-csp-reorg-bfm:
+  stride 32, but two convolutions at 1/64 of the input, so multiples of 64).  ``[connected]`` and ``[local]`` layers
+  hold weights for one input size, so such networks are refused for dynamic size.  The two trace-time shape tests
+  in ``[shortcut]`` (equal shapes? shorter flat length?) have the same answer at every such size, so the tracer's
+  warnings about them are silenced.
 * **NMS** stays outside the graph by default (Darknet's own NMS kinds are not ONNX ops).  ``nms=NmsOptions(...)``
   appends a class-wise ONNX ``NonMaxSuppression`` on ``score = objectness * class probability`` (Darknet's
   ``prob``), i.e. Darknet's default ``do_nms_sort`` rule (suppress when IoU > ``iou_thresh``; keep
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +49,7 @@ from darknet_torch.errors import CfgError, DarknetError
 from darknet_torch.files import write_atomic
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import Connected, ConvBlock
+from darknet_torch.model.layers.legacy import LocalLayer
 from darknet_torch.runtime import model_device
 
 log = logging.getLogger(__name__)
@@ -127,10 +133,23 @@ def _check_options(model: Darknet, opset: int, dynamic_size: bool, batch_size: i
     if not model.head_indices:
         raise CfgError(f"{model.cfg_path}: the network has no [yolo]/[region] head, so it has no detections to export")
     if dynamic_size:
-        fixed = [i for i, m in enumerate(model.module_list) if isinstance(m, Connected)]
+        fixed = [i for i, m in enumerate(model.module_list) if isinstance(m, (Connected, LocalLayer))]
         if fixed:
-            where = model.layer_infos[fixed[0]].section.where()
-            raise CfgError(f"{where}: [connected] layers need a fixed input size; export without dynamic size")
+            section = model.layer_infos[fixed[0]].section
+            raise CfgError(f"{section.where()}: [{section.name}] layers hold weights for one fixed input size; export "
+                           "without dynamic size")
+
+
+def size_multiple(model: Darknet) -> int:
+    """The step between the input heights/widths ``model`` runs at: the lcm of every layer's downsampling (cfg size /
+    its output size), which exceeds the heads' stride when a layer below the last head downsamples further.  Layers
+    with a 1x1 output (global pooling, squeeze-excitation) do not follow the input size and are skipped."""
+    multiple = model.stride
+    for info in model.layer_infos:
+        for net, size in zip(model.input_size, info.out_shape[1:]):
+            if size > 1 and net % size == 0:
+                multiple = math.lcm(multiple, net // size)
+    return multiple
 
 
 def _dynamic_axes(dynamic_batch: bool, dynamic_size: bool, nms: bool) -> dict[str, dict[int, str]]:
@@ -149,16 +168,31 @@ def _dynamic_axes(dynamic_batch: bool, dynamic_size: bool, nms: bool) -> dict[st
 def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | None = None, batch_size: int = 1,
                 dynamic_batch: bool = False, dynamic_size: bool = False, opset: int = DEFAULT_OPSET,
                 nms: NmsOptions | None = None) -> Path:
-    """Write ``model`` (weights loaded) as an ONNX file at ``path`` (atomically) and return the path.
-
-    The graph is traced at ``img_size`` (H, W; default: the cfg's ``[net]`` size) with ``batch_size`` images; with
-    ``dynamic_batch`` / ``dynamic_size`` those axes are free.  Input ``images`` float32 B x 3 x H x W (RGB, [0, 1]);
-    output ``detections`` as described in the module docstring (B x N x (5+C), or K x 7 with ``nms``).
-    The model's mode and BN state are restored afterwards.
+    """Write ``model`` (weights loaded) as an ONNX file at ``path`` (see :func:`onnx_bytes` and :func:`write_onnx`)
+    and return the path.
 
     Raises:
-        DarknetError: bad opset, batch size or NMS options, unwritable ``path``; CfgError: no detection head, a size
-        the network cannot be traced at, or dynamic size requested for a network with ``[connected]`` layers.
+        DarknetError: as :func:`onnx_bytes`, or ``path`` cannot be written.
+    """
+    data = onnx_bytes(model, img_size, batch_size, dynamic_batch, dynamic_size, opset, nms)
+    write_onnx(path, data)
+    log.info("exported %s (opset %d, %.1f MB)", path, opset, len(data) / 1e6)
+    return Path(path)
+
+
+def onnx_bytes(model: Darknet, img_size: tuple[int, int] | None = None, batch_size: int = 1,
+               dynamic_batch: bool = False, dynamic_size: bool = False, opset: int = DEFAULT_OPSET,
+               nms: NmsOptions | None = None) -> bytes:
+    """``model`` (weights loaded) as ONNX, in memory, so that a caller can check the graph before writing it.
+
+    The graph is traced at ``img_size`` (H, W; default: the cfg's ``[net]`` size) with ``batch_size`` images; with
+    ``dynamic_batch`` / ``dynamic_size`` those axes are free.  Input ``images`` float32 B x C x H x W (C = ``[net]
+    channels``; RGB in [0, 1] for 3); output ``detections`` as described in the module docstring (B x N x (5+C), or
+    K x 7 with ``nms``).  The model's mode and BN state are restored afterwards.
+
+    Raises:
+        DarknetError: bad opset, batch size or NMS options; CfgError: no detection head, a size the network cannot be
+        traced at, or dynamic size requested for a network with ``[connected]`` or ``[local]`` layers.
     """
     _check_options(model, opset, dynamic_size, batch_size, nms)
     buffer = io.BytesIO()
@@ -169,7 +203,8 @@ def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | No
                                 module=r"darknet_torch\.model\.layers\.routing")
         height, width = img_size or model.input_size
         device = model_device(model)
-        x = torch.rand(batch_size, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+        seeded = torch.Generator().manual_seed(0)
+        x = torch.rand(batch_size, model.net.channels, height, width, generator=seeded).to(device)
         graph = model if nms is None else _DetectionsWithNms(model, nms)
         axes = _dynamic_axes(dynamic_batch, dynamic_size, nms is not None)
         try:
@@ -177,41 +212,65 @@ def export_onnx(model: Darknet, path: str | Path, img_size: tuple[int, int] | No
                               output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True)
         except RuntimeError as exc:  # mostly shape errors: sizes the network's routes/shortcuts cannot combine
             raise CfgError(f"{model.cfg_path}: cannot trace the network at {height}x{width} (HxW): {exc}") from exc
-    path = Path(path)
+    if dynamic_size:
+        log.info("dynamic size: input height and width must be multiples of %d", size_multiple(model))
+    return buffer.getvalue()
+
+
+def write_onnx(path: str | Path, data: bytes) -> None:
+    """Write ONNX ``data`` atomically (``-``, pipes and devices straight through, see :func:`write_atomic`)."""
     try:
-        write_atomic(path, buffer.getvalue())
+        write_atomic(path, data)
     except OSError as exc:
         raise DarknetError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from exc
-    log.info("exported %s (opset %d, %.1f MB)", path, opset, path.stat().st_size / 1e6)
-    return path
 
 
-def onnx_session(path: str | Path):
-    """An onnxruntime CPU session for ``path`` (needs the ``onnx`` extra: ``pip install darknet_torch[onnx]``)."""
+def onnx_session(model: str | Path | bytes):
+    """An onnxruntime CPU session for an ONNX file or its bytes (needs the ``onnx`` extra: ``pip install
+    darknet_torch[onnx]``)."""
     try:
         import onnxruntime
     except ImportError as exc:
         raise DarknetError("onnxruntime is not installed; pip install 'darknet_torch[onnx]'") from exc
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session, images: np.ndarray | Tensor) -> np.ndarray:
-    """Run an exported graph on float32 ``images`` (B x 3 x H x W) and return its ``detections``."""
+    """Run an exported graph on float32 ``images`` (B x C x H x W) and return its ``detections``.
+
+    Raises:
+        DarknetError: onnxruntime cannot run the graph on an input of that shape.
+    """
     array = images.detach().cpu().numpy() if isinstance(images, Tensor) else np.asarray(images)
-    return session.run([OUTPUT_NAME], {INPUT_NAME: array.astype(np.float32, copy=False)})[0]
+    try:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: array.astype(np.float32, copy=False)})[0]
+    except Exception as exc:  # onnxruntime's errors (Fail, InvalidArgument, ...) share no base class but Exception
+        raise DarknetError(f"onnxruntime cannot run the graph on a {_shape_text(array.shape)} input: {exc}") from exc
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
 
 
 def compare_with_torch(session, model: Darknet, shapes: Sequence[tuple[int, int, int, int]],
                        seed: int = 0) -> list[float]:
-    """Max |onnx - torch| / max |torch| of the detections for a random input of each (B, 3, H, W) shape."""
+    """Max |onnx - torch| / max |torch| of the detections for a random input of each (B, C, H, W) shape.
+
+    Raises:
+        DarknetError: either runtime cannot run the network at one of the shapes, or the outputs' shapes differ.
+    """
     generator = torch.Generator().manual_seed(seed)
     errors = []
     with fused_eval(model), torch.no_grad():
         for shape in shapes:
             x = torch.rand(*shape, generator=generator)
-            expected = model(x.to(model_device(model))).cpu().numpy()
+            try:
+                expected = model(x.to(model_device(model))).cpu().numpy()
+            except RuntimeError as exc:  # sizes the network's routes/shortcuts cannot combine
+                raise DarknetError(f"PyTorch cannot run the network on a {_shape_text(shape)} input: {exc}") from exc
             got = run_onnx(session, x)
             if got.shape != expected.shape:
                 raise DarknetError(f"ONNX output shape {got.shape} != PyTorch {expected.shape} for input {shape}")

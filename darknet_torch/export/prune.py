@@ -123,6 +123,7 @@ def channel_graph(model: Darknet) -> ChannelGraph:
     outputs: list[np.ndarray] = []
     bn_convs: list[int] = []
     equal_chunks: list[tuple[int, int]] = []
+    shared = _sharing_convs(model)
     for info, module in zip(model.layer_infos, model.module_list):
         sec, index, channels = info.section, info.index, info.out_shape[0]
         x = outputs[-1] if outputs else image
@@ -130,7 +131,10 @@ def channel_graph(model: Darknet) -> ChannelGraph:
         label = f"layer {index} [{sec.name}]"
         coupled = sec.get("activation") in _CHANNEL_COUPLED
         if isinstance(module, ConvBlock) and not coupled:
-            if module.conv.groups > 1:
+            if index in shared:  # one kernel for two layers: pruning would have to cut both, inputs and outputs alike
+                slots.freeze(x, f"input of {label}, which shares weights (share_index)")
+                out = slots.new(channels, f"{label} shares weights (share_index)")
+            elif module.conv.groups > 1:
                 slots.freeze(x, f"input of grouped convolution {label}")
                 out = slots.new(channels, f"grouped convolution {label}")
             elif module.bn is None:
@@ -161,6 +165,13 @@ def channel_graph(model: Darknet) -> ChannelGraph:
     classes = tuple(np.array([slots.find(int(s)) for s in ids], dtype=np.int64) for ids in outputs)
     frozen = {slots.find(s): r for s, r in slots.reason.items()}
     return ChannelGraph(classes, frozen, tuple(bn_convs), tuple(equal_chunks), len(slots.parent))
+
+
+def _sharing_convs(model: Darknet) -> set[int]:
+    """Convolutions using another's weights (``share_index``) and those they use."""
+    pairs = [(i, m.shared_with) for i, m in enumerate(model.module_list)
+             if isinstance(m, ConvBlock) and m.shared_with is not None]
+    return {i for pair in pairs for i in pair}
 
 
 def prunable_bn_layers(model: Darknet) -> list[int]:

@@ -62,6 +62,35 @@ def test_output_to_a_device_or_a_new_folder_is_fine(tmp_path, golden_dir, capsys
     assert "classes=3" in (tmp_path / "new" / "x.cfg").read_text()
 
 
+# ---- outputs that are the command's own inputs: refused before any work, the input kept -------------------------
+
+SOURCES = ["--cfg", "in.cfg", "--weights", "in.weights"]
+ANCHORS = ["calc_anchors", "--data", "in.data", "--width", "32", "--height", "32"]
+OVERWRITING = [
+    # id, command line, the output (or prefix) given, the source it would overwrite
+    ("export", ["export", *SOURCES, "--output"], "in.weights", "in.weights"),
+    ("export_cfg", ["export", *SOURCES, "-o"], "in.cfg", "in.cfg"),
+    ("prune", ["prune", *SOURCES, "--ratio", "0.3", "--output"], "in", "in.cfg"),
+    ("partial", ["partial", *SOURCES, "--layers", "5", "--output"], "in.weights", "in.weights"),
+    ("custom-cfg", ["custom-cfg", "--cfg", "in.cfg", "--classes", "3", "--output"], "in.cfg", "in.cfg"),
+    ("custom-cfg_names", ["custom-cfg", "--cfg", "in.cfg", "--names", "in.names", "--output"], "in.names", "in.names"),
+    ("calc_anchors_output", [*ANCHORS, "--output"], "in.data", "in.data"),
+    ("calc_anchors_show", [*ANCHORS, "--show"], "in.data", "in.data"),
+]
+
+
+@pytest.mark.parametrize("argv, output, source", [c[1:] for c in OVERWRITING], ids=[c[0] for c in OVERWRITING])
+def test_output_that_is_an_input_is_refused_first(argv, output, source, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("in.cfg", "in.weights", "in.names", "in.data"):  # not valid inputs: the check comes before reading
+        Path(name).write_bytes(b"keep me")
+    assert main([*argv, output]) == 2
+    clash = output if output == source else source
+    assert capsys.readouterr().err == (f"error: {clash}: this output would overwrite the source {source}; "
+                                       "choose another output\n")
+    assert all(Path(name).read_bytes() == b"keep me" for name in ("in.cfg", "in.weights", "in.names", "in.data"))
+
+
 # ---- output folders: detect and demo check theirs before reading the source or loading the model ----------------
 
 FOLDER_COMMANDS = [

@@ -174,3 +174,11 @@ def test_file_bytes_outside_the_edits_are_kept(tmp_path):
     path.write_bytes(source.encode("latin-1"))
     data, _ = customize_cfg_file(path, 1)
     assert data == source.replace("255", "18").replace("classes=80", "classes=1").encode("latin-1")
+
+
+def test_cfg_to_standard_output_and_the_status_lines_to_stderr(golden_dir, capfdbinary):
+    cfg = golden_dir / "mini" / "yolov3-tiny" / "yolov3-tiny.cfg"
+    assert main(["custom-cfg", "--cfg", str(cfg), "--classes", "3", "--output", "-"]) == 0
+    captured = capfdbinary.readouterr()
+    assert captured.out == customize_cfg_file(cfg, 3)[0]
+    assert captured.err.startswith(b"-: ") and b"line(s) changed" in captured.err

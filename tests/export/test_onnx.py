@@ -14,7 +14,8 @@ from darknet_torch.cli.main import main
 from darknet_torch.config import load_cfg
 from darknet_torch.config.sections import Section
 from darknet_torch.errors import CfgError, DarknetError
-from darknet_torch.export.onnx import NmsOptions, _DetectionsWithNms, export_onnx, onnx_session, run_onnx
+from darknet_torch.export.onnx import (NmsOptions, _DetectionsWithNms, export_onnx, onnx_session, run_onnx,
+                                       size_multiple)
 from tests.golden import GOLDEN, golden_runs, load_run
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
@@ -168,6 +169,43 @@ def test_bad_options_and_unexportable_networks_are_clear_errors(tmp_path):
     with pytest.raises(CfgError, match="no \\[yolo\\]/\\[region\\] head"):
         export_onnx(Darknet(_write(tmp_path, NET)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+HEAD = "[convolutional]\nfilters=6\nsize=1\nstride=1\npad=1\nactivation=linear\n" \
+       "[yolo]\nmask=0\nanchors=10,10\nclasses=1\nnum=1\n"
+
+
+def test_local_layers_are_refused_for_dynamic_size(tmp_path):
+    model = Darknet(_write(tmp_path, NET + "[local]\nfilters=4\nsize=3\nstride=1\npad=1\nactivation=leaky\n" + HEAD))
+    with pytest.raises(CfgError, match=r"net\.cfg:11 \[local\]: \[local\] layers hold weights for one fixed input"):
+        export_onnx(model, tmp_path / "m.onnx", dynamic_size=True)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_grayscale_network_exports_with_its_channels(tmp_path):
+    torch.manual_seed(0)
+    model = Darknet(_write(tmp_path, NET.replace("channels=3", "channels=1") + HEAD))
+    session = onnx_session(export_onnx(model, tmp_path / "gray.onnx"))
+    assert session.get_inputs()[0].shape == [1, 1, 32, 32]
+    x = _random((1, 1, 32, 32))
+    _assert_close(run_onnx(session, x), _reference(model, x), "channels=1")
+
+
+def test_size_multiple_counts_layers_smaller_than_the_heads(tmp_path):
+    reorg = load_run(GOLDEN / "mini" / "yolov4-sam-mish-csp-reorg-bfm")
+    model = Darknet(reorg.cfg)
+    assert (model.stride, size_multiple(model)) == (32, 64)  # runs at 192x192, not at 160x160
+    tiny = Darknet(load_run(GOLDEN / "mini" / "yolov3-tiny").cfg)
+    assert size_multiple(tiny) == tiny.stride == 32
+    squeeze = Darknet(_write(tmp_path, NET + "[avgpool]\n" + HEAD))  # a 1x1 global output follows no input size
+    assert size_multiple(squeeze) == squeeze.stride == 32
+
+
+def test_run_failures_are_darknet_errors(tmp_path):
+    model = Darknet(_write(tmp_path, NET + HEAD))
+    session = onnx_session(export_onnx(model, tmp_path / "m.onnx"))
+    with pytest.raises(DarknetError, match="onnxruntime cannot run the graph on a 1x3x48x48 input"):
+        run_onnx(session, _random((1, 3, 48, 48)))
 
 
 # ---------------------------------------------------------------------------------------------------- project cfgs

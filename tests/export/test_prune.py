@@ -390,3 +390,27 @@ def test_all_zero_layers_are_pruned_to_the_ratio_not_skipped(tmp_path):
     assert all(len(k) >= 1 for k in plan.keep.values()) and plan.keep[0] == tuple(range(8))
     per_layer = plan_pruning(model, ratio=0.5, per_layer=True, per_layer_min=1)
     assert (len(per_layer.keep[6]), len(per_layer.keep[9])) == (2, 3)
+
+
+
+BN_CONV = "[convolutional]\nbatch_normalize=1\nfilters=16\nsize={size}\nstride=1\npad=1\nactivation=leaky\n"
+SHARED = "[net]\nwidth=32\nheight=32\nchannels=3\n" + BN_CONV.format(size=3) + BN_CONV.format(size=1) \
+    + BN_CONV.format(size=1) + "share_index=1\n[convolutional]\nsize=1\nfilters=18\nactivation=linear\n" \
+    "[yolo]\nmask=0,1,2\nanchors=10,14,23,27,37,58\nclasses=1\nnum=3\n"
+
+
+def test_convolutions_sharing_weights_keep_their_channels(tmp_path):
+    """share_index: one kernel serves two layers, so neither they nor their inputs lose channels (pruning one alone
+    made an internal cfg that did not build)."""
+    cfg = tmp_path / "share.cfg"
+    cfg.write_text(SHARED)
+    model = Darknet(cfg).eval()
+    gammas = torch.linspace(0.01, 1.0, 16)
+    for index in (0, 1):
+        model.module_list[index].bn.weight.data.copy_(gammas)
+    plan = plan_pruning(model, ratio=0.4, per_layer_min=1)
+    assert plan.keep == {0: tuple(range(16))} and "shares weights (share_index)" in plan.frozen[0]
+    _, pruned = apply_pruning(model, plan)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(pruned.eval()(x), model(x))
