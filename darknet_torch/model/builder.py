@@ -16,6 +16,7 @@ from darknet_torch.config.sections import Section
 from darknet_torch.errors import CfgError, quoted
 from darknet_torch.model.activations import ACTIVATIONS
 from darknet_torch.model.heads import GaussianYOLOLayer, RegionLayer, YoloConfig, YOLOLayer
+from darknet_torch.model.heads.yolo import YOLO_POINT_SHIFT
 from darknet_torch.model.layers.conv import Connected, ConvBlock
 from darknet_torch.model.layers.legacy import ContrastiveLayer, CostLayer, CropLayer, DetectionLayer, LocalLayer
 from darknet_torch.model.layers.pooling import GlobalAvgPool, LocalAvgPool, MaxPool, MaxPoolDepth
@@ -346,6 +347,9 @@ def build_yolo(sec: Section, ctx: BuildContext) -> Built:
         raise sec.error(f"iou_thresh_kind={sec['iou_thresh_kind']} must be iou, giou, diou or ciou", "iou_thresh_kind")
     if sec["iou_loss"] not in ("mse", "iou", "giou", "diou", "ciou"):
         raise sec.error(f"iou_loss={sec['iou_loss']} must be mse, giou, diou or ciou", "iou_loss")
+    if gaussian and sec["yolo_point"] not in YOLO_POINT_SHIFT:
+        raise sec.error(f"yolo_point={sec['yolo_point']} must be center, left_top or right_bottom (Darknet silently "
+                        f"reads any other value as center)", "yolo_point")
     return (GaussianYOLOLayer if gaussian else YOLOLayer)(config), ctx.in_shape, 0.0
 
 
