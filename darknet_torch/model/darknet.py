@@ -197,7 +197,6 @@ class Darknet(nn.Module):
     # ----------------------------------------------------------------------------------------------- weights
     def load_darknet_weights(self, path: str | Path, cutoff: int | None = None, partial: bool = False) -> "Darknet":
         """Load an original Darknet ``.weights`` file; see :func:`darknet_torch.model.weights.load_darknet_weights`."""
-        self.unfuse()
         self.header = load_darknet_weights(self.module_list, self.layer_labels(), path, cutoff, partial)
         return self
 
