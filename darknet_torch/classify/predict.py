@@ -55,6 +55,7 @@ class Classifier:
                  decoder: Decoder = "auto") -> None:
         if model.head_indices:
             raise CfgError(f"{model.cfg_path}: this cfg is a detector ([yolo]/[region] heads); use 'detect'")
+        model.check_rgb_input("classification")
         self.model, self.decoder = model.eval(), decoder
         c, h, w = model.layer_infos[-1].out_shape
         self.outputs = c * h * w

@@ -41,6 +41,7 @@ def build_predictor(model: Darknet | PathLike, settings: InferenceSettings = DET
     """
     if not isinstance(model, nn.Module):
         model, settings = load_for_inference(model, weights, select_device(device), settings)
+    model.check_rgb_input("inference")
     check_input_size(model, settings.input_size)
     settings = resolve_fast_mode(settings, model_device(model))
     return Predictor(optimize(model, settings, calibration), names, settings)

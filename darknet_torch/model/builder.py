@@ -16,6 +16,7 @@ from darknet_torch.config.sections import Section
 from darknet_torch.errors import CfgError, quoted
 from darknet_torch.model.activations import ACTIVATIONS
 from darknet_torch.model.heads import GaussianYOLOLayer, RegionLayer, YoloConfig, YOLOLayer
+from darknet_torch.model.heads.yolo import YOLO_POINT_SHIFT
 from darknet_torch.model.layers.conv import Connected, ConvBlock
 from darknet_torch.model.layers.legacy import ContrastiveLayer, CostLayer, CropLayer, DetectionLayer, LocalLayer
 from darknet_torch.model.layers.pooling import GlobalAvgPool, LocalAvgPool, MaxPool, MaxPoolDepth
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_INPUT_SIDE = 8192
 
 Shape = tuple[int, int, int]  # channels, height, width
+
+# Darknet's value for every anchor width/height the cfg does not give (make_yolo_layer, make_region_layer: .5).
+DEFAULT_ANCHOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -292,24 +296,26 @@ def build_empty(sec: Section, ctx: BuildContext) -> Built:
 
 
 def _anchors(sec: Section, count: int, used: Sequence[int]) -> tuple[tuple[float, float], ...]:
-    """The first ``count`` anchor pairs; missing values are 0 as in Darknet's zeroed ``biases``.
+    """The first ``count`` anchor pairs; missing values are 0.5, Darknet's ``biases`` default (make_yolo_layer,
+    make_region_layer).
 
     Darknet reads the values in order into ``biases[0 .. 2*count-1]``, so an odd count leaves the last anchor's
-    height 0 and a short list leaves whole anchors 0x0: zero-size boxes for every anchor ``used`` by the head.  We
-    refuse that (naming the anchors); an odd count that only touches unused anchors or ignored extras is a warning.
+    height 0.5 and a short list leaves whole anchors 0.5x0.5 (half-pixel boxes for ``[yolo]``): a cfg mistake for
+    every anchor ``used``.  We refuse that (naming the anchors), but not a missing ``anchors=`` in ``[region]`` (all
+    0.5 grid cells); an odd count that only touches unused anchors or ignored extras is a warning.
     """
     values = list(sec.get("anchors", []))
     if sec.has("anchors"):
         incomplete = [i for i in used if 2 * i + 1 >= len(values)]
         if incomplete:
             raise sec.error(f"{len(values)} values make {len(values) // 2} width,height pairs but num={count} and "
-                            f"anchor(s) {incomplete} are used: Darknet would read their missing values as 0 "
-                            f"(zero-size boxes)", "anchors")
+                            f"anchor(s) {incomplete} are used: Darknet would leave their missing values at its "
+                            f"default 0.5", "anchors")
         if len(values) % 2:
             log.warning("%s: an odd number of values (%d); anchors are width,height pairs (the unpaired value is "
                         "not used by this head)", sec.where("anchors"), len(values))
     values = values[: 2 * count]
-    values += [0.0] * (2 * count - len(values))
+    values += [DEFAULT_ANCHOR] * (2 * count - len(values))
     return tuple((values[2 * i], values[2 * i + 1]) for i in range(count))
 
 
@@ -346,6 +352,9 @@ def build_yolo(sec: Section, ctx: BuildContext) -> Built:
         raise sec.error(f"iou_thresh_kind={sec['iou_thresh_kind']} must be iou, giou, diou or ciou", "iou_thresh_kind")
     if sec["iou_loss"] not in ("mse", "iou", "giou", "diou", "ciou"):
         raise sec.error(f"iou_loss={sec['iou_loss']} must be mse, giou, diou or ciou", "iou_loss")
+    if gaussian and sec["yolo_point"] not in YOLO_POINT_SHIFT:
+        raise sec.error(f"yolo_point={sec['yolo_point']} must be center, left_top or right_bottom (Darknet silently "
+                        f"reads any other value as center)", "yolo_point")
     return (GaussianYOLOLayer if gaussian else YOLOLayer)(config), ctx.in_shape, 0.0
 
 

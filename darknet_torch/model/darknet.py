@@ -80,6 +80,16 @@ class Darknet(nn.Module):
         """(height, width) of the network input as the cfg's ``[net]`` sets it."""
         return self.net.input_size
 
+    def check_rgb_input(self, what: str) -> None:
+        """Refuse a cfg whose ``[net] channels`` is not 3 before ``what`` feeds it images: every image path here
+        decodes RGB, while Darknet loads ``channels`` planes (e.g. stb's luma for 1); a grayscale model would
+        otherwise fail deep inside the first convolution on every image."""
+        if self.net.channels != 3:
+            raise self.net.error(f"channels={self.net.channels}: {what} feeds the network 3-channel RGB images; "
+                                 f"darknet_torch runs only channels=3 cfgs on images (Darknet would load "
+                                 f"{self.net.channels}-channel images; grayscale input is not implemented)",
+                                 "channels")
+
     @property
     def heads(self) -> list[nn.Module]:
         return [self.module_list[i] for i in self.head_indices]
@@ -187,7 +197,6 @@ class Darknet(nn.Module):
     # ----------------------------------------------------------------------------------------------- weights
     def load_darknet_weights(self, path: str | Path, cutoff: int | None = None, partial: bool = False) -> "Darknet":
         """Load an original Darknet ``.weights`` file; see :func:`darknet_torch.model.weights.load_darknet_weights`."""
-        self.unfuse()
         self.header = load_darknet_weights(self.module_list, self.layer_labels(), path, cutoff, partial)
         return self
 

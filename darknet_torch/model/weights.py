@@ -130,13 +130,12 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
             f"{path}: holds {len(values):,} floats but the cfg needs only {needed:,} ({len(values) - needed:,} "
             f"left over). The weights belong to a bigger network (classes=/filters= differ, or a different cfg)."
             + _misalignment_hint(slots, values))
+    if len(values) < needed:
+        _check_layer_boundary(slots, len(values), path)  # before copying anything: a refused file changes nothing
     offset, loaded = 0, 0
     with torch.no_grad():
         for slot in slots:
             if offset + slot.numel > len(values):
-                if offset != len(values):
-                    raise WeightsError(f"{path}: ends in the middle of layer {slot.layer} ({slot.label}); a partial "
-                                       f"file must end at a layer boundary")
                 break
             for i, tensor in enumerate(slot.tensors):
                 chunk = values[offset: offset + tensor.numel()]
@@ -184,6 +183,19 @@ def warn_suspicious_values(module_list: nn.ModuleList, labels: list[str], source
 def _is_transposed(header: WeightsHeader, position: int, tensor: Tensor) -> bool:
     """Only a ``[connected]`` matrix (the 2-D tensor second in its slot) is ever stored transposed."""
     return header.transposed_connected and position == 1 and tensor.dim() == 2
+
+
+def _check_layer_boundary(slots: list[ParamSlot], available: int, path: Path) -> None:
+    """A partial file must end where a layer ends; checked before any copy so a refused load leaves the model as
+    it was."""
+    start = 0
+    for slot in slots:
+        if start + slot.numel > available:
+            if start != available:
+                raise WeightsError(f"{path}: ends in the middle of layer {slot.layer} ({slot.label}); a partial "
+                                   f"file must end at a layer boundary")
+            return
+        start += slot.numel
 
 
 def _first_unfilled(slots: list[ParamSlot], available: int) -> ParamSlot:

@@ -89,6 +89,7 @@ def build_trainer(options: TrainOptions, ctx: DistContext | None = None) -> Trai
     options = dataclasses.replace(options, seed=seed, workers=workers)
     torch.manual_seed(seed)
     model = Darknet(options.cfg)
+    model.check_rgb_input("training")
     settings = TrainSettings.from_net(model.net)
     if ctx.is_main:
         for message in keys_not_applied(model):

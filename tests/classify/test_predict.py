@@ -204,3 +204,10 @@ def test_detect_refuses_a_classifier(classifier_files):
     cfg, _, _ = classifier_files
     with pytest.raises(CfgError, match="no \\[yolo\\]/\\[region\\] head.*use 'darknet_torch classify'"):
         Predictor(Darknet(cfg))
+
+
+def test_a_grayscale_classifier_is_refused_naming_the_channels_line(tmp_path):
+    cfg = tmp_path / "gray.cfg"
+    cfg.write_text(MINI_CLASSIFIER.format(w=20, h=20, cw=16, ch=16).replace("channels=3", "channels=1"))
+    with pytest.raises(CfgError, match=r"gray.cfg:4 \[net\] channels: channels=1: classification feeds"):
+        Classifier(Darknet(cfg))

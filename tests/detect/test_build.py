@@ -101,3 +101,12 @@ def test_commands_load_unfolded_when_a_fast_mode_makes_its_own_kernels(fast, fol
     blocks = [m for m in model.module_list if isinstance(m, ConvBlock)]
     assert blocks and all((block.fused is not None) is folded for block in blocks)
     assert model.seen == 32013312 and not model.training
+
+
+def test_a_grayscale_cfg_is_refused_naming_the_channels_line(tmp_path):
+    """detect/demo/serve/map feed RGB: a [net] channels=1 model used to fail on every image inside the first conv."""
+    cfg = tmp_path / "gray.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=1\n[convolutional]\nfilters=6\nsize=1\n"
+                   "[yolo]\nmask=0\nanchors=10,14\nclasses=1\nnum=1\n")
+    with pytest.raises(CfgError, match=r"gray.cfg:4 \[net\] channels: channels=1: inference feeds"):
+        build_predictor(cfg, DETECTOR_TEST.replace(fast=None), device="cpu")

@@ -43,3 +43,19 @@ def test_upsample_stride_zero_or_not_dividing_is_an_error(stride, message):
 @pytest.mark.parametrize("stride,shape", [(2, (4, 12, 12)), (-3, (4, 2, 2)), (-6, (4, 1, 1))])
 def test_upsample_strides_that_work_build(stride, shape):
     assert _build(f"[upsample]\nstride={stride}\n").layer_infos[-1].out_shape == shape
+
+
+def _region(anchors: str) -> Darknet:
+    text = f"[convolutional]\nfilters=14\nsize=1\n[region]\nclasses=2\nnum=2\n{anchors}"
+    return Darknet(type_sections(parse_cfg_text(NET.replace("filters=4\nsize=1\n", "") + text, "t.cfg")))
+
+
+def test_missing_region_anchors_are_darknets_default_half():
+    """make_region_layer sets every bias to .5 before the cfg's values are read: they used to be 0 (0x0 boxes)."""
+    assert _region("").module_list[-1].anchors.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+
+
+def test_yolo_anchors_missing_for_a_used_anchor_say_what_darknet_reads():
+    with pytest.raises(CfgError, match=r"t.cfg:\d+ \[yolo\] anchors: .* are used: Darknet would leave their missing "
+                                       r"values at its default 0.5"):
+        _build("[convolutional]\nfilters=12\nsize=1\n[yolo]\nmask=0,1\nanchors=10,14,23\nclasses=1\nnum=2\n")

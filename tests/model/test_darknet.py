@@ -10,6 +10,7 @@ import torch
 import darknet_torch.model.darknet as darknet_module
 from darknet_torch import Darknet
 from darknet_torch.config import parse_cfg_text, type_sections
+from darknet_torch.errors import CfgError
 from darknet_torch.model.fast import FastConv, optimize_for_inference
 from darknet_torch.model.heads import YOLOLayer
 from darknet_torch.model.layers.conv import ConvBlock
@@ -89,3 +90,15 @@ def test_exact_element_wise_layers_run_on_one_thread_when_openmp_waits_passively
 def test_only_layers_whose_bits_cannot_depend_on_the_thread_count_are_serial(module, same: bool):
     assert same_bits_on_one_thread(module) is same
 
+
+
+GRAY_DETECTOR = ("[net]\nwidth=32\nheight=32\nchannels=1\n[convolutional]\nfilters=6\nsize=1\nactivation=linear\n"
+                 "[yolo]\nmask=0\nanchors=10,14\nclasses=1\nnum=1\n")
+
+
+def test_a_grayscale_cfg_is_refused_before_images_naming_the_channels_line():
+    """[net] channels=1 builds, but the image paths decode RGB: refused by name instead of a oneDNN traceback."""
+    model = Darknet(type_sections(parse_cfg_text(GRAY_DETECTOR, "gray.cfg")))
+    with pytest.raises(CfgError, match=r"gray.cfg:4 \[net\] channels: channels=1: inference feeds the network "
+                                       r"3-channel RGB"):
+        model.check_rgb_input("inference")

@@ -95,6 +95,30 @@ def test_partial_backbone_and_cutoff(tiny_run, tmp_path):
     assert torch.equal(prefix.module_list[13].conv.weight, full.module_list[13].conv.weight)
 
 
+def test_a_refused_partial_file_leaves_the_model_as_it_was(tiny_run, tmp_path):
+    """The layer-boundary check runs before any copy: it used to raise after overwriting every earlier layer."""
+    model = Darknet(tiny_run.cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = tiny_run.weights.read_bytes()
+    cut = tmp_path / "cut.weights"
+    cut.write_bytes(data[: len(data) - 4 * 10])
+    with pytest.raises(WeightsError, match="ends in the middle of layer"):
+        model.load_darknet_weights(cut, partial=True)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_fused_model_runs_on_the_weights_loaded_into_it(tiny_run):
+    """Loading keeps the model fused and the folded kernels follow the new values."""
+    x = torch.rand(1, 3, *Darknet(tiny_run.cfg).input_size)
+    model = Darknet(tiny_run.cfg).eval().fuse()
+    with torch.no_grad():
+        model(x)
+        fused = model.load_darknet_weights(tiny_run.weights)(x)
+        expected = Darknet(tiny_run.cfg).load_darknet_weights(tiny_run.weights).eval()(x)
+    assert all(m.fuse_bn for m in model.modules() if hasattr(m, "fuse_bn"))
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_missing_file_and_garbage_header(tiny_run, tmp_path):
     with pytest.raises(WeightsError, match="cannot read weights file"):
         Darknet(tiny_run.cfg).load_darknet_weights(tmp_path / "nope.weights")

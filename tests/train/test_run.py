@@ -56,3 +56,11 @@ def test_map_refuses_a_valid_image_without_label_name_at_start_up(synthetic_data
     options = TrainOptions(data, cfg_factory(net={"max_batches": 2}), device="cpu", calc_map=True, progress=False)
     with pytest.raises(DataError, match="b.webp: cannot infer the label file name"):
         build_trainer(options)
+
+
+def test_a_grayscale_cfg_is_refused_before_training(synthetic_data, cfg_factory):
+    """Training images are decoded RGB; a [net] channels=1 cfg is refused naming the line, not in the first conv."""
+    options = TrainOptions(synthetic_data, cfg_factory(net={"channels": 1, "max_batches": 2}), device="cpu",
+                           progress=False)
+    with pytest.raises(CfgError, match=r"\[net\] channels: channels=1: training feeds"):
+        build_trainer(options)

@@ -43,6 +43,7 @@ class YoloConfig:
     resize: float
     focal_loss: bool
     iou_thresh_kind: str = "iou"  # box_iou_kind for the iou_thresh extra anchors: iou, giou, diou or ciou
+    yolo_point: str = "center"  # [Gaussian_yolo] only: which box point x,y predict (center, left_top, right_bottom)
 
     @classmethod
     def from_section(cls, sec: Section, anchors: tuple[tuple[float, float], ...], mask: tuple[int, ...]) -> "YoloConfig":
@@ -55,7 +56,7 @@ class YoloConfig:
                    max_delta=sec["max_delta"], label_smooth_eps=sec["label_smooth_eps"],
                    objectness_smooth=bool(sec["objectness_smooth"]), random=sec["random"], jitter=sec["jitter"],
                    resize=sec["resize"], focal_loss=bool(sec.get("focal_loss", False)),
-                   iou_thresh_kind=sec["iou_thresh_kind"])
+                   iou_thresh_kind=sec["iou_thresh_kind"], yolo_point=sec.get("yolo_point", "center"))
 
     @property
     def masked_anchors(self) -> tuple[tuple[float, float], ...]:
@@ -137,11 +138,17 @@ class YOLOLayer(nn.Module):
                 f"new_coords={int(c.new_coords)}")
 
 
+#: ``yolo_point`` -> sign of the half-size shift Darknet's get_gaussian_yolo_box adds to the predicted x,y to get
+#: the center: x,y predict the left-top corner (+w/2, +h/2) or the right-bottom one (-w/2, -h/2).
+YOLO_POINT_SHIFT = {"center": 0.0, "left_top": 0.5, "right_bottom": -0.5}
+
+
 class GaussianYOLOLayer(YOLOLayer):
     """``[Gaussian_yolo]``: each box has a mean and a sigma per coordinate (layout ``[n][8+1+C][h][w]``).
 
     ``decode`` folds the uncertainty into the class probabilities as Darknet does for detections:
-    ``cls * (1 - mean(sigma_x, sigma_y, sigma_w, sigma_h))``, so ``obj * cls`` is Darknet's ``prob``.
+    ``cls * (1 - mean(sigma_x, sigma_y, sigma_w, sigma_h))``, so ``obj * cls`` is Darknet's ``prob``; with
+    ``yolo_point=left_top|right_bottom`` it moves the predicted corner to the box center as Darknet does.
     """
 
     box_entries = 8
@@ -167,5 +174,9 @@ class GaussianYOLOLayer(YOLOLayer):
         b, _, h, w = out.shape
         p = out.reshape(b, self.num_anchors, self.entries, h, w)
         certainty = 1 - p[:, :, [1, 3, 5, 7]].mean(dim=2, keepdim=True)
-        return self.boxes_from_maps(p[:, :, 0], p[:, :, 2], p[:, :, 4], p[:, :, 6], p[:, :, 8],
-                                    p[:, :, 9:] * certainty, net_hw)
+        boxes = self.boxes_from_maps(p[:, :, 0], p[:, :, 2], p[:, :, 4], p[:, :, 6], p[:, :, 8],
+                                     p[:, :, 9:] * certainty, net_hw)
+        shift = YOLO_POINT_SHIFT[self.config.yolo_point]
+        if shift:
+            boxes = torch.cat([boxes[..., :2] + shift * boxes[..., 2:4], boxes[..., 2:]], dim=-1)
+        return boxes

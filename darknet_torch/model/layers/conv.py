@@ -17,7 +17,9 @@ class ConvBlock(nn.Module):
 
     With ``batch_normalize=1`` Darknet has no conv bias: the stored ``biases`` are the BN shift.  :meth:`fuse` folds the
     BN into a cached kernel used only in eval mode, so the unfused parameters stay the source of truth (saving a fused
-    model still writes Darknet's layout).
+    model still writes Darknet's layout).  The cache remembers the storage and version of the tensors it was folded
+    from and refolds when any changed (``load_state_dict``, a weights file, ``.to()``/``.double()``, an optimizer
+    step), so it is never stale; an unchanged model folds once, not per forward.
     """
 
     def __init__(self, in_channels: int, filters: int, size: int, stride: tuple[int, int], padding: int,
@@ -27,7 +29,9 @@ class ConvBlock(nn.Module):
                               dilation=dilation, groups=groups, bias=not batch_normalize)
         self.bn = nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM) if batch_normalize else None
         self.act = Activation(activation)
-        self.fused: tuple[Tensor, Tensor] | None = None
+        self.fuse_bn = False
+        self._folded: tuple[Tensor, Tensor] | None = None
+        self._folded_from: tuple | None = None  # _source_key() of the parameters _folded was computed from
         self.shared_with: int | None = None  # share_index: the layer whose parameters this one uses
 
     def share(self, source: "ConvBlock", index: int) -> None:
@@ -38,7 +42,7 @@ class ConvBlock(nn.Module):
         self.shared_with = index
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused is not None and not self.training:
+        if self.fuse_bn and not self.training:
             weight, bias = self.fused
             c = self.conv
             return self.act(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups))
@@ -50,11 +54,7 @@ class ConvBlock(nn.Module):
     def darknet_params(self) -> list[Tensor]:
         """Tensors in ``.weights`` order: biases, [scales, rolling mean, rolling variance], weights (none when the
         parameters are another layer's, as Darknet skips ``share_layer`` convolutions)."""
-        if self.shared_with is not None:
-            return []
-        if self.bn is None:
-            return [self.conv.bias, self.conv.weight]
-        return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]
+        return [] if self.shared_with is not None else self.layer_params()
 
     @torch.no_grad()
     def folded(self) -> tuple[Tensor, Tensor]:
@@ -67,12 +67,33 @@ class ConvBlock(nn.Module):
         bias = self.bn.bias - self.bn.running_mean * scale
         return weight.detach(), bias.detach()
 
+    def _source_key(self) -> tuple:
+        """Identity of the parameters folded: any in-place change bumps a version, any move gives new storage."""
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in self.layer_params())
+
+    def layer_params(self) -> list[Tensor]:
+        """``.weights`` order whether or not shared: what :meth:`folded` reads, unlike :meth:`darknet_params`."""
+        if self.bn is None:
+            return [self.conv.bias, self.conv.weight]
+        return [self.bn.bias, self.bn.weight, self.bn.running_mean, self.bn.running_var, self.conv.weight]
+
+    @property
+    def fused(self) -> tuple[Tensor, Tensor] | None:
+        """The folded (kernel, bias) after :meth:`fuse`, refolded if the parameters changed since; else None."""
+        if not self.fuse_bn:
+            return None
+        key = self._source_key()
+        if self._folded is None or key != self._folded_from:
+            self._folded, self._folded_from = self.folded(), key
+        return self._folded
+
     def fuse(self) -> None:
-        """Cache the folded kernel (:meth:`folded`) for eval mode; changes results by ~1e-6."""
-        self.fused = self.folded()
+        """Run eval mode on the folded kernel (:meth:`folded`); changes results by ~1e-6."""
+        self.fuse_bn = True
 
     def unfuse(self) -> None:
-        self.fused = None
+        self.fuse_bn = False
+        self._folded = self._folded_from = None
 
 
 class Connected(nn.Module):

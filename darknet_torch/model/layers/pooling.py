@@ -1,7 +1,8 @@
 """``[maxpool]``, ``[local_avgpool]`` and ``[avgpool]`` with Darknet's padding rules.
 
 Darknet pads maxpool by ``padding`` pixels in total (default ``size-1``), starting the window at ``-padding/2``; taps
-outside the image are ignored (i.e. -inf padding, never zeros).  Size 2 / stride 1 therefore pads only right/bottom.
+outside the image are ignored (padding with the lowest finite value, never zeros).  Size 2 / stride 1 therefore pads
+only right/bottom.  A window wholly in the padding gives -FLT_MAX, Darknet's initial max, not -inf.
 Proven by tests/model/test_golden_layers.py on the mini yolov3-tiny (maxpool_s1_k2) and the SPP nets.
 """
 from __future__ import annotations
@@ -9,6 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def lowest(dtype: torch.dtype) -> float:
+    """Darknet's ``-FLT_MAX`` (the max before any tap) in ``dtype``: finite, so a following conv stays finite."""
+    return -torch.finfo(dtype).max
 
 
 class MaxPool(nn.Module):
@@ -28,7 +34,7 @@ class MaxPool(nn.Module):
         # e.g. size 2 stride 2 on even sizes: no copy, no fill.  A traced graph (ONNX) keeps the padding, which is
         # right at every input size, since whether the padding is read depends on the size.
         if not (self.before == 0 and not torch.jit.is_tracing() and self._pad_unread(x.shape[2], x.shape[3])):
-            x = F.pad(x, (self.before, self.after, self.before, self.after), value=float("-inf"))
+            x = F.pad(x, (self.before, self.after, self.before, self.after), value=lowest(x.dtype))
         if separable:
             return separable_max_pool2d(x, self.size, self.stride)
         return F.max_pool2d(x, self.size, self.stride)
@@ -87,7 +93,7 @@ class MaxPoolDepth(nn.Module):
         groups = -(-c // self.out_channels)
         missing = groups * self.out_channels - c
         if missing:
-            x = F.pad(x, (0, 0, 0, 0, 0, missing), value=float("-inf"))
+            x = F.pad(x, (0, 0, 0, 0, 0, missing), value=lowest(x.dtype))
         return x.reshape(b, groups, self.out_channels, h, w).amax(dim=1)
 
 

@@ -48,12 +48,7 @@ class Shortcut(nn.Module):
         weights = self._normalized_weights()
         out = x if weights is None else x * weights[0].reshape(1, -1, 1, 1)
         for i, ref in enumerate(refs, start=1):
-            if weights is not None:
-                ref = ref * weights[i].reshape(1, -1, 1, 1)[:, : ref.shape[1]]
-            if ref.shape == out.shape:
-                out = out + ref
-            else:
-                out = _add_flat_prefix(out, ref)
+            out = _add_flat_prefix(out, ref, None if weights is None else weights[i].reshape(1, -1, 1, 1))
         return self.act(out)
 
     def _normalized_weights(self) -> Tensor | None:
@@ -71,13 +66,20 @@ class Shortcut(nn.Module):
         return [] if self.weights is None else [self.weights]
 
 
-def _add_flat_prefix(out: Tensor, ref: Tensor) -> Tensor:
-    """Add ``ref`` to ``out`` over the first min(len) elements of each flattened sample, as shortcut_multilayer_cpu."""
+def _add_flat_prefix(out: Tensor, ref: Tensor, scale: Tensor | None = None) -> Tensor:
+    """Add ``ref`` to ``out`` over the first min(len) elements of each flattened sample, as shortcut_multilayer_cpu.
+
+    ``scale`` (``1 x C_out x 1 x 1`` or ``1 x 1 x 1 x 1``) weighs ``ref`` by the *output* element's channel, as
+    Darknet indexes the weights by the output position, whatever ``ref``'s own channels or size."""
+    if ref.shape == out.shape:
+        return out + (ref if scale is None else ref * scale)
     b = out.shape[0]
     flat_out, flat_ref = out.reshape(b, -1), ref.reshape(b, -1)
     n = min(flat_out.shape[1], flat_ref.shape[1])
-    head = flat_out[:, :n] + flat_ref[:, :n]
-    return torch.cat([head, flat_out[:, n:]], dim=1).reshape(out.shape)
+    add = flat_ref[:, :n]
+    if scale is not None:
+        add = add * scale.expand(1, *out.shape[1:]).reshape(1, -1)[:, :n]
+    return torch.cat([flat_out[:, :n] + add, flat_out[:, n:]], dim=1).reshape(out.shape)
 
 
 class Sam(nn.Module):
