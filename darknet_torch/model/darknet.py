@@ -18,7 +18,7 @@ from darknet_torch.model.layers.pooling import MaxPool, MaxPoolDepth
 from darknet_torch.model.layers.reshape import Reorg3d, ReorgOld, Upsample
 from darknet_torch.model.layers.routing import Route, Sam, ScaleChannels, Shortcut
 from darknet_torch.model.layers.simple import ActivationLayer, Identity
-from darknet_torch.model.weights import WeightsHeader, load_darknet_weights, save_darknet_weights
+from darknet_torch.model.weights import LoadSkips, WeightsHeader, load_darknet_weights, save_darknet_weights
 from darknet_torch.openmp import waits_passively
 from darknet_torch.runtime import model_device, torch_threads
 
@@ -197,8 +197,18 @@ class Darknet(nn.Module):
     # ----------------------------------------------------------------------------------------------- weights
     def load_darknet_weights(self, path: str | Path, cutoff: int | None = None, partial: bool = False) -> "Darknet":
         """Load an original Darknet ``.weights`` file; see :func:`darknet_torch.model.weights.load_darknet_weights`."""
-        self.header = load_darknet_weights(self.module_list, self.layer_labels(), path, cutoff, partial)
+        self.header = load_darknet_weights(self.module_list, self.layer_labels(), path, cutoff, partial,
+                                           self.load_skips())
         return self
+
+    def load_skips(self) -> LoadSkips:
+        """The cfg's ``dontload=1`` layers and ``dontloadscales=1`` layers (a ``[batchnorm]`` section reads its scales
+        regardless, as Darknet's load_batchnorm_weights)."""
+        def marked(key: str) -> frozenset[int]:
+            return frozenset(info.index for info in self.layer_infos if info.section.get(key))
+
+        standalone = frozenset(info.index for info in self.layer_infos if info.section.name == "batchnorm")
+        return LoadSkips(marked("dontload"), marked("dontloadscales") - standalone)
 
     def save_darknet_weights(self, path: str | Path, cutoff: int | None = None) -> None:
         """Write Darknet's ``.weights`` format (loadable by the C Darknet), keeping the loaded header and ``seen``."""

@@ -70,17 +70,41 @@ class ParamSlot:
         return sum(t.numel() for t in self.tensors)
 
 
-def param_slots(module_list: nn.ModuleList, labels: list[str], cutoff: int | None = None) -> list[ParamSlot]:
-    """The layers that store weights, in file order, up to (not including) layer ``cutoff``."""
+@dataclass(frozen=True)
+class LoadSkips:
+    """Layers whose values Darknet does not read from the file (parser.c ``load_weights_upto``): ``dontload=1``
+    layers are passed over whole, and ``dontloadscales=1`` layers read no batch-norm scales, means and variances.
+    Darknet does not advance in the file for them either, so the next values go to what follows."""
+
+    layers: frozenset[int] = frozenset()
+    scales: frozenset[int] = frozenset()
+
+
+def param_slots(module_list: nn.ModuleList, labels: list[str], cutoff: int | None = None,
+                skips: LoadSkips = LoadSkips()) -> list[ParamSlot]:
+    """The layers that store weights, in file order, up to (not including) layer ``cutoff``; ``skips`` (loading
+    only) leaves out what Darknet does not read."""
     slots = []
     for index, module in enumerate(module_list):
         if cutoff is not None and index >= cutoff:
             break
+        if index in skips.layers:
+            continue
         params = getattr(module, "darknet_params", None)
         tensors = tuple(params()) if params else ()
+        if index in skips.scales:
+            unread = _batch_norm_statistics(module)
+            tensors = tuple(t for t in tensors if id(t) not in unread)
         if tensors:
             slots.append(ParamSlot(index, labels[index], tensors))
     return slots
+
+
+def _batch_norm_statistics(module: nn.Module) -> set[int]:
+    """ids of the tensors Darknet calls scales, rolling_mean and rolling_variance (its batch-norm shift is the layer's
+    ``biases``, always read)."""
+    return {id(t) for sub in module.modules() if isinstance(sub, nn.modules.batchnorm._BatchNorm)
+            for t in (sub.weight, sub.running_mean, sub.running_var) if t is not None}
 
 
 def _misalignment_hint(slots: list[ParamSlot], values: np.ndarray) -> str:
@@ -98,11 +122,13 @@ def _misalignment_hint(slots: list[ParamSlot], values: np.ndarray) -> str:
 
 
 def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: str | Path,
-                         cutoff: int | None = None, partial: bool = False) -> WeightsHeader:
+                         cutoff: int | None = None, partial: bool = False,
+                         skips: LoadSkips = LoadSkips()) -> WeightsHeader:
     """Load ``path`` into the modules; ``labels[i]`` names layer i in messages (e.g. ``cfg:line [convolutional]``).
 
     ``cutoff``: load only layers before it (the file may hold more, as Darknet's ``load_weights_upto``).
     ``partial``: the file may end early at a layer boundary (a backbone such as ``yolov4-tiny.conv.29``).
+    ``skips``: what the cfg's ``dontload``/``dontloadscales`` keep from being read (those tensors keep their values).
     Otherwise the file must hold exactly what the cfg needs.
     """
     path = Path(path)
@@ -113,7 +139,7 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
     header, start = _parse_header(data, path)
     ragged = (len(data) - start) % 4
     values = np.frombuffer(data[: len(data) - ragged], "<f4", offset=start)
-    slots = param_slots(module_list, labels, cutoff)
+    slots = param_slots(module_list, labels, cutoff, skips)
     needed = sum(s.numel for s in slots)
     if ragged and len(values) >= needed:
         raise WeightsError(f"{path}: the body is {len(data) - start} bytes, not a whole number of float32 values; "

@@ -179,6 +179,32 @@ def test_other_weighted_layers_load_in_darknet_order(tmp_path):
     assert model.seen == 7
 
 
+def test_dontload_and_dontloadscales_read_nothing_for_what_they_mark(tmp_path):
+    """parser.c load_weights_upto: a ``dontload=1`` layer is passed over without reading, and ``dontloadscales=1``
+    reads no scales/mean/variance ([connected] here); ``[batchnorm]`` reads its scales regardless.  The file holds
+    only what is read, in order, and the marked tensors keep their values."""
+    cfg_text = OTHER_LAYERS_CFG.replace("activation=leaky\n", "activation=leaky\ndontload=1\n") \
+        .replace("[batchnorm]\n", "[batchnorm]\ndontloadscales=1\n").replace("batch_normalize=1\n",
+                                                                           "batch_normalize=1\ndontloadscales=1\n")
+    model = Darknet(_write_cfg(tmp_path, cfg_text))
+    conv, bn, shortcut, connected = (model.module_list[i] for i in range(4))
+    untouched = {name: t.detach().clone() for name, t in [("conv.w", conv.conv.weight), ("conv.b", conv.conv.bias),
+                                                          ("fc.scale", connected.bn.weight),
+                                                          ("fc.var", connected.bn.running_var)]}
+    sizes = [4, 4, 4, 4, 2 * 4, 5, 5 * 256]
+    values = np.arange(1, sum(sizes) + 1, dtype="<f4")
+    path = tmp_path / "net.weights"
+    path.write_bytes(np.array([0, 2, 5], "<i4").tobytes() + np.array([0], "<u8").tobytes() + values.tobytes())
+    model.load_darknet_weights(path)
+    read = [bn.bn.bias, bn.bn.weight, bn.bn.running_mean, bn.bn.running_var, shortcut.weights, connected.bn.bias,
+            connected.linear.weight]
+    for chunk, tensor in zip(np.split(values, np.cumsum(sizes)[:-1]), read):
+        assert np.array_equal(tensor.detach().numpy().ravel(), chunk)
+    kept = {"conv.w": conv.conv.weight, "conv.b": conv.conv.bias, "fc.scale": connected.bn.weight,
+            "fc.var": connected.bn.running_var}
+    assert all(torch.equal(kept[name], before) for name, before in untouched.items())
+
+
 def test_old_header_with_32bit_seen_and_transposed_connected(tmp_path):
     cfg = _write_cfg(tmp_path, "[net]\nwidth=1\nheight=1\nchannels=3\n[connected]\noutput=2\nactivation=linear\n")
     model = Darknet(cfg)
