@@ -149,7 +149,8 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
         raise WeightsError(
             f"{path}: holds {len(values):,} floats but the cfg needs {needed:,}; it ends inside layer "
             f"{missing_at.layer} ({missing_at.label}). The file is truncated or belongs to a different cfg "
-            f"(classes=/filters= differ?). For a backbone file such as *.conv.N pass partial=True / --partial."
+            f"(classes=/filters= differ?). A backbone file such as *.conv.N loads only as one: train --partial "
+            f"(automatic for *.conv.N names), partial=True in Python, or a smaller partial --layers."
             + _misalignment_hint(slots, values))
     if len(values) > needed and cutoff is None:
         raise WeightsError(
