@@ -68,3 +68,12 @@ def test_unchanged_parameters_fold_once():
     first = block.fused
     block(x)
     assert block.fused[0] is first[0] and block.fused[1] is first[1]
+
+
+@torch.no_grad()
+def test_load_state_dict_with_new_tensors_after_fuse_is_used():
+    x = torch.rand(1, 3, 8, 8)
+    block = _fused_and_run(x)
+    state = {k: v * 0.5 if k == "conv.weight" else v.clone() for k, v in block.state_dict().items()}
+    block.load_state_dict(state, assign=True)
+    torch.testing.assert_close(block(x), _unfused(block, x))
