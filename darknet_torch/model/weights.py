@@ -145,7 +145,7 @@ def load_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: st
         raise WeightsError(f"{path}: the body is {len(data) - start} bytes, not a whole number of float32 values; "
                            f"the file is damaged or not a Darknet .weights file")
     if len(values) < needed and not partial:
-        missing_at = _first_unfilled(slots, len(values))
+        missing_at, _ = _first_unfilled(slots, len(values))
         raise WeightsError(
             f"{path}: holds {len(values):,} floats but the cfg needs {needed:,}; it ends inside layer "
             f"{missing_at.layer} ({missing_at.label}). The file is truncated or belongs to a different cfg "
@@ -213,25 +213,22 @@ def _is_transposed(header: WeightsHeader, position: int, tensor: Tensor) -> bool
 
 
 def _check_layer_boundary(slots: list[ParamSlot], available: int, path: Path) -> None:
-    """A partial file must end where a layer ends; checked before any copy so a refused load leaves the model as
-    it was."""
+    """A partial file (``available`` floats, fewer than ``slots`` need) must end where a layer ends; checked before
+    any copy so a refused load leaves the model as it was."""
+    slot, start = _first_unfilled(slots, available)
+    if start != available:
+        raise WeightsError(f"{path}: ends in the middle of layer {slot.layer} ({slot.label}); a partial file must end "
+                           f"at a layer boundary")
+
+
+def _first_unfilled(slots: list[ParamSlot], available: int) -> tuple[ParamSlot, int]:
+    """The first layer ``available`` floats cannot fill, and the offset where its values start."""
     start = 0
     for slot in slots:
         if start + slot.numel > available:
-            if start != available:
-                raise WeightsError(f"{path}: ends in the middle of layer {slot.layer} ({slot.label}); a partial "
-                                   f"file must end at a layer boundary")
-            return
+            return slot, start
         start += slot.numel
-
-
-def _first_unfilled(slots: list[ParamSlot], available: int) -> ParamSlot:
-    offset = 0
-    for slot in slots:
-        offset += slot.numel
-        if offset > available:
-            return slot
-    return slots[-1]
+    return slots[-1], start - slots[-1].numel
 
 
 def save_darknet_weights(module_list: nn.ModuleList, labels: list[str], path: str | Path, header: WeightsHeader,
