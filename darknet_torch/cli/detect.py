@@ -23,12 +23,12 @@ from darknet_torch.config.data_files import read_names
 from darknet_torch.data.dataset import DarknetDataset
 from darknet_torch.detect.build import build_predictor, load_for_inference
 from darknet_torch.detect.outputs_format import darknet_printout
-from darknet_torch.detect.pipeline import DetectReport, ImageResult, detect_images, planned_outputs
+from darknet_torch.detect.pipeline import DetectReport, ImageResult, detect_images, prepare_image_outputs
 from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.detect.sources import STDIN_SOURCE, expand_sources
 from darknet_torch.distributed import DistContext
 from darknet_torch.errors import CfgError
-from darknet_torch.files import human_stream, prepare_output_dir, prepare_output_file, refuse_overwriting_sources
+from darknet_torch.files import human_stream, refuse_overwriting_sources
 from darknet_torch.video.sources import is_video_file
 
 if TYPE_CHECKING:
@@ -140,12 +140,9 @@ def _check_outputs(args: argparse.Namespace, paths: list[Path], videos: list[str
     be written and no output file (of an image or a video) is one of the sources."""
     files, folders = [], []
     if paths:
-        folder = prepare_output_dir(args.output)
-        if json_path is not None:
-            prepare_output_file(json_path)
-        files, folders = planned_outputs(paths, folder, save_images=not args.no_save_img,
-                                         save_labels=args.save_labels, save_json=not args.no_json,
-                                         json_path=json_path, save_crops=args.crop)
+        _, files, folders = prepare_image_outputs(paths, args.output, save_images=not args.no_save_img,
+                                                  save_labels=args.save_labels, save_json=not args.no_json,
+                                                  json_path=json_path, save_crops=args.crop)
     files += [p for o in video_outputs for p in (o.video, o.json_lines) if p is not None]
     refuse_overwriting_sources(files, [*paths, *videos], folders)
 
@@ -160,6 +157,7 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     paths = expand_sources([s for s in sources if s not in videos], args.recursive) if len(videos) < len(sources) \
         else []
     json_path = None if args.no_json else args.json
+    lines_to = human_stream(json_path)  # stderr when the JSON goes to stdout
     from darknet_torch.cli.demo import run_video_files, video_file_outputs  # demo imports this module's defaults
 
     video_outputs = video_file_outputs(videos, args.output, save_video=not args.no_save_img,
@@ -170,17 +168,17 @@ def _detect(args: argparse.Namespace, ctx: DistContext) -> int:
     del model  # a --fast predictor runs a copy: keeping the original would hold its weights twice
     video_status = run_video_files(predictor, videos, video_outputs, ext_output=args.ext_output,
                                    batch_size=args.batch_size, progress=False if args.no_progress else None,
-                                   lines_to=human_stream(json_path)) if videos and ctx.is_main else 0
+                                   lines_to=lines_to) if videos and ctx.is_main else 0
     if not paths:
         return video_status
     report = detect_images(
         predictor, paths, args.output, batch_size=args.batch_size, workers=args.workers, decoder=args.decoder,
         save_images=not args.no_save_img, save_labels=args.save_labels, save_json=not args.no_json,
         json_path=json_path, progress=False if args.no_progress else None, save_crops=args.crop,
-        on_result=_printer(args.ext_output, args.print_lines, args.thresh, human_stream(json_path)), ctx=ctx)
+        on_result=_printer(args.ext_output, args.print_lines, args.thresh, lines_to), ctx=ctx)
     if not ctx.is_main:
         return 0 if report.ok else 1
-    return max(video_status, _summarise(report, human_stream(json_path)))
+    return max(video_status, _summarise(report, lines_to))
 
 
 def _summarise(report: DetectReport, lines_to: TextIO) -> int:

@@ -95,12 +95,11 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
             ``paths`` (all checked before any image is processed).
     """
     paths = [Path(p) for p in paths]
-    folder = prepare_output_dir(output_dir) if output_dir is not None else None
-    if folder is not None and save_json and json_path is not None:
-        prepare_output_file(json_path)
-    if folder is not None:
-        files, folders = planned_outputs(paths, folder, save_images=save_images, save_labels=save_labels,
-                                         save_json=save_json, json_path=json_path, save_crops=save_crops)
+    folder = None
+    if output_dir is not None:
+        folder, files, folders = prepare_image_outputs(paths, output_dir, save_images=save_images,
+                                                       save_labels=save_labels, save_json=save_json,
+                                                       json_path=json_path, save_crops=save_crops)
         refuse_overwriting_sources(files, paths, folders)
     writer = None
     if folder is not None and (save_images or save_labels or save_crops):
@@ -133,6 +132,24 @@ def detect_images(predictor: Predictor, paths: Sequence[str | os.PathLike[str]],
                                                      predictor.model.num_classes))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def prepare_image_outputs(paths: Sequence[Path], output_dir: str | os.PathLike[str], *, save_images: bool = True,
+                          save_labels: bool = False, save_json: bool = True,
+                          json_path: str | os.PathLike[str] | None = None,
+                          save_crops: bool = False) -> tuple[Path, list[Path], list[Path]]:
+    """Create ``output_dir`` and check that the JSON file can be written (before any work; ``detect`` calls it
+    before the model loads, :func:`detect_images` again); (folder, files, folders) as :func:`planned_outputs`.
+
+    Raises:
+        DataError: the folder or the JSON file cannot be written.
+    """
+    folder = prepare_output_dir(output_dir)
+    if save_json and json_path is not None:
+        prepare_output_file(json_path)
+    files, folders = planned_outputs(paths, folder, save_images=save_images, save_labels=save_labels,
+                                     save_json=save_json, json_path=json_path, save_crops=save_crops)
+    return folder, files, folders
 
 
 def planned_outputs(paths: Sequence[Path], output_dir: Path, *, save_images: bool = True, save_labels: bool = False,
