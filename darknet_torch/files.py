@@ -180,14 +180,17 @@ def prepare_output_dir(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def prepare_output_file(path: str | os.PathLike[str]) -> Path:
+def prepare_output_file(path: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Check, before any work, that :func:`~darknet_torch.files.write_atomic` can write ``path``: ``-``, pipes and
     devices pass; otherwise it must not be a folder, and its folder is created (if missing) and probed as
-    :func:`prepare_output_dir` does.
+    :func:`prepare_output_dir` does.  ``sources``: the command's input files, which ``path`` must not be
+    (:func:`refuse_overwriting_sources`).
 
     Raises:
-        DataError: ``path`` is a folder, or its folder cannot be created or written (the message names the path).
+        DataError: ``path`` is a folder, or one of ``sources``, or its folder cannot be created or written (the
+            message names the path).
     """
+    refuse_overwriting_sources([path], sources)
     if is_stream(path):
         return Path(path)
     target = Path(os.path.realpath(path))  # a symlink is written through to its target

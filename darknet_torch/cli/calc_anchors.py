@@ -9,7 +9,7 @@ import numpy as np
 from darknet_torch.cli.options import non_negative_int, positive_int
 from darknet_torch.errors import DarknetError
 from darknet_torch.evaluate.anchors import format_anchors, kmeans_anchors, load_label_sizes, plot_anchors
-from darknet_torch.files import prepare_output_file, refuse_overwriting_sources, write_atomic
+from darknet_torch.files import prepare_output_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    outputs = [prepare_output_file(path) for path in (args.output, args.show) if path]
-    refuse_overwriting_sources(outputs, [args.data])
+    for path in (args.output, args.show):
+        if path:
+            prepare_output_file(path, sources=[args.data])
     sizes = load_label_sizes(args.data, args.width, args.height)
     for issue in sizes.issues[:MAX_ISSUES_SHOWN]:
         log.warning("%s", issue)

@@ -8,7 +8,7 @@ from darknet_torch.cli.options import positive_int
 from darknet_torch.config.custom import customize_cfg_file
 from darknet_torch.config.data_files import read_names
 from darknet_torch.errors import CfgError
-from darknet_torch.files import human_stream, prepare_output_file, refuse_overwriting_sources, write_atomic
+from darknet_torch.files import human_stream, prepare_output_file, write_atomic
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +39,7 @@ def class_count(classes: int | None, names: str | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    prepare_output_file(args.output)
-    refuse_overwriting_sources([args.output], [args.cfg, *([args.names] if args.names else [])])
+    prepare_output_file(args.output, sources=[args.cfg, *([args.names] if args.names else [])])
     classes = class_count(args.classes, args.names)
     data, edits = customize_cfg_file(args.cfg, classes, darknet_schedule=args.darknet_schedule)
     write_atomic(Path(args.output), data)

@@ -19,7 +19,7 @@ from darknet_torch.detect.settings import DETECTOR_TEST
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, NmsOptions, compare_with_torch,
                                        onnx_bytes, onnx_session, run_onnx, size_multiple, write_onnx)
-from darknet_torch.files import human_stream, prepare_output_file, refuse_overwriting_sources
+from darknet_torch.files import human_stream, prepare_output_file
 from darknet_torch.model.darknet import Darknet
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ def _verified(data: bytes, model: Darknet, size: tuple[int, int], args: argparse
 def run(args: argparse.Namespace) -> int:
     settings = inference_settings(args, DETECTOR_TEST, nms=args.nms_thresh)  # --nms is a flag here
     size = settings.input_size
-    output = prepare_output_file(args.output or Path(args.weights).with_suffix(".onnx"))
-    refuse_overwriting_sources([output], [args.cfg, args.weights])
+    output = prepare_output_file(args.output or Path(args.weights).with_suffix(".onnx"),
+                                 sources=[args.cfg, args.weights])
     predictor = build_predictor(args.cfg, settings, weights=args.weights, device="cpu")
     model = predictor.model
     nms = NmsOptions(settings.nms, settings.thresh, args.max_per_class) if args.nms else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from darknet_torch.files import human_stream, prepare_output_file, refuse_overwriting_sources
+from darknet_torch.files import human_stream, prepare_output_file
 from darknet_torch.train.checkpoint import write_partial
 
 
@@ -21,8 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prepare_output_file(args.output)
-    refuse_overwriting_sources([args.output], [args.cfg, args.weights])
+    prepare_output_file(args.output, sources=[args.cfg, args.weights])
     model = write_partial(args.cfg, args.weights, args.output, args.layers)
     kept = sum(p.numel() for m in list(model.module_list)[: args.layers] for p in m.parameters())
     print(f"wrote {args.output}: layers 0..{args.layers - 1} ({kept:,} parameters), seen 0",

@@ -14,7 +14,7 @@ from terminaltables import AsciiTable
 from darknet_torch.cli.options import float_in, non_negative_float, positive_int
 from darknet_torch.errors import DarknetError
 from darknet_torch.export.prune import PruningPlan, apply_pruning, network_cost, plan_pruning, save_pruned
-from darknet_torch.files import prepare_output_file, refuse_overwriting_sources
+from darknet_torch.files import prepare_output_file
 from darknet_torch.model.darknet import Darknet
 from darknet_torch.model.layers.conv import ConvBlock
 from darknet_torch.model.loading import load_model
@@ -64,8 +64,8 @@ def pruning_table(before: Darknet, after: Darknet, plan: PruningPlan) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.per_layer and args.ratio is None:
         raise DarknetError("--per-layer needs --ratio")
-    outputs = [prepare_output_file(f"{args.output}{suffix}") for suffix in (".cfg", ".weights")]  # save_pruned's pair
-    refuse_overwriting_sources(outputs, [args.cfg, args.weights])
+    for suffix in (".cfg", ".weights"):  # save_pruned's pair
+        prepare_output_file(f"{args.output}{suffix}", sources=[args.cfg, args.weights])
     model = load_model(args.cfg, args.weights, fuse=False)
     plan = plan_pruning(model, args.ratio, args.threshold, per_layer=args.per_layer,
                         per_layer_min=args.min_channels, round_to=args.round_to)
